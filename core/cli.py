@@ -1,0 +1,287 @@
+"""The ``brandguard`` command line.
+
+Heavy imports happen inside each command, after thread counts are set from the arguments,
+so ``brandguard --help`` is instant and no library starts a thread pool of its own size.
+Only this module imports ``training`` (for ``brandguard train``), lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ARTIFACT = 0, 1, 2, 3
+
+EPILOG = """\
+exit codes: 0 success · 1 unexpected failure · 2 bad arguments or input data ·
+            3 bundle or index missing, corrupted or mismatched
+
+typical workflow:
+  brandguard index refs/ --out my_bundle          # register brand imagery (uses the shipped model)
+  brandguard scan catalogue.jsonl --bundle my_bundle --out scan/
+  brandguard eval --references R --queries Q --ground-truth gt.csv --out eval/
+  brandguard demo --out demo_out                   # everything above on a generated catalogue
+"""
+
+
+def set_threads(threads: int) -> None:
+    """Pin every numeric library's thread pool before it is imported (OpenMP reads env once)."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import cv2
+
+    cv2.setNumThreads(threads)
+
+
+def _add_bundle_arg(p: argparse.ArgumentParser, help_extra: str = "") -> None:
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="bundle folder (model.onnx + model_card.json [+ index]); default: the shipped model"
+                   + help_extra)
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime / FAISS / OpenCV threads (default 1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda uses onnxruntime's CUDA provider when installed, else falls back to cpu")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (for logs)")
+
+
+# ------------------------------------------------------------------------- index
+def cmd_index(args: argparse.Namespace) -> int:
+    from brandguard.datasets.readers import read_references
+    from brandguard.index.store import ReferenceIndex, ReferenceRecord
+    from brandguard.vision.bundle import CARD_FILE, MODEL_FILE, Bundle, default_bundle_path
+    from brandguard.vision.pipeline import Pipeline
+
+    src = Bundle.load(args.bundle or default_bundle_path())
+    out = Path(args.out)
+    if out.resolve() != src.path.resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (MODEL_FILE, CARD_FILE):
+            shutil.copyfile(src.path / name, out / name)
+    pipe = Pipeline.from_bundle(out, threads=args.threads, device=args.device)
+    refs = read_references(args.references)
+    if not refs:
+        print(f"error: no reference images found in {args.references}", file=sys.stderr)
+        return EXIT_USAGE
+    t0 = time.perf_counter()
+    vecs, errors = pipe.embed_sources([r.path for r in refs])
+    bad = [(r, e) for r, e in zip(refs, errors) if e is not None]
+    for r, e in bad:
+        print(f"warning: reference {r.reference_id} skipped: {e}", file=sys.stderr)
+    keep = [i for i, e in enumerate(errors) if e is None]
+    records = [ReferenceRecord(refs[i].reference_id, refs[i].brand, refs[i].sku, refs[i].kind, refs[i].path)
+               for i in keep]
+    index = ReferenceIndex.build(out, pipe.card, vecs[keep], records, factory=args.factory, threads=args.threads)
+    dt = time.perf_counter() - t0
+    print(f"indexed {len(index)} references of {len(index.brands())} brands into {out} "
+          f"({index.manifest.factory}, {dt:.1f}s)" + (f"; {len(bad)} unreadable, listed above" if bad else ""))
+    return EXIT_OK if not bad or not args.strict else EXIT_USAGE
+
+
+# ------------------------------------------------------------------------- scan
+def cmd_scan(args: argparse.Namespace) -> int:
+    from brandguard.report import terminal_table, write_html_report
+    from brandguard.scanner import ScanOptions, read_results, scan
+    from brandguard.vision.pipeline import Pipeline
+
+    pipe = Pipeline.from_bundle(args.bundle, threads=args.threads, device=args.device,
+                                region_mode=args.regions, require_index=True)
+    opts = ScanOptions(workers=args.workers, threads=args.threads, batch_size=args.batch_size,
+                       region_mode=args.regions, write_jsonl=args.jsonl, progress=not args.no_progress)
+    summary = scan(args.catalogue, pipe, args.out, opts)
+    rows = read_results(args.out)
+    if not args.no_report:
+        refs = {r.reference_id: r.source for r in pipe.index.records()}
+        page = write_html_report(rows, refs, Path(args.out) / "report.html",
+                                 title=f"brandguard scan of {Path(args.catalogue).name}",
+                                 summary=json.loads(summary.to_json()))
+        print(f"report: {page}")
+    if not args.quiet:
+        print(terminal_table(rows))
+    print(f"scanned {summary.scanned} new + {summary.resumed} resumed of {summary.total} listings "
+          f"in {summary.seconds:.1f}s ({summary.images_per_second:.1f} img/s): "
+          + ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items())))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from brandguard.evaluation import (Prediction, evaluate, list_images, read_ground_truth,
+                                       read_query_families, write_predictions)
+    from brandguard.index.store import ReferenceIndex, ReferenceRecord
+    from brandguard.vision.pipeline import Pipeline
+
+    pipe = Pipeline.from_bundle(args.bundle, threads=args.threads, device=args.device)
+    refs, queries = list_images(args.references), list_images(args.queries)
+    if not refs or not queries:
+        print("error: references and queries must each hold at least one image", file=sys.stderr)
+        return EXIT_USAGE
+    t0 = time.perf_counter()
+    rvec, rerr = pipe.embed_sources([str(p) for _, p in refs])
+    qvec, qerr = pipe.embed_sources([str(p) for _, p in queries])
+    ok_refs = [i for i, e in enumerate(rerr) if e is None]
+    # A scratch in-memory index (exact search): eval must not touch the bundle's own index.
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = ReferenceIndex.build(out / ".eval_index", pipe.card, rvec[ok_refs],
+                                 [ReferenceRecord(refs[i][0], refs[i][0].split("/")[0]) for i in ok_refs],
+                                 factory="IDMap2,Flat", threads=args.threads)
+    ok_q = [i for i, e in enumerate(qerr) if e is None]
+    hits = index.search(qvec[ok_q], k=args.k) if ok_q else []
+    preds = [Prediction(queries[i][0], m.reference_id, m.score) for i, row in zip(ok_q, hits) for m in row]
+    index.close()
+    shutil.rmtree(out / ".eval_index", ignore_errors=True)
+    n = write_predictions(out / "predictions.csv", preds)
+    dt = time.perf_counter() - t0
+    unreadable = [queries[i][0] for i, e in enumerate(qerr) if e is not None]
+    print(f"wrote {n} predictions for {len(queries)} queries against {len(ok_refs)} references "
+          f"to {out / 'predictions.csv'} ({dt:.1f}s)")
+    if unreadable or len(ok_refs) < len(refs):
+        print(f"warning: {len(unreadable)} queries and {len(refs) - len(ok_refs)} references could not be "
+              f"decoded and have no predictions", file=sys.stderr)
+    if args.ground_truth:
+        gt = read_ground_truth(args.ground_truth)
+        fams = read_query_families(args.query_info) if args.query_info else None
+        metrics = evaluate(preds, gt, [q for q, _ in queries], fams)
+        metrics.update(model_sha256=pipe.card.sha256, k=args.k, seconds=round(dt, 2),
+                       unreadable_queries=len(unreadable))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        print(f"µAP {metrics['micro_ap']:.4f} · recall@P90 {metrics['recall_at_p90']:.4f} · "
+              f"recall@1 {metrics['recall_at_1']:.4f}  → {out / 'metrics.json'}")
+        for fam, m in metrics.get("per_family", {}).items():
+            if "micro_ap" in m:
+                print(f"  {fam:<24} n={m['n_queries']:<5} µAP {m['micro_ap']:.4f}  recall@1 {m['recall_at_1']:.4f}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from brandguard.demo import run_demo
+
+    return run_demo(Path(args.out), threads=args.threads, workers=args.workers)
+
+
+# ------------------------------------------------------------------------- corpus / train
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from brandguard.datasets import corpus
+
+    return corpus.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brandguard", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Find copies and knockoffs of registered brand imagery in marketplace listing photos.")
+    from brandguard import __version__
+
+    parser.add_argument("--version", action="version", version=f"brandguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("index", help="register brand reference images: embed them and build the FAISS index",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+                           "Embed reference images and write a bundle with a FAISS index.\n\n"
+                           "REFERENCES is a folder laid out <brand>/<name>.png, or a JSONL/CSV/Parquet file\n"
+                           "with columns brand, path [, reference_id, sku, kind] (paths relative to the file).\n"
+                           "The model (model.onnx + card) is copied into --out, which becomes a complete\n"
+                           "bundle: pass it to `scan` as --bundle."))
+    p.add_argument("references", type=Path)
+    _add_bundle_arg(p, " to take the model from")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write (created if missing)")
+    p.add_argument("--factory", default=None,
+                   help="FAISS factory string (default: chosen by size: IDMap2,Flat below 100k references)")
+    p.add_argument("--strict", action="store_true", help="exit 2 if any reference image is unreadable")
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("scan", help="check every listing image of a catalogue; write results and a report",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+                           "Scan a catalogue: JSONL/CSV/Parquet with listing_id, image [, seller_id, title, price,\n"
+                           "brand_hint], or a folder of images. Writes OUT/results.parquet (one row per listing:\n"
+                           "verdict copy|knockoff|clear|inconclusive, brand, confidence, top references,\n"
+                           "evidence), OUT/summary.json and OUT/report.html. Bad rows become inconclusive\n"
+                           "rows with a reason; the scan never stops for them. Re-running the same command\n"
+                           "after an interruption resumes where it stopped."))
+    p.add_argument("catalogue", type=Path)
+    _add_bundle_arg(p, "; must hold an index (see `brandguard index`)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="decode worker processes (default: cores - 1; 0 decodes in-process)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per ONNX Runtime batch (default 64)")
+    p.add_argument("--regions", choices=("full", "grid"), default="full",
+                   help="full: one embedding per image; grid: + 5 crops, finds small logos, ~6x slower")
+    p.add_argument("--jsonl", action="store_true", help="also write OUT/results.jsonl")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--quiet", action="store_true", help="do not print the results table")
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("eval", help="DISC21-style evaluation: predictions.csv and µAP / recall metrics",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+                           "Embed a references folder and a queries folder (any JPEG/PNG/WebP images; an image's\n"
+                           "id is its path relative to the folder without extension), search the k nearest\n"
+                           "references of every query and write OUT/predictions.csv (query_id,reference_id,score).\n"
+                           "With --ground-truth (query_id,reference_id rows; queries without a row are\n"
+                           "distractors) also write OUT/metrics.json: µAP as in the Image Similarity Challenge\n"
+                           "2021, recall at 90% precision, recall@1 (and per family with --query-info)."))
+    p.add_argument("--references", type=Path, required=True)
+    p.add_argument("--queries", type=Path, required=True)
+    p.add_argument("--ground-truth", type=Path, default=None)
+    p.add_argument("--query-info", type=Path, default=None,
+                   help="CSV with query_id,family for per-family metrics (the corpus's queries.csv)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--k", type=int, default=10, help="predictions per query (default 10)")
+    _add_bundle_arg(p)
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="build a demo catalogue from real logos, index, scan, report")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_demo)
+
+    try:
+        from brandguard.datasets import corpus
+    except ImportError:
+        corpus = None
+    if corpus is not None and hasattr(corpus, "add_arguments"):
+        p = sub.add_parser("corpus", help="build the brand-imagery corpus and DISC21-style benchmarks",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description=(corpus.__doc__ or "").strip())
+        corpus.add_arguments(p)
+        p.set_defaults(func=cmd_corpus)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Thread counts must be in the environment before numpy/OpenCV load their pools, and
+    # building the parser imports subcommand modules: read --threads first.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--threads", type=int, default=1)
+    known, _ = pre.parse_known_args(argv)
+    set_threads(max(1, known.threads))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from brandguard.errors import BundleError, InputError, ReferenceIndexError
+
+    try:
+        return int(args.func(args) or 0)
+    except (BundleError, ReferenceIndexError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ARTIFACT
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Readers, logo rendering, augmentations, corpus and demo builders."""

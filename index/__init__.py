@@ -1,0 +1,1 @@
+"""Reference index: FAISS vectors, SQLite metadata, integrity checks."""

@@ -1,0 +1,172 @@
+"""Pipeline, scanner and CLI end to end, on a real (tiny) ONNX model, FAISS and SQLite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brandguard.cli import EXIT_ARTIFACT, EXIT_OK, EXIT_USAGE, main
+from brandguard.errors import BundleError
+from brandguard.scanner import ScanOptions, read_results, scan
+from brandguard.vision.bundle import CARD_FILE, Bundle
+from brandguard.vision.pipeline import Pipeline
+from tests_helpers import blob_image, save
+
+BRANDS = ["acme", "bolt", "cora", "dune"]
+
+
+@pytest.fixture()
+def catalogue(tmp_path: Path) -> Path:
+    """References for 4 brands; listings: crops/re-encodes of them, unrelated images, bad rows."""
+    refs = tmp_path / "refs"
+    for i, b in enumerate(BRANDS):
+        save(blob_image(100 + i), refs / b / "logo.png")
+    listings = tmp_path / "listings"
+    rows = []
+    for i, b in enumerate(BRANDS):
+        img = blob_image(100 + i)
+        save(img[10:230, 15:305], listings / f"copy_{b}.jpg", quality=60)
+        rows.append({"listing_id": f"copy_{b}", "image": f"listings/copy_{b}.jpg", "seller_id": "s1", "price": 10})
+    for j in range(3):
+        save(blob_image(500 + j), listings / f"other_{j}.jpg", quality=85)
+        rows.append({"listing_id": f"other_{j}", "image": f"listings/other_{j}.jpg", "price": "5.5"})
+    (listings / "fake.jpg").write_bytes(b"<html>definitely not a jpeg</html>")
+    rows += [{"listing_id": "fake", "image": "listings/fake.jpg"},
+             {"listing_id": "gone", "image": "listings/missing.jpg"},
+             {"listing_id": "cheap", "image": "listings/other_0.jpg", "price": "abc"}]
+    cat = tmp_path / "catalogue.jsonl"
+    cat.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken json\n")
+    return tmp_path
+
+
+def indexed_bundle(tiny_bundle: Path, catalogue: Path) -> Path:
+    out = catalogue / "bundle"
+    assert main(["index", str(catalogue / "refs"), "--bundle", str(tiny_bundle), "--out", str(out)]) == EXIT_OK
+    return out
+
+
+def test_copies_found_distractors_clear_bad_rows_inconclusive(tiny_bundle, catalogue):
+    bundle = indexed_bundle(tiny_bundle, catalogue)
+    pipe = Pipeline.from_bundle(bundle, require_index=True)
+    summary = scan(catalogue / "catalogue.jsonl", pipe, catalogue / "scan",
+                   ScanOptions(workers=1, batch_size=4, part_size=3, progress=False))
+    rows = {r["listing_id"]: r for r in read_results(catalogue / "scan")}
+    assert summary.total == len(rows) == 11  # every row once, the broken JSON line included
+    for b in BRANDS:
+        assert rows[f"copy_{b}"]["verdict"] == "copy" and rows[f"copy_{b}"]["brand"] == b
+        assert rows[f"copy_{b}"]["top_reference_id"] == f"{b}/logo"
+    for j in range(3):
+        assert rows[f"other_{j}"]["verdict"] == "clear", rows[f"other_{j}"]
+    assert rows["fake"]["verdict"] == "inconclusive" and rows["fake"]["reason"] == "not_an_image"
+    assert rows["gone"]["reason"] == "missing_file"
+    assert rows["cheap"]["reason"] == "bad_price"
+    broken = [r for r in rows.values() if r["listing_id"].startswith("catalogue.jsonl:")]
+    assert len(broken) == 1 and broken[0]["verdict"] == "inconclusive"
+    assert summary.verdicts == {"copy": 4, "clear": 3, "inconclusive": 4}
+    assert len(list((catalogue / "scan" / "parts").glob("part-*.parquet"))) == 4
+
+
+def test_resume_does_not_rescan_or_duplicate(tiny_bundle, catalogue):
+    bundle = indexed_bundle(tiny_bundle, catalogue)
+    pipe = Pipeline.from_bundle(bundle, require_index=True)
+    out = catalogue / "scan"
+    opts = ScanOptions(workers=0, batch_size=2, part_size=2, progress=False)
+    scan(catalogue / "catalogue.jsonl", pipe, out, opts)
+    parts = sorted((out / "parts").glob("part-*.parquet"))
+    for p in parts[2:]:  # simulate a scan killed after two complete parts
+        p.unlink()
+    s2 = scan(catalogue / "catalogue.jsonl", pipe, out, opts)
+    assert s2.resumed == 4 and s2.scanned == 7
+    ids = [r["listing_id"] for r in read_results(out)]
+    assert len(ids) == len(set(ids)) == 11
+
+
+def test_check_bytes_and_regions(tiny_bundle, catalogue):
+    bundle = indexed_bundle(tiny_bundle, catalogue)
+    pipe = Pipeline.from_bundle(bundle, region_mode="grid")
+    data = (catalogue / "listings" / "copy_bolt.jpg").read_bytes()
+    v_ok, v_bad = pipe.check([data, b"\x00\x01garbage"])
+    assert v_ok.verdict == "copy" and v_ok.brand == "bolt" and v_ok.evidence["region"] in (
+        "full", "top_left", "top_right", "bottom_left", "bottom_right", "centre")
+    assert v_bad.verdict == "inconclusive" and v_bad.reason == "not_an_image"
+    d = v_ok.to_dict()
+    assert d["top"][0]["reference_id"] == "bolt/logo" and json.dumps(d)
+
+
+def test_tampered_model_refused(tiny_bundle, tmp_path):
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    with open(b / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="sha256"):
+        Bundle.load(b)
+    card = json.loads((tiny_bundle / CARD_FILE).read_text())
+    card["input_size"] = 5
+    (b / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="input_size"):
+        Bundle.load(b)
+
+
+def test_index_built_for_another_model_is_refused_by_scan(tiny_bundle, catalogue, capsys):
+    bundle = indexed_bundle(tiny_bundle, catalogue)
+    import onnx
+    from conftest import make_tiny_onnx
+
+    from brandguard.vision.bundle import ModelCard, write_bundle
+
+    # Swap in another model (same graph, other bytes, so another sha256) under the old index.
+    model = onnx.load_from_string(make_tiny_onnx())
+    model.doc_string = "retrained"
+    card = json.loads((bundle / CARD_FILE).read_text())
+    write_bundle(bundle, model.SerializeToString(), ModelCard.from_dict(card))
+    rc = main(["scan", str(catalogue / "catalogue.jsonl"), "--bundle", str(bundle), "--out",
+               str(catalogue / "scan2"), "--workers", "0", "--no-progress"])
+    assert rc == EXIT_ARTIFACT
+    assert "built with model" in capsys.readouterr().err
+
+
+def test_eval_cli_writes_predictions_and_metrics(tiny_bundle, tmp_path):
+    refs, queries = tmp_path / "R", tmp_path / "Q"
+    for i in range(5):
+        save(blob_image(200 + i), refs / f"brand{i}" / "logo.png")
+        save(blob_image(200 + i)[20:220, 20:300], queries / f"q{i}.jpg", quality=70)
+    save(blob_image(999), queries / "distractor.jpg")
+    gt = tmp_path / "gt.csv"
+    gt.write_text("query_id,reference_id\n" + "".join(f"q{i},brand{i}/logo\n" for i in range(5)))
+    out = tmp_path / "eval"
+    rc = main(["eval", "--references", str(refs), "--queries", str(queries), "--ground-truth", str(gt),
+               "--out", str(out), "--bundle", str(tiny_bundle), "--k", "3"])
+    assert rc == EXIT_OK
+    lines = (out / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "query_id,reference_id,score" and len(lines) == 1 + 6 * 3
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["recall_at_1"] == 1.0 and m["micro_ap"] > 0.9 and m["n_queries"] == 6
+
+
+def test_cli_usage_errors_have_exit_codes(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["scan"])
+    assert exc.value.code == 2
+    rc = main(["index", str(tmp_path / "nope"), "--out", str(tmp_path / "b"), "--bundle", str(tmp_path)])
+    assert rc == EXIT_ARTIFACT
+    assert "model_card.json" in capsys.readouterr().err
+
+
+def test_inference_imports_no_torch():
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+            "import brandguard.vision.pipeline, brandguard.vision.decode, brandguard.index.store\n"
+            "import brandguard.scanner, brandguard.report, brandguard.cli, brandguard.evaluation\n"
+            "import brandguard.datasets.readers\n"
+            "from brandguard.cli import build_parser; build_parser()\n"
+            "assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+            "print('ok')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"

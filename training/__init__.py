@@ -1,0 +1,1 @@
+"""Model definition, training and ONNX export (the only subpackage that imports torch)."""

@@ -1,0 +1,1 @@
+"""Decoding, preprocessing, ONNX embedding, regions and decisions. Never imports torch."""

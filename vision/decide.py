@@ -1,0 +1,126 @@
+"""From search hits to a verdict a brand can act on.
+
+Thresholds live in the bundle's ``calibration.json`` (written when the index is built or
+calibrated); without one, global defaults apply and every verdict says it is uncalibrated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from brandguard.errors import BundleError
+
+VERDICTS = ("copy", "knockoff", "clear", "inconclusive")
+CALIBRATION_FILE = "calibration.json"
+
+
+@dataclass(frozen=True)
+class ReferenceHit:
+    reference_id: str
+    brand: str
+    sku: str
+    kind: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one image. ``reason`` is set exactly when verdict is ``inconclusive``."""
+
+    verdict: str
+    brand: str | None = None
+    confidence: float = 0.0
+    score: float | None = None
+    top: tuple[ReferenceHit, ...] = ()
+    evidence: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["top"] = [asdict(h) for h in self.top]
+        return d
+
+    @classmethod
+    def inconclusive(cls, reason: str, detail: str = "") -> "Verdict":
+        return cls(verdict="inconclusive", reason=reason, evidence={"detail": detail} if detail else {})
+
+
+@dataclass(frozen=True)
+class BrandThresholds:
+    copy: float
+    knockoff: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Score thresholds: global, with optional per-brand overrides."""
+
+    copy: float = 0.80
+    knockoff: float = 0.60
+    per_brand: dict[str, BrandThresholds] = field(default_factory=dict)
+    method: str = "default"
+    # Width of the logistic that turns the margin over a threshold into a confidence.
+    temperature: float = 0.05
+
+    def for_brand(self, brand: str) -> tuple[BrandThresholds, bool]:
+        """(thresholds, calibrated?) for ``brand``; uncalibrated brands use the global ones."""
+        if brand in self.per_brand:
+            return self.per_brand[brand], True
+        return BrandThresholds(self.copy, self.knockoff), self.method != "default"
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path) -> "Calibration":
+        """Read ``calibration.json`` from a bundle, or the defaults when there is none."""
+        path = Path(bundle_dir) / CALIBRATION_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            per = {b: BrandThresholds(**t) for b, t in d.pop("per_brand", {}).items()}
+            cal = cls(per_brand=per, **d)
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path} is not a valid calibration file: {exc}") from exc
+        if not (0 <= cal.knockoff <= cal.copy <= 1):
+            raise BundleError(f"{path}: thresholds must satisfy 0 <= knockoff <= copy <= 1")
+        return cal
+
+
+def _logistic(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
+
+
+def decide(hits: Sequence[ReferenceHit], calibration: Calibration,
+           evidence: dict[str, Any] | None = None) -> Verdict:
+    """Verdict from the merged, best-first hits of one image.
+
+    ``copy``: the best reference is close enough to be the same image, edited.
+    ``knockoff``: the brand's imagery is clearly resembled, but not as a copy of any reference.
+    ``clear``: nothing registered is close.
+    """
+    ev = dict(evidence or {})
+    if not hits:
+        return Verdict("clear", confidence=1.0, evidence={**ev, "note": "no references indexed"})
+    best = hits[0]
+    th, calibrated = calibration.for_brand(best.brand)
+    ev.update(calibrated=calibrated, thresholds={"copy": th.copy, "knockoff": th.knockoff},
+              calibration=calibration.method)
+    t = calibration.temperature
+    if best.score >= th.copy:
+        kind, brand, conf = "copy", best.brand, _logistic((best.score - th.copy) / t + 2.0)
+    elif best.score >= th.knockoff:
+        kind, brand = "knockoff", best.brand
+        # Confidence that this is brand imagery at all; how sure we are it is not a copy is
+        # the distance below the copy threshold.
+        conf = _logistic((best.score - th.knockoff) / t)
+    else:
+        kind, brand, conf = "clear", None, _logistic((th.knockoff - best.score) / t)
+    return Verdict(kind, brand=brand, confidence=round(conf, 4), score=round(best.score, 6),
+                   top=tuple(hits), evidence=ev)

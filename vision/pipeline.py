@@ -1,0 +1,180 @@
+"""One factory that returns the model with its matching preprocessing, index and thresholds.
+
+``Pipeline.from_bundle(path)`` is the only way inference code gets a model: the bundle is
+verified, preprocessing comes from its card, the index (if any) must have been built with
+that very model. Data flows one way: decode → preprocess → embed → search → decide.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from brandguard.errors import ImageDecodeError, InputError
+from brandguard.vision.bundle import Bundle, ModelCard, default_bundle_path
+from brandguard.vision.decide import Calibration, ReferenceHit, Verdict, decide
+from brandguard.vision.decode import DecodeLimits, decode_image
+from brandguard.vision.embedder import Embedder
+from brandguard.vision.preprocess import normalise_batch, resize_for_model
+from brandguard.vision.regions import Box, crop, region_boxes
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Model-ready crops of one decoded image (what decode workers send to the embedder)."""
+
+    crops: np.ndarray  # R x S x S x 3 uint8; crop 0 is the whole image
+    boxes: tuple[Box, ...]
+    size: tuple[int, int]
+    notes: tuple[str, ...]
+
+
+def decode_side(input_size: int, region_mode: str) -> int:
+    """Smallest image side worth decoding: region crops at 50% need twice the model input."""
+    return input_size * (2 if region_mode == "grid" else 1)
+
+
+def prepare_image(source: bytes | str | os.PathLike[str], card: ModelCard,
+                  region_mode: str = "full", limits: DecodeLimits = DecodeLimits()) -> PreparedImage:
+    """Decode and cut ``source`` into model-sized crops. Raises :class:`ImageDecodeError`.
+
+    A plain function of picklable arguments so worker processes can run it.
+    """
+    decoded = decode_image(source, target_side=decode_side(card.input_size, region_mode), limits=limits)
+    w, h = decoded.size
+    boxes = region_boxes(w, h, region_mode)
+    crops = np.stack([resize_for_model(crop(decoded.rgb, b), card) for b in boxes])
+    return PreparedImage(crops=crops, boxes=tuple(boxes), size=(w, h), notes=decoded.notes)
+
+
+class Pipeline:
+    """A verified bundle ready to judge images. Build with :meth:`from_bundle`."""
+
+    def __init__(self, bundle: Bundle, embedder: Embedder, index, calibration: Calibration,
+                 region_mode: str, limits: DecodeLimits, top_k: int) -> None:
+        self.bundle = bundle
+        self.card = bundle.card
+        self.embedder = embedder
+        self.index = index
+        self.calibration = calibration
+        self.region_mode = region_mode
+        self.limits = limits
+        self.top_k = top_k
+
+    @classmethod
+    def from_bundle(cls, path: str | os.PathLike[str] | None = None, *, threads: int = 1, device: str = "cpu",
+                    region_mode: str = "full", require_index: bool = False,
+                    limits: DecodeLimits = DecodeLimits(), top_k: int = 5) -> "Pipeline":
+        """Load and verify a bundle (the shipped default when ``path`` is None).
+
+        The index is loaded when the bundle has one; ``require_index`` makes its absence an error.
+        """
+        from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+
+        bundle = Bundle.load(path if path is not None else default_bundle_path())
+        embedder = Embedder(bundle, threads=threads, device=device)
+        index = None
+        if require_index or (bundle.path / MANIFEST_FILE).exists():
+            index = ReferenceIndex.load(bundle.path, bundle.card, threads=threads)
+        return cls(bundle, embedder, index, Calibration.load(bundle.path), region_mode, limits, top_k)
+
+    # ------------------------------------------------------------------ stages
+    def prepare(self, source: bytes | str | os.PathLike[str]) -> PreparedImage:
+        return prepare_image(source, self.card, self.region_mode, self.limits)
+
+    def embed_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """R x S x S x 3 uint8 crops -> R x D unit vectors, in batches."""
+        out = [self.embedder.embed(normalise_batch(crops[i:i + batch_size], self.card))
+               for i in range(0, len(crops), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.card.embedding_dim), np.float32)
+
+    def search_merged(self, items: Sequence[PreparedImage], vectors: np.ndarray) -> list[tuple[list[ReferenceHit], dict]]:
+        """Search every crop, merge per reference (best crop wins), best first, top_k kept."""
+        if self.index is None:
+            raise InputError("this bundle has no reference index: build one with `brandguard index`")
+        per_crop = self.index.search(vectors, k=self.top_k)
+        out, pos = [], 0
+        for item in items:
+            n = len(item.boxes)
+            best: dict[str, tuple[ReferenceHit, Box]] = {}
+            for box, hits in zip(item.boxes, per_crop[pos:pos + n]):
+                for m in hits:
+                    cur = best.get(m.reference_id)
+                    if cur is None or m.score > cur[0].score:
+                        best[m.reference_id] = (ReferenceHit(m.reference_id, m.brand, m.sku, m.kind, m.score), box)
+            pos += n
+            ranked = sorted(best.values(), key=lambda hb: (-hb[0].score, hb[0].reference_id))[: self.top_k]
+            evidence = {"region": ranked[0][1].name, "region_box": ranked[0][1].as_list(),
+                        "image_size": list(item.size)} if ranked else {"image_size": list(item.size)}
+            if item.notes:
+                evidence["decode_notes"] = list(item.notes)
+            out.append(([h for h, _ in ranked], evidence))
+        return out
+
+    def judge(self, items: Sequence[PreparedImage | ImageDecodeError]) -> list[Verdict]:
+        """Verdicts for already-decoded items; decode errors become ``inconclusive``."""
+        good = [it for it in items if isinstance(it, PreparedImage)]
+        crops = np.concatenate([it.crops for it in good]) if good else None
+        vectors = self.embed_crops(crops) if crops is not None else np.zeros((0, self.card.embedding_dim), np.float32)
+        merged = iter(self.search_merged(good, vectors)) if good else iter(())
+        verdicts = []
+        for it in items:
+            if isinstance(it, ImageDecodeError):
+                verdicts.append(Verdict.inconclusive(it.reason, it.detail))
+            else:
+                hits, ev = next(merged)
+                verdicts.append(decide(hits, self.calibration, ev))
+        return verdicts
+
+    def check(self, sources: Sequence[bytes | str | os.PathLike[str]]) -> list[Verdict]:
+        """Judge images given as paths or bytes. Never raises for a bad image."""
+        items: list[PreparedImage | ImageDecodeError] = []
+        for s in sources:
+            try:
+                items.append(self.prepare(s))
+            except ImageDecodeError as exc:
+                items.append(exc)
+        return self.judge(items)
+
+    def embed_sources(self, sources: Sequence[bytes | str | os.PathLike[str]],
+                      batch_size: int = 64) -> tuple[np.ndarray, list[ImageDecodeError | None]]:
+        """Whole-image embeddings (N x D; zero rows where decoding failed) and per-item errors."""
+        vecs = np.zeros((len(sources), self.card.embedding_dim), np.float32)
+        errors: list[ImageDecodeError | None] = [None] * len(sources)
+        pending: list[tuple[int, np.ndarray]] = []
+
+        def flush() -> None:
+            if pending:
+                idx = [i for i, _ in pending]
+                vecs[idx] = self.embed_crops(np.stack([c for _, c in pending]))
+                pending.clear()
+
+        for i, s in enumerate(sources):
+            try:
+                decoded = decode_image(s, target_side=self.card.input_size, limits=self.limits)
+                pending.append((i, resize_for_model(decoded.rgb, self.card)))
+            except ImageDecodeError as exc:
+                errors[i] = exc
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+        return vecs, errors
+
+    def describe(self) -> dict:
+        """Model and index versions, for reports and the service's /readyz."""
+        d = {"model": self.card.name, "model_version": self.card.version, "model_sha256": self.card.sha256,
+             "embedding_dim": self.card.embedding_dim, "input_size": self.card.input_size,
+             "providers": list(self.embedder.info.providers), "region_mode": self.region_mode,
+             "calibration": self.calibration.method}
+        if self.index is not None:
+            d.update(index_factory=self.index.manifest.factory, index_count=len(self.index),
+                     index_sha256=self.index.manifest.index_sha256)
+        return d
+
+
+def bundle_dir(path: str | os.PathLike[str] | None) -> Path:
+    return Path(path) if path is not None else default_bundle_path()
