@@ -2,13 +2,19 @@
 
 Files, all inside a bundle folder next to ``model.onnx``:
 
-- ``index.faiss``      the serialised FAISS index (ids = SQLite row ids, via an ID map)
-- ``references.sqlite`` one row per reference: id, reference_id, brand, sku, kind, source, added_at
-- ``index.json``       factory string, metric, dimension, model sha256, vector count, index sha256
+- ``index-<gen>.faiss``       the serialised FAISS index (ids = SQLite row ids, via an ID map)
+- ``references-<build>.sqlite`` one row per reference ever added, with the generations in which
+                              it was added and removed
+- ``index.json``              the manifest: factory string, metric, dimension, model sha256,
+                              current generation, file names, vector count, index sha256
 
-Every file is written to a temporary name and renamed into place, manifest last, and loading
-cross-checks all three (checksum, count, dimension), so a torn write is detected, never served.
-Loading also refuses an index built with another model: wrong answers are worse than an error.
+Durability: every change is a new *generation*. Metadata rows are committed first, tagged with
+the new generation; then the FAISS file of that generation is written (temporary name, fsync,
+rename); then the manifest is atomically replaced, which is the commit point. A crash anywhere
+before that leaves the previous manifest pointing at the previous, intact FAISS file, and rows
+of the unfinished generation are invisible (and cleaned up by the next write). Loading
+re-hashes the FAISS file, cross-checks counts and refuses an index built with another model.
+One writer at a time per folder (the service serialises its writes).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import math
 import os
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+import uuid
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -28,23 +35,25 @@ import numpy as np
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
 from brandguard.vision.bundle import ModelCard, atomic_write_bytes, sha256_file
 
-INDEX_FILE = "index.faiss"
-META_FILE = "references.sqlite"
 MANIFEST_FILE = "index.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS refs (
     id INTEGER PRIMARY KEY,
-    reference_id TEXT NOT NULL UNIQUE,
+    reference_id TEXT NOT NULL,
     brand TEXT NOT NULL,
     sku TEXT NOT NULL DEFAULT '',
     kind TEXT NOT NULL DEFAULT '',
     source TEXT NOT NULL DEFAULT '',
-    added_at REAL NOT NULL
+    added_at REAL NOT NULL,
+    added_gen INTEGER NOT NULL,
+    removed_gen INTEGER
 );
 CREATE INDEX IF NOT EXISTS refs_brand ON refs(brand);
+CREATE INDEX IF NOT EXISTS refs_rid ON refs(reference_id);
 """
+_VISIBLE = "added_gen <= ? AND (removed_gen IS NULL OR removed_gen > ?)"
 
 
 def choose_factory(n_vectors: int) -> str:
@@ -91,9 +100,13 @@ class IndexManifest:
     metric: str
     dim: int
     model_sha256: str
+    generation: int
+    index_file: str
+    db_file: str
     count: int
     index_sha256: str
     created_at: float
+    updated_at: float
     version: int = MANIFEST_VERSION
 
 
@@ -108,6 +121,17 @@ def as_vectors(x: np.ndarray, dim: int) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise InputError("vectors contain NaN or infinity")
     return arr
+
+
+def _check_records(records: Sequence[ReferenceRecord], n: int) -> None:
+    if len(records) != n:
+        raise InputError(f"{len(records)} records for {n} vectors")
+    ids = [r.reference_id for r in records]
+    if len(set(ids)) != len(ids):
+        raise InputError("reference ids must be unique")
+    for r in records:
+        if not r.reference_id or not r.brand:
+            raise InputError(f"a reference needs an id and a brand: {r}")
 
 
 class ReferenceIndex:
@@ -130,41 +154,40 @@ class ReferenceIndex:
         factory: str | None = None,
         threads: int = 1,
     ) -> "ReferenceIndex":
-        """Create a fresh index in ``folder`` (replacing any previous one atomically)."""
+        """Create a fresh index in ``folder``; a previous index stays valid until the new one commits."""
         faiss.omp_set_num_threads(threads)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         vecs = as_vectors(vectors, card.embedding_dim)
-        if len(records) != vecs.shape[0]:
-            raise InputError(f"{len(records)} records for {vecs.shape[0]} vectors")
-        ids = [r.reference_id for r in records]
-        if len(set(ids)) != len(ids):
-            raise InputError("reference ids must be unique")
+        _check_records(records, vecs.shape[0])
         factory = factory or choose_factory(len(records))
         index = faiss.index_factory(card.embedding_dim, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
             if vecs.shape[0] < 40:
                 raise InputError(f"factory {factory!r} needs training data; {vecs.shape[0]} vectors is too few")
             index.train(vecs)
+        index.add_with_ids(vecs, np.arange(len(records), dtype=np.int64))
 
-        # Metadata goes to a new database file that replaces the old one by rename.
-        tmp_db = folder / f".{META_FILE}.building"
-        if tmp_db.exists():
-            tmp_db.unlink()
-        db = sqlite3.connect(tmp_db)
+        db_file = f"references-{uuid.uuid4().hex[:12]}.sqlite"
+        db = sqlite3.connect(folder / db_file, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
         now = time.time()
-        db.executemany(
-            "INSERT INTO refs (id, reference_id, brand, sku, kind, source, added_at) VALUES (?,?,?,?,?,?,?)",
-            [(i, r.reference_id, r.brand, r.sku, r.kind, r.source, now) for i, r in enumerate(records)],
-        )
-        db.commit()
-        db.close()
-        index.add_with_ids(vecs, np.arange(len(records), dtype=np.int64))
-        obj = cls(folder, index, IndexManifest(factory, "inner_product", card.embedding_dim, card.sha256,
-                                               len(records), "", now), None)  # type: ignore[arg-type]
-        obj._write_index_and_manifest(tmp_db)
-        obj._db = _connect(folder / META_FILE)
+        with db:
+            db.executemany(
+                "INSERT INTO refs (id, reference_id, brand, sku, kind, source, added_at, added_gen) "
+                "VALUES (?,?,?,?,?,?,?,1)",
+                [(i, r.reference_id, r.brand, r.sku, r.kind, r.source, now) for i, r in enumerate(records)])
+        old = _read_manifest(folder) if (folder / MANIFEST_FILE).is_file() else None
+        manifest = IndexManifest(factory=factory, metric="inner_product", dim=card.embedding_dim,
+                                 model_sha256=card.sha256, generation=1, index_file="", db_file=db_file,
+                                 count=0, index_sha256="", created_at=now, updated_at=now)
+        obj = cls(folder, index, manifest, db)
+        obj._commit(manifest)
+        if old is not None:  # the new index is committed: the old files can go
+            for name in (old.index_file, old.db_file):
+                if name not in (obj.manifest.index_file, obj.manifest.db_file):
+                    _unlink_quietly(folder / name)
         return obj
 
     @classmethod
@@ -172,15 +195,7 @@ class ReferenceIndex:
         """Open an index, verifying checksum, dimension, count and the model it was built with."""
         faiss.omp_set_num_threads(threads)
         folder = Path(folder)
-        mpath = folder / MANIFEST_FILE
-        if not mpath.is_file():
-            raise ReferenceIndexError(f"{folder} has no {MANIFEST_FILE}: build it with `brandguard index`")
-        try:
-            manifest = IndexManifest(**json.loads(mpath.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
-            raise ReferenceIndexError(f"{mpath} is not a valid index manifest: {exc}") from exc
-        if manifest.version != MANIFEST_VERSION:
-            raise ReferenceIndexError(f"index manifest version {manifest.version} unsupported")
+        manifest = _read_manifest(folder)
         if manifest.model_sha256 != card.sha256:
             raise ModelMismatchError(
                 f"index in {folder} was built with model {manifest.model_sha256[:12]}…, "
@@ -188,19 +203,30 @@ class ReferenceIndex:
             )
         if manifest.dim != card.embedding_dim:
             raise ModelMismatchError(f"index dimension {manifest.dim} != model embedding_dim {card.embedding_dim}")
-        ipath = folder / INDEX_FILE
+        ipath = folder / manifest.index_file
         if not ipath.is_file():
             raise ReferenceIndexError(f"{ipath} is missing")
         actual = sha256_file(ipath)
         if actual != manifest.index_sha256:
             raise ReferenceIndexError(f"{ipath} checksum {actual[:12]}… != manifest {manifest.index_sha256[:12]}…: "
                                       "the file is corrupted or was replaced")
-        index = faiss.read_index(str(ipath))
+        try:
+            index = faiss.read_index(str(ipath))
+        except RuntimeError as exc:
+            raise ReferenceIndexError(f"FAISS cannot read {ipath}: {exc}") from exc
         if index.d != manifest.dim or index.ntotal != manifest.count:
             raise ReferenceIndexError(f"index holds {index.ntotal} x {index.d}, manifest says "
                                       f"{manifest.count} x {manifest.dim}")
-        db = _connect(folder / META_FILE)
-        (n_rows,) = db.execute("SELECT COUNT(*) FROM refs").fetchone()
+        dpath = folder / manifest.db_file
+        if not dpath.is_file():
+            raise ReferenceIndexError(f"{dpath} is missing")
+        db = sqlite3.connect(dpath, check_same_thread=False)
+        try:
+            (n_rows,) = db.execute(f"SELECT COUNT(*) FROM refs WHERE {_VISIBLE}",
+                                   (manifest.generation, manifest.generation)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise ReferenceIndexError(f"{dpath} is not a valid reference database: {exc}") from exc
         if n_rows != manifest.count:
             db.close()
             raise ReferenceIndexError(f"metadata has {n_rows} references, index has {manifest.count}")
@@ -209,6 +235,10 @@ class ReferenceIndex:
     # ---------------------------------------------------------------- queries
     def __len__(self) -> int:
         return int(self._index.ntotal)
+
+    @property
+    def generation(self) -> int:
+        return self.manifest.generation
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[Match]]:
         """Top-``k`` references per query row, best first (cosine similarity)."""
@@ -230,12 +260,19 @@ class ReferenceIndex:
             out.append(hits)
         return out
 
-    def records(self) -> list[ReferenceRecord]:
-        rows = self._db.execute("SELECT reference_id, brand, sku, kind, source FROM refs ORDER BY id").fetchall()
-        return [ReferenceRecord(*r) for r in rows]
+    def records(self, brand: str | None = None) -> list[ReferenceRecord]:
+        g = self.generation
+        sql = f"SELECT reference_id, brand, sku, kind, source FROM refs WHERE {_VISIBLE}"
+        args: tuple = (g, g)
+        if brand is not None:
+            sql += " AND brand = ?"
+            args += (brand,)
+        return [ReferenceRecord(*r) for r in self._db.execute(sql + " ORDER BY id", args)]
 
     def brands(self) -> list[str]:
-        return [b for (b,) in self._db.execute("SELECT DISTINCT brand FROM refs ORDER BY brand")]
+        g = self.generation
+        return [b for (b,) in self._db.execute(f"SELECT DISTINCT brand FROM refs WHERE {_VISIBLE} ORDER BY brand",
+                                               (g, g))]
 
     def _records_by_id(self, ids: list[int]) -> dict[int, ReferenceRecord]:
         out: dict[int, ReferenceRecord] = {}
@@ -246,29 +283,110 @@ class ReferenceIndex:
                 out[row[0]] = ReferenceRecord(*row[1:])
         return out
 
-    # ---------------------------------------------------------------- persistence
-    def _write_index_and_manifest(self, new_db: Path | None = None) -> None:
-        """Persist index, then metadata, then the manifest that vouches for both."""
+    def _live_ids(self, reference_ids: Sequence[str]) -> dict[str, int]:
+        g = self.generation
+        out: dict[str, int] = {}
+        for start in range(0, len(reference_ids), 500):
+            chunk = list(reference_ids[start:start + 500])
+            q = (f"SELECT reference_id, id FROM refs WHERE {_VISIBLE} AND reference_id IN "
+                 f"({','.join('?' * len(chunk))})")
+            out.update(dict(self._db.execute(q, (g, g, *chunk))))
+        return out
+
+    # ---------------------------------------------------------------- changes
+    def add(self, vectors: np.ndarray, records: Sequence[ReferenceRecord]) -> int:
+        """Add references in one new generation; returns the new generation number."""
+        vecs = as_vectors(vectors, self.manifest.dim)
+        _check_records(records, vecs.shape[0])
+        clash = self._live_ids([r.reference_id for r in records])
+        if clash:
+            raise InputError(f"{len(clash)} reference ids already exist, e.g. {sorted(clash)[:3]}; remove them first")
+        self._discard_unfinished()
+        new_gen = self.generation + 1
+        (max_id,) = self._db.execute("SELECT COALESCE(MAX(id), -1) FROM refs").fetchone()
+        ids = np.arange(max_id + 1, max_id + 1 + len(records), dtype=np.int64)
+        now = time.time()
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO refs (id, reference_id, brand, sku, kind, source, added_at, added_gen) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(int(i), r.reference_id, r.brand, r.sku, r.kind, r.source, now, new_gen)
+                 for i, r in zip(ids, records)])
+        self._apply(lambda ix: ix.add_with_ids(vecs, ids), new_gen)
+        return new_gen
+
+    def remove(self, reference_ids: Sequence[str]) -> int:
+        """Remove references by id in one new generation; unknown ids are an error."""
+        live = self._live_ids(list(reference_ids))
+        missing = set(reference_ids) - set(live)
+        if missing:
+            raise InputError(f"{len(missing)} reference ids are not in the index, e.g. {sorted(missing)[:3]}")
+        self._discard_unfinished()
+        new_gen = self.generation + 1
+        with self._db:
+            self._db.executemany("UPDATE refs SET removed_gen = ? WHERE id = ?",
+                                 [(new_gen, i) for i in live.values()])
+        ids = np.fromiter(live.values(), dtype=np.int64)
+        self._apply(lambda ix: ix.remove_ids(ids), new_gen)
+        return new_gen
+
+    def needs_rebuild(self) -> bool:
+        """True when the size rule now picks another factory (e.g. grown past exact search)."""
+        return choose_factory(len(self)) != self.manifest.factory
+
+    def _apply(self, change, new_gen: int) -> None:
+        """Apply ``change`` to the in-memory index and commit it; on failure reload the last commit."""
+        old_file = self.manifest.index_file
+        try:
+            change(self._index)
+            self._commit(replace(self.manifest, generation=new_gen, updated_at=time.time()))
+        except BaseException:
+            self._index = faiss.read_index(str(self.folder / old_file))
+            raise
+        if old_file != self.manifest.index_file:
+            _unlink_quietly(self.folder / old_file)
+
+    def _discard_unfinished(self) -> None:
+        """Forget rows of generations that never committed (a crash between db and manifest)."""
+        g = self.generation
+        with self._db:
+            self._db.execute("DELETE FROM refs WHERE added_gen > ?", (g,))
+            self._db.execute("UPDATE refs SET removed_gen = NULL WHERE removed_gen > ?", (g,))
+        for stray in [*self.folder.glob("index-*.faiss"), *self.folder.glob(".index-*.tmp")]:
+            if stray.name != self.manifest.index_file:
+                _unlink_quietly(stray)
+
+    def _commit(self, manifest: IndexManifest) -> None:
+        """Write this generation's FAISS file, then the manifest that vouches for it."""
+        index_file = f"index-{manifest.generation:06d}-{uuid.uuid4().hex[:8]}.faiss"
         data = faiss.serialize_index(self._index).tobytes()
-        tmp_index = self.folder / f".{INDEX_FILE}.new"
-        atomic_write_bytes(tmp_index, data)
-        if new_db is not None:
-            os.replace(new_db, self.folder / META_FILE)
-        os.replace(tmp_index, self.folder / INDEX_FILE)
-        m = asdict(self.manifest)
-        m.update(count=int(self._index.ntotal), index_sha256=sha256_file(self.folder / INDEX_FILE))
-        self.manifest = IndexManifest(**m)
+        atomic_write_bytes(self.folder / index_file, data)
+        manifest = replace(manifest, index_file=index_file, count=int(self._index.ntotal),
+                           index_sha256=sha256_file(self.folder / index_file))
         atomic_write_bytes(self.folder / MANIFEST_FILE,
-                           (json.dumps(asdict(self.manifest), indent=2, sort_keys=True) + "\n").encode())
+                           (json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n").encode())
+        self.manifest = manifest
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    if not path.is_file():
-        raise ReferenceIndexError(f"{path} is missing")
-    db = sqlite3.connect(path, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    return db
+def _read_manifest(folder: Path) -> IndexManifest:
+    mpath = folder / MANIFEST_FILE
+    if not mpath.is_file():
+        raise ReferenceIndexError(f"{folder} has no {MANIFEST_FILE}: build it with `brandguard index`")
+    try:
+        manifest = IndexManifest(**json.loads(mpath.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise ReferenceIndexError(f"{mpath} is not a valid index manifest: {exc}") from exc
+    if manifest.version != MANIFEST_VERSION:
+        raise ReferenceIndexError(f"index manifest version {manifest.version} unsupported (want {MANIFEST_VERSION})")
+    return manifest
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

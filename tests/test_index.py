@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
-from brandguard.index.store import INDEX_FILE, MANIFEST_FILE, ReferenceIndex, ReferenceRecord, choose_factory
+from brandguard.index.store import MANIFEST_FILE, ReferenceIndex, ReferenceRecord, choose_factory
 from brandguard.vision.bundle import ModelCard
 
 DIM = 32
@@ -65,9 +65,10 @@ def test_other_model_is_refused(tmp_path):
 def test_corrupted_index_file_is_refused(tmp_path):
     rng = np.random.default_rng(3)
     ReferenceIndex.build(tmp_path, card(), unit(rng, 10), records(10)).close()
-    data = bytearray((tmp_path / INDEX_FILE).read_bytes())
+    index_file = tmp_path / json.loads((tmp_path / MANIFEST_FILE).read_text())["index_file"]
+    data = bytearray(index_file.read_bytes())
     data[-5] ^= 0xFF
-    (tmp_path / INDEX_FILE).write_bytes(bytes(data))
+    index_file.write_bytes(bytes(data))
     with pytest.raises(ReferenceIndexError, match="checksum"):
         ReferenceIndex.load(tmp_path, card())
 
@@ -105,3 +106,86 @@ def test_factory_rule():
     assert choose_factory(99_999) == "IDMap2,Flat"
     assert "IVF" in choose_factory(500_000) and "PQ" not in choose_factory(500_000)
     assert "PQ" in choose_factory(20_000_000)
+
+
+def test_add_remove_equals_rebuilt_index(tmp_path):
+    rng = np.random.default_rng(6)
+    vecs = unit(rng, 300)
+    recs = records(300)
+    idx = ReferenceIndex.build(tmp_path / "inc", card(), vecs[:200], recs[:200])
+    assert idx.add(vecs[200:], recs[200:]) == 2
+    removed = [r.reference_id for r in recs[::7]]
+    assert idx.remove(removed) == 3
+    idx.close()
+    inc = ReferenceIndex.load(tmp_path / "inc", card())
+    keep = [i for i, r in enumerate(recs) if r.reference_id not in set(removed)]
+    full = ReferenceIndex.build(tmp_path / "full", card(), vecs[keep], [recs[i] for i in keep])
+    queries = unit(rng, 30)
+    a, b = inc.search(queries, k=8), full.search(queries, k=8)
+    assert [[h.reference_id for h in row] for row in a] == [[h.reference_id for h in row] for row in b]
+    assert len(inc) == len(full) == len(keep)
+    assert {r.reference_id for r in inc.records()} == {recs[i].reference_id for i in keep}
+    # only the current generation's files remain
+    assert len(list((tmp_path / "inc").glob("index-*.faiss"))) == 1
+
+
+def test_add_rejects_duplicates_and_remove_rejects_unknown(tmp_path):
+    rng = np.random.default_rng(7)
+    idx = ReferenceIndex.build(tmp_path, card(), unit(rng, 10), records(10))
+    with pytest.raises(InputError, match="already exist"):
+        idx.add(unit(rng, 1), [records(10)[3]])
+    with pytest.raises(InputError, match="not in the index"):
+        idx.remove(["nope/never"])
+    assert idx.generation == 1 and len(idx) == 10
+    idx.remove(["brand3/ref3"])
+    idx.add(unit(rng, 1), [records(10)[3]])  # re-adding a removed id is fine
+    assert len(ReferenceIndex.load(tmp_path, card())) == 10
+
+
+WRITER = """
+import sys, numpy as np
+from brandguard.index.store import ReferenceIndex, ReferenceRecord
+from brandguard.vision.bundle import ModelCard
+card = ModelCard(name="t", architecture="t", input_size=64, embedding_dim=64, sha256="a" * 64)
+idx = ReferenceIndex.load(sys.argv[1], card)
+rng = np.random.default_rng(int(sys.argv[2]))
+n = 0
+while True:
+    v = rng.standard_normal((500, 64)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    recs = [ReferenceRecord(f"w{sys.argv[2]}/{n + i}", "w") for i in range(500)]
+    idx.add(v, recs)
+    idx.remove([recs[0].reference_id])
+    n += 500
+    print(idx.generation, flush=True)
+"""
+
+
+def test_kill_during_writes_leaves_a_loadable_index(tmp_path):
+    """kill -9 a process that is adding and removing references; the index must still load."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(8)
+    c = card(dim=64)
+    ReferenceIndex.build(tmp_path, c, unit(rng, 20000, 64), records(20000)).close()
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    for attempt in range(4):
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(attempt)], stdout=subprocess.PIPE,
+                                text=True)
+        proc.stdout.readline()  # at least one generation committed
+        time.sleep(float(rng.uniform(0.0, 0.15)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        idx = ReferenceIndex.load(tmp_path, c)
+        n = len(idx)
+        assert len(idx.records()) == n
+        hits = idx.search(unit(rng, 2, 64), k=3)
+        assert all(len(h) == 3 for h in hits)
+        idx.add(unit(rng, 1, 64), [ReferenceRecord(f"after/{attempt}", "after")])
+        idx.close()
+        assert len(ReferenceIndex.load(tmp_path, c)) == n + 1
+        assert len(list(tmp_path.glob("index-*.faiss"))) == 1  # debris of the killed write is gone
