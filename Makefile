@@ -3,6 +3,7 @@
 #   make test   - the fast test suite (what CI runs)
 #   make test-all - every test, slow ones included
 #   make train  - retrain the shipped default model (CPU, bounded time)
+#   make bench  - benchmarks; results in bench_out/results.json and docs/BENCHMARKS.md
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +13,7 @@ EXTRAS := data,train,serve,bench,dev
 TRAIN_MINUTES ?= 15
 PHOTOS ?= ../shared/data/clothing-photos
 
-.PHONY: setup demo test test-all train clean
+.PHONY: setup demo test test-all train bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -37,6 +38,13 @@ test-all: setup
 train: setup
 	$(BIN)/python -m brandguard.training.train --out runs/default --minutes $(TRAIN_MINUTES) \
 		$(if $(wildcard $(PHOTOS)),--photos $(PHOTOS)/train,) --export core/assets/default_bundle
+
+# Speed benchmarks: medians over repeats, ratios against the decode-only limit.
+bench: setup
+	$(BIN)/python benchmarks/bench.py --out bench_out $(if $(wildcard $(PHOTOS)),--photos $(PHOTOS)/test,)
+
+bench-quick: setup
+	$(BIN)/python benchmarks/bench.py --quick --out bench_out --no-doc
 
 clean:
 	rm -rf demo_out runs build dist *.egg-info .pytest_cache

@@ -104,7 +104,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"report: {page}")
     if not args.quiet:
         print(terminal_table(rows))
-    print(f"scanned {summary.scanned} new + {summary.resumed} resumed of {summary.total} listings "
+    print(f"scanned {summary.scanned} of {summary.total} listings ({summary.changed} with a changed image), "
+          f"skipped {summary.unchanged} already scanned and unchanged, "
           f"in {summary.seconds:.1f}s ({summary.images_per_second:.1f} img/s): "
           + ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items())))
     return EXIT_OK

@@ -5,10 +5,16 @@ process embeds in batches with ONNX Runtime and searches FAISS in batches. Resul
 in parts (``OUT/parts/part-NNNNN.parquet``, each renamed into place when complete), so a scan
 killed at any moment resumes where the last complete part ended and the final output holds
 every listing exactly once.
+
+Incremental: each result row records the image's size, mtime and sha256. Re-running over a
+catalogue that has grown scans only listings that are new or whose image changed (same size and
+mtime: unchanged without reading; otherwise re-hashed), and the final output keeps the latest
+result per listing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -35,6 +41,7 @@ RESULT_COLUMNS = [
     ("image", pa.string()), ("verdict", pa.string()), ("brand", pa.string()), ("confidence", pa.float64()),
     ("score", pa.float64()), ("reason", pa.string()), ("top_reference_id", pa.string()),
     ("top_references", pa.string()), ("evidence", pa.string()), ("model_sha256", pa.string()),
+    ("image_bytes", pa.int64()), ("image_mtime_ns", pa.int64()), ("image_sha256", pa.string()),
 ]
 RESULT_SCHEMA = pa.schema(RESULT_COLUMNS)
 
@@ -59,6 +66,8 @@ class ScanSummary:
     total: int = 0
     scanned: int = 0
     resumed: int = 0
+    unchanged: int = 0
+    changed: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
     inconclusive_reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -82,22 +91,52 @@ def _init_worker(card: ModelCard, region_mode: str, limits: DecodeLimits) -> Non
     _WORKER.update(card=card, region_mode=region_mode, limits=limits)
 
 
-def _prepare_row(row: ListingRow) -> tuple[ListingRow, PreparedImage | tuple[str, str]]:
-    """Decode one listing; errors travel back as (reason, detail) since they must pickle."""
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies an image's content without decoding it again."""
+
+    size: int | None = None
+    mtime_ns: int | None = None
+    sha256: str | None = None
+
+
+def _fingerprint(path: str, data: bytes | None = None) -> Fingerprint:
+    st = os.stat(path)
+    if data is None:
+        with open(path, "rb") as f:
+            data = f.read()
+    return Fingerprint(st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
+
+
+def _prepare_row(row: ListingRow) -> tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]:
+    """Read, fingerprint and decode one listing; errors travel back as (reason, detail)."""
     if row.error:
         reason = "bad_row" if row.image else "missing_image"
         if row.error.startswith("bad price"):
             reason = "bad_price"
-        return row, (reason, row.error)
+        return row, (reason, row.error), Fingerprint()
+    limits: DecodeLimits = _WORKER["limits"]
     try:
-        return row, prepare_image(row.image, _WORKER["card"], _WORKER["region_mode"], _WORKER["limits"])
+        size = os.stat(row.image).st_size
+        if size > limits.max_bytes:
+            return row, ("file_too_large", f"{size} bytes > {limits.max_bytes}"), Fingerprint()
+        with open(row.image, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return row, ("missing_file", row.image), Fingerprint()
+    except OSError as exc:
+        return row, ("unreadable_file", f"{row.image}: {exc.strerror}"), Fingerprint()
+    fp = _fingerprint(row.image, data)
+    try:
+        return row, prepare_image(data, _WORKER["card"], _WORKER["region_mode"], limits), fp
     except ImageDecodeError as exc:
-        return row, (exc.reason, exc.detail)
+        return row, (exc.reason, exc.detail), fp
 
 
 # ---------------------------------------------------------------------- main side
-def _verdict_row(row: ListingRow, v: Verdict, model_sha: str) -> dict:
+def _verdict_row(row: ListingRow, v: Verdict, model_sha: str, fp: Fingerprint) -> dict:
     return {
+        "image_bytes": fp.size, "image_mtime_ns": fp.mtime_ns, "image_sha256": fp.sha256,
         "listing_id": row.listing_id, "seller_id": row.seller_id, "title": row.title, "price": row.price,
         "image": row.image, "verdict": v.verdict, "brand": v.brand, "confidence": v.confidence,
         "score": v.score, "reason": v.reason,
@@ -116,12 +155,32 @@ def _write_part(parts_dir: Path, number: int, rows: list[dict]) -> None:
     os.replace(tmp, parts_dir / f"part-{number:05d}.parquet")
 
 
-def _existing_parts(parts_dir: Path) -> tuple[set[str], int]:
-    done: set[str] = set()
+def _existing_parts(parts_dir: Path) -> tuple[dict[str, Fingerprint], int]:
+    """Fingerprint of the latest result of every listing already written, and the part count."""
+    done: dict[str, Fingerprint] = {}
     parts = sorted(parts_dir.glob("part-*.parquet"))
+    cols = ["listing_id", "image_bytes", "image_mtime_ns", "image_sha256"]
     for p in parts:
-        done.update(pq.read_table(p, columns=["listing_id"]).column("listing_id").to_pylist())
+        t = pq.read_table(p, columns=cols).to_pydict()
+        for lid, size, mtime, sha in zip(*(t[c] for c in cols)):
+            done[lid] = Fingerprint(size, mtime, sha)
     return done, len(parts)
+
+
+def _unchanged(row: ListingRow, old: Fingerprint) -> bool:
+    """True when ``row``'s image is the one already scanned (cheap stat first, hash if needed)."""
+    if row.error or old.sha256 is None:
+        return True  # a bad row or unreadable image already has its inconclusive result
+    try:
+        st = os.stat(row.image)
+    except OSError:
+        return False  # was readable, now is not: rescan to record that
+    if st.st_size == old.size and st.st_mtime_ns == old.mtime_ns:
+        return True
+    try:
+        return _fingerprint(row.image).sha256 == old.sha256
+    except OSError:
+        return False
 
 
 def _state(catalogue: Path, pipeline: Pipeline, opts: ScanOptions) -> dict:
@@ -150,8 +209,18 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
     done, n_parts = _existing_parts(parts_dir)
 
     rows = list(read_catalogue(cat))
-    pending = [r for r in rows if r.listing_id not in done]
-    summary = ScanSummary(catalogue=str(cat), out=str(out_dir), total=len(rows), resumed=len(rows) - len(pending),
+    pending, unchanged, changed = [], 0, 0
+    for r in rows:
+        old = done.get(r.listing_id)
+        if old is None:
+            pending.append(r)
+        elif _unchanged(r, old):
+            unchanged += 1
+        else:
+            changed += 1
+            pending.append(r)
+    summary = ScanSummary(catalogue=str(cat), out=str(out_dir), total=len(rows), resumed=unchanged,
+                          unchanged=unchanged, changed=changed,
                           model_sha256=pipeline.card.sha256, index_count=len(pipeline.index))
     t0 = time.perf_counter()
     buffer: list[dict] = []
@@ -175,7 +244,7 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
 
 
 def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions
-                    ) -> Iterator[tuple[ListingRow, PreparedImage | tuple[str, str]]]:
+                    ) -> Iterator[tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]]:
     init = (pipeline.card, opts.region_mode, pipeline.limits)
     if opts.workers <= 0:
         _init_worker(*init)
@@ -188,12 +257,12 @@ def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOpt
 
 
 def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions) -> Iterable[list[dict]]:
-    batch: list[tuple[ListingRow, PreparedImage | tuple[str, str]]] = []
+    batch: list[tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]] = []
 
     def judge() -> list[dict]:
-        items = [it if isinstance(it, PreparedImage) else ImageDecodeError(*it) for _, it in batch]
+        items = [it if isinstance(it, PreparedImage) else ImageDecodeError(*it) for _, it, _ in batch]
         verdicts = pipeline.judge(items)
-        rows = [_verdict_row(r, v, pipeline.card.sha256) for (r, _), v in zip(batch, verdicts)]
+        rows = [_verdict_row(r, v, pipeline.card.sha256, fp) for (r, _, fp), v in zip(batch, verdicts)]
         batch.clear()
         return rows
 
@@ -210,7 +279,9 @@ def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOp
     table = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else RESULT_SCHEMA.empty_table()
     ids = table.column("listing_id").to_pylist()
     if len(ids) != len(set(ids)):
-        raise InputError("internal error: duplicate listing ids across parts")
+        # A rescanned (changed) listing appears in an older and a newer part: keep the newest.
+        last = {lid: i for i, lid in enumerate(ids)}
+        table = table.take(sorted(last.values()))
     tmp = out_dir / ".results.parquet.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, out_dir / "results.parquet")

@@ -81,9 +81,29 @@ def test_resume_does_not_rescan_or_duplicate(tiny_bundle, catalogue):
     for p in parts[2:]:  # simulate a scan killed after two complete parts
         p.unlink()
     s2 = scan(catalogue / "catalogue.jsonl", pipe, out, opts)
-    assert s2.resumed == 4 and s2.scanned == 7
+    assert s2.unchanged == 4 and s2.scanned == 7
     ids = [r["listing_id"] for r in read_results(out)]
     assert len(ids) == len(set(ids)) == 11
+
+
+def test_incremental_scan_only_new_or_changed(tiny_bundle, catalogue):
+    bundle = indexed_bundle(tiny_bundle, catalogue)
+    pipe = Pipeline.from_bundle(bundle, require_index=True)
+    out = catalogue / "scan"
+    opts = ScanOptions(workers=0, batch_size=4, part_size=100, progress=False)
+    scan(catalogue / "catalogue.jsonl", pipe, out, opts)
+    # Next day: one new listing, and a seller replaced other_1's photo with a copy of cora's logo.
+    save(blob_image(102)[5:235, 5:315], catalogue / "listings" / "other_1.jpg", quality=75)
+    save(blob_image(103), catalogue / "listings" / "new.jpg", quality=80)
+    with open(catalogue / "catalogue.jsonl", "a") as f:
+        f.write(json.dumps({"listing_id": "new", "image": "listings/new.jpg"}) + "\n")
+    s2 = scan(catalogue / "catalogue.jsonl", pipe, out, opts)
+    assert (s2.scanned, s2.changed) == (2, 1)
+    assert s2.unchanged == s2.total - 2
+    rows = {r["listing_id"]: r for r in read_results(out)}
+    assert len(rows) == 12
+    assert rows["other_1"]["verdict"] == "copy" and rows["other_1"]["brand"] == "cora"
+    assert rows["new"]["brand"] == "dune" and len(rows["new"]["image_sha256"]) == 64
 
 
 def test_check_bytes_and_regions(tiny_bundle, catalogue):
