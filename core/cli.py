@@ -54,34 +54,28 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------- index
 def cmd_index(args: argparse.Namespace) -> int:
     from brandguard.datasets.readers import read_references
-    from brandguard.index.store import ReferenceIndex, ReferenceRecord
-    from brandguard.vision.bundle import CARD_FILE, MODEL_FILE, Bundle, default_bundle_path
+    from brandguard.references import add_references, build_index, new_bundle_from
+    from brandguard.vision.bundle import Bundle, default_bundle_path
     from brandguard.vision.pipeline import Pipeline
 
-    src = Bundle.load(args.bundle or default_bundle_path())
-    out = Path(args.out)
-    if out.resolve() != src.path.resolve():
-        out.mkdir(parents=True, exist_ok=True)
-        for name in (MODEL_FILE, CARD_FILE):
-            shutil.copyfile(src.path / name, out / name)
-    pipe = Pipeline.from_bundle(out, threads=args.threads, device=args.device)
-    refs = read_references(args.references)
-    if not refs:
-        print(f"error: no reference images found in {args.references}", file=sys.stderr)
-        return EXIT_USAGE
     t0 = time.perf_counter()
-    vecs, errors = pipe.embed_sources([r.path for r in refs])
-    bad = [(r, e) for r, e in zip(refs, errors) if e is not None]
-    for r, e in bad:
-        print(f"warning: reference {r.reference_id} skipped: {e}", file=sys.stderr)
-    keep = [i for i, e in enumerate(errors) if e is None]
-    records = [ReferenceRecord(refs[i].reference_id, refs[i].brand, refs[i].sku, refs[i].kind, refs[i].path)
-               for i in keep]
-    index = ReferenceIndex.build(out, pipe.card, vecs[keep], records, factory=args.factory, threads=args.threads)
-    dt = time.perf_counter() - t0
-    print(f"indexed {len(index)} references of {len(index.brands())} brands into {out} "
-          f"({index.manifest.factory}, {dt:.1f}s)" + (f"; {len(bad)} unreadable, listed above" if bad else ""))
-    return EXIT_OK if not bad or not args.strict else EXIT_USAGE
+    model = None if args.add else Bundle.load(args.bundle or default_bundle_path())  # fail fast on artifacts
+    rows = read_references(args.references)
+    if model is None:
+        pipe = Pipeline.from_bundle(args.out, threads=args.threads, device=args.device, require_index=True)
+        report = add_references(pipe, rows)
+        verb = "added"
+    else:
+        out = new_bundle_from(model, Path(args.out))
+        pipe = Pipeline.from_bundle(out, threads=args.threads, device=args.device)
+        _, report = build_index(pipe, rows, factory=args.factory, threads=args.threads)
+        verb = "indexed"
+    for ref_id, reason in report.skipped:
+        print(f"warning: reference {ref_id} skipped: {reason}", file=sys.stderr)
+    print(f"{verb} {report.indexed} references of {report.brands} brands into {args.out} "
+          f"({report.factory}, generation {report.generation}, {time.perf_counter() - t0:.1f}s)"
+          + (f"; {len(report.skipped)} unreadable, listed above" if report.skipped else ""))
+    return EXIT_USAGE if report.skipped and args.strict else EXIT_OK
 
 
 # ------------------------------------------------------------------------- scan
@@ -97,7 +91,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     summary = scan(args.catalogue, pipe, args.out, opts)
     rows = read_results(args.out)
     if not args.no_report:
-        refs = {r.reference_id: r.source for r in pipe.index.records()}
+        refs = {r.reference_id: str(pipe.bundle.path / r.source) if not Path(r.source).is_absolute() else r.source
+                for r in pipe.index.records()}
         page = write_html_report(rows, refs, Path(args.out) / "report.html",
                                  title=f"brandguard scan of {Path(args.catalogue).name}",
                                  summary=json.loads(summary.to_json()))
@@ -196,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write (created if missing)")
     p.add_argument("--factory", default=None,
                    help="FAISS factory string (default: chosen by size: IDMap2,Flat below 100k references)")
+    p.add_argument("--add", action="store_true",
+                   help="add REFERENCES to the existing index in --out instead of rebuilding it")
     p.add_argument("--strict", action="store_true", help="exit 2 if any reference image is unreadable")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_index)

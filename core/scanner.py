@@ -261,7 +261,7 @@ def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOpt
 
     def judge() -> list[dict]:
         items = [it if isinstance(it, PreparedImage) else ImageDecodeError(*it) for _, it, _ in batch]
-        verdicts = pipeline.judge(items)
+        verdicts = pipeline.judge(items, [r.image if isinstance(it, PreparedImage) else None for r, it, _ in batch])
         rows = [_verdict_row(r, v, pipeline.card.sha256, fp) for (r, _, fp), v in zip(batch, verdicts)]
         batch.clear()
         return rows

@@ -106,6 +106,48 @@ def test_incremental_scan_only_new_or_changed(tiny_bundle, catalogue):
     assert rows["new"]["brand"] == "dune" and len(rows["new"]["image_sha256"]) == 64
 
 
+def test_index_add_and_reference_store(tiny_bundle, catalogue):
+    bundle = indexed_bundle(tiny_bundle, catalogue)
+    extra = catalogue / "extra"
+    save(blob_image(300), extra / "echo" / "logo.png")
+    assert main(["index", str(extra), "--out", str(bundle), "--add"]) == EXIT_OK
+    pipe = Pipeline.from_bundle(bundle, require_index=True)
+    assert pipe.index.brands() == sorted(BRANDS + ["echo"]) and pipe.index.generation == 2
+    # the bundle holds its own copy of every reference image, so it can move
+    for rec in pipe.index.records():
+        assert (bundle / rec.source).is_file() and not Path(rec.source).is_absolute()
+    assert main(["index", str(extra), "--out", str(bundle), "--add"]) == EXIT_USAGE  # duplicate ids
+
+
+def test_geometric_verification_turns_a_weak_match_into_a_copy(tiny_bundle, catalogue):
+    """A small crop of a reference pasted into a larger photo: weak embedding match, but ORB +
+    RANSAC find the reference's region; the evidence carries inliers and the matched box."""
+    import cv2
+
+    from brandguard.vision.decide import Calibration
+
+    refs = catalogue / "refs_textured"
+    rng = np.random.default_rng(0)
+    tex = (rng.random((240, 320, 3)) * 255).astype(np.uint8)
+    tex = cv2.GaussianBlur(tex, (3, 3), 0)
+    save(tex, refs / "tex" / "logo.png")
+    for i in range(3):
+        save(blob_image(400 + i), refs / f"other{i}" / "logo.png")
+    out = catalogue / "b2"
+    assert main(["index", str(refs), "--bundle", str(tiny_bundle), "--out", str(out)]) == EXIT_OK
+    scene = blob_image(777, 480, 640)
+    scene[100:340, 200:520] = tex
+    pipe = Pipeline.from_bundle(out)
+    pipe.calibration = Calibration(copy=0.99, knockoff=-1.0, method="test")  # force verification
+    (v,) = pipe.check([cv2.imencode(".jpg", scene[..., ::-1])[1].tobytes()])
+    g = v.evidence["geometry"]
+    assert v.verdict == "copy" and v.brand == "tex" and v.evidence["decided_by"] == "geometric verification"
+    assert g["inliers"] >= 15 and not g["mirrored"]
+    x0, y0, x1, y1 = g["box"]
+    assert abs(x0 - 200) < 25 and abs(y0 - 100) < 25 and abs(x1 - 520) < 25 and abs(y1 - 340) < 25
+    assert abs(g["scale"] - 1.0) < 0.1
+
+
 def test_check_bytes_and_regions(tiny_bundle, catalogue):
     bundle = indexed_bundle(tiny_bundle, catalogue)
     pipe = Pipeline.from_bundle(bundle, region_mode="grid")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from brandguard.errors import BundleError
+from brandguard.vision.verify import Geometry
 
 VERDICTS = ("copy", "knockoff", "clear", "inconclusive")
 CALIBRATION_FILE = "calibration.json"
@@ -63,6 +64,8 @@ class Calibration:
     knockoff: float = 0.60
     per_brand: dict[str, BrandThresholds] = field(default_factory=dict)
     method: str = "default"
+    # Inliers of a similarity transform that make a candidate a verified copy.
+    min_inliers: int = 15
     # Width of the logistic that turns the margin over a threshold into a confidence.
     temperature: float = 0.05
 
@@ -98,10 +101,11 @@ def _logistic(x: float) -> float:
 
 
 def decide(hits: Sequence[ReferenceHit], calibration: Calibration,
-           evidence: dict[str, Any] | None = None) -> Verdict:
+           evidence: dict[str, Any] | None = None, geometry: Geometry | None = None) -> Verdict:
     """Verdict from the merged, best-first hits of one image.
 
-    ``copy``: the best reference is close enough to be the same image, edited.
+    ``copy``: the best reference is close enough to be the same image, edited, or it is above
+    the knockoff threshold and local features confirm a geometric copy of it.
     ``knockoff``: the brand's imagery is clearly resembled, but not as a copy of any reference.
     ``clear``: nothing registered is close.
     """
@@ -112,9 +116,16 @@ def decide(hits: Sequence[ReferenceHit], calibration: Calibration,
     th, calibrated = calibration.for_brand(best.brand)
     ev.update(calibrated=calibrated, thresholds={"copy": th.copy, "knockoff": th.knockoff},
               calibration=calibration.method)
+    if geometry is not None:
+        ev["geometry"] = geometry.to_dict()
+    verified = geometry is not None and geometry.inliers >= calibration.min_inliers
     t = calibration.temperature
     if best.score >= th.copy:
         kind, brand, conf = "copy", best.brand, _logistic((best.score - th.copy) / t + 2.0)
+    elif best.score >= th.knockoff and verified:
+        kind, brand = "copy", best.brand
+        conf = _logistic((best.score - th.knockoff) / t + (geometry.inliers - calibration.min_inliers) / 10.0)
+        ev["decided_by"] = "geometric verification"
     elif best.score >= th.knockoff:
         kind, brand = "knockoff", best.brand
         # Confidence that this is brand imagery at all; how sure we are it is not a copy is

@@ -21,6 +21,7 @@ from brandguard.vision.decode import DecodeLimits, decode_image
 from brandguard.vision.embedder import Embedder
 from brandguard.vision.preprocess import normalise_batch, resize_for_model
 from brandguard.vision.regions import Box, crop, region_boxes
+from brandguard.vision.verify import NO_GEOMETRY, Geometry, Verifier, to_work_gray
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class Pipeline:
         self.region_mode = region_mode
         self.limits = limits
         self.top_k = top_k
+        self.verifier = Verifier()
+        self._sources: dict[str, str] = {}
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike[str] | None = None, *, threads: int = 1, device: str = "cpu",
@@ -103,6 +106,7 @@ class Pipeline:
             best: dict[str, tuple[ReferenceHit, Box]] = {}
             for box, hits in zip(item.boxes, per_crop[pos:pos + n]):
                 for m in hits:
+                    self._sources[m.reference_id] = m.source
                     cur = best.get(m.reference_id)
                     if cur is None or m.score > cur[0].score:
                         best[m.reference_id] = (ReferenceHit(m.reference_id, m.brand, m.sku, m.kind, m.score), box)
@@ -115,20 +119,53 @@ class Pipeline:
             out.append(([h for h, _ in ranked], evidence))
         return out
 
-    def judge(self, items: Sequence[PreparedImage | ImageDecodeError]) -> list[Verdict]:
-        """Verdicts for already-decoded items; decode errors become ``inconclusive``."""
+    def judge(self, items: Sequence[PreparedImage | ImageDecodeError],
+              sources: Sequence[bytes | str | os.PathLike[str] | None] | None = None) -> list[Verdict]:
+        """Verdicts for already-decoded items; decode errors become ``inconclusive``.
+
+        With ``sources`` (the original bytes or paths, parallel to ``items``), candidates above
+        the knockoff threshold are verified with local features against their best reference:
+        only those images are decoded again at matching resolution, so clean listings cost nothing.
+        """
         good = [it for it in items if isinstance(it, PreparedImage)]
         crops = np.concatenate([it.crops for it in good]) if good else None
         vectors = self.embed_crops(crops) if crops is not None else np.zeros((0, self.card.embedding_dim), np.float32)
         merged = iter(self.search_merged(good, vectors)) if good else iter(())
         verdicts = []
-        for it in items:
+        for i, it in enumerate(items):
             if isinstance(it, ImageDecodeError):
                 verdicts.append(Verdict.inconclusive(it.reason, it.detail))
-            else:
-                hits, ev = next(merged)
-                verdicts.append(decide(hits, self.calibration, ev))
+                continue
+            hits, ev = next(merged)
+            geometry = None
+            if hits and sources is not None and sources[i] is not None:
+                th, _ = self.calibration.for_brand(hits[0].brand)
+                if hits[0].score >= th.knockoff:
+                    geometry = self.verify(sources[i], hits[0].reference_id)
+            verdicts.append(decide(hits, self.calibration, ev, geometry))
         return verdicts
+
+    def verify(self, source: bytes | str | os.PathLike[str], reference_id: str) -> Geometry:
+        """Local-feature evidence of ``source`` against one indexed reference (no match: 0 inliers)."""
+        ref_path = self.reference_path(reference_id)
+        if ref_path is None:
+            return NO_GEOMETRY
+        try:
+            query = decode_image(source, target_side=480, limits=self.limits)
+            gray, factor = to_work_gray(query.rgb)
+            return self.verifier.verify(gray, factor, reference_id,
+                                        lambda: decode_image(ref_path, target_side=480, limits=self.limits).rgb)
+        except ImageDecodeError:
+            return NO_GEOMETRY
+
+    def reference_path(self, reference_id: str) -> Path | None:
+        """Where a reference's image lives: stored inside the bundle, or its original path."""
+        src = self._sources.get(reference_id)
+        if not src:
+            return None
+        p = Path(src)
+        p = p if p.is_absolute() else self.bundle.path / p
+        return p if p.is_file() else None
 
     def check(self, sources: Sequence[bytes | str | os.PathLike[str]]) -> list[Verdict]:
         """Judge images given as paths or bytes. Never raises for a bad image."""
@@ -138,7 +175,7 @@ class Pipeline:
                 items.append(self.prepare(s))
             except ImageDecodeError as exc:
                 items.append(exc)
-        return self.judge(items)
+        return self.judge(items, sources)
 
     def embed_sources(self, sources: Sequence[bytes | str | os.PathLike[str]],
                       batch_size: int = 64) -> tuple[np.ndarray, list[ImageDecodeError | None]]:

@@ -1,0 +1,94 @@
+"""Registering brand reference images: embed, store a copy inside the bundle, index.
+
+The bundle keeps its own copy of every reference image (``references/<sha[:2]>/<sha>.<ext>``)
+so evidence and reports still show the matched reference after the bundle is moved to a
+server, and so the service can add references without a shared file system.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from brandguard.datasets.readers import ReferenceRow
+from brandguard.errors import InputError
+from brandguard.index.store import ReferenceIndex, ReferenceRecord
+from brandguard.vision.bundle import CARD_FILE, MODEL_FILE, Bundle, sha256_file
+from brandguard.vision.pipeline import Pipeline
+
+STORE_DIR = "references"
+
+
+@dataclass
+class IndexReport:
+    indexed: int = 0
+    brands: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (reference_id, reason)
+    factory: str = ""
+    generation: int = 0
+
+
+def new_bundle_from(model_bundle: Bundle, out: Path) -> Path:
+    """Copy a model (and its card) into ``out`` so ``out`` can become an indexed bundle."""
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != model_bundle.path.resolve():
+        for name in (MODEL_FILE, CARD_FILE):
+            shutil.copyfile(model_bundle.path / name, out / name)
+    return out
+
+
+def store_image(bundle_dir: Path, path: str) -> str:
+    """Copy a reference image into the bundle's store; returns its path relative to the bundle."""
+    src = Path(path)
+    digest = sha256_file(src)
+    rel = Path(STORE_DIR) / digest[:2] / f"{digest}{src.suffix.lower()}"
+    dest = bundle_dir / rel
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(dest.suffix + ".tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dest)
+    return rel.as_posix()
+
+
+def _embed_rows(pipe: Pipeline, rows: Sequence[ReferenceRow], report: IndexReport):
+    vecs, errors = pipe.embed_sources([r.path for r in rows])
+    keep, records = [], []
+    for i, (r, e) in enumerate(zip(rows, errors)):
+        if e is not None:
+            report.skipped.append((r.reference_id, e.reason))
+            continue
+        keep.append(i)
+        records.append(ReferenceRecord(r.reference_id, r.brand, r.sku, r.kind, store_image(pipe.bundle.path, r.path)))
+    return vecs[keep], records
+
+
+def build_index(pipe: Pipeline, rows: Sequence[ReferenceRow], factory: str | None = None,
+                threads: int = 1) -> tuple[ReferenceIndex, IndexReport]:
+    """Embed ``rows`` and (re)build the bundle's index from them."""
+    if not rows:
+        raise InputError("no reference images to index")
+    report = IndexReport()
+    vecs, records = _embed_rows(pipe, rows, report)
+    if not records:
+        raise InputError("none of the reference images could be decoded")
+    index = ReferenceIndex.build(pipe.bundle.path, pipe.card, vecs, records, factory=factory, threads=threads)
+    pipe.index = index
+    report.indexed, report.brands = len(index), len(index.brands())
+    report.factory, report.generation = index.manifest.factory, index.generation
+    return index, report
+
+
+def add_references(pipe: Pipeline, rows: Sequence[ReferenceRow]) -> IndexReport:
+    """Embed and add references to the bundle's existing index (one new generation)."""
+    if pipe.index is None:
+        raise InputError("the bundle has no index yet: build one first")
+    report = IndexReport()
+    vecs, records = _embed_rows(pipe, rows, report)
+    if records:
+        report.generation = pipe.index.add(vecs, records)
+    report.indexed, report.brands = len(records), len({r.brand for r in records})
+    report.factory = pipe.index.manifest.factory
+    return report
