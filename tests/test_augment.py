@@ -1,0 +1,155 @@
+"""Augmentations and logo rendering: valid images, stable family names, aspect ratio, speed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brandguard.datasets import augment as A
+from brandguard.datasets.logos import (
+    get_logo_source,
+    license_allows_modification,
+    load_logo_sources,
+    render_logo,
+    split_of,
+)
+from brandguard.datasets.photos import PhotoPool, procedural_background
+from brandguard.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def mark() -> np.ndarray:
+    return render_logo(get_logo_source("nike"), 96)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return procedural_background(np.random.default_rng(3), 240, 200)
+
+
+def _valid(img: np.ndarray, min_side: int = 16, max_side: int = 2048) -> None:
+    assert isinstance(img, np.ndarray)
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert min_side <= min(img.shape[:2]) and max(img.shape[:2]) <= max_side
+    assert img.std() > 1.0  # not a blank frame
+
+
+def test_family_names_are_stable() -> None:
+    assert A.FAMILIES == (
+        "copy_light", "copy_strong", "logo_in_photo", "knockoff", "distractor_photo", "distractor_unregistered",
+    )
+
+
+def test_render_keeps_aspect_ratio_and_height() -> None:
+    src = get_logo_source("nike")  # a wide swoosh
+    small, big = render_logo(src, 40), render_logo(src, 160)
+    assert small.shape[0] == 40 and big.shape[0] == 160 and small.shape[2] == 4
+    ar_small, ar_big = small.shape[1] / 40, big.shape[1] / 160
+    assert ar_big > 2.0  # the swoosh is wide, not squeezed into a square
+    assert abs(ar_small - ar_big) / ar_big < 0.08
+    # cropped to the mark: every border row/column touches the mark
+    a = big[..., 3] > 8
+    assert a[0].any() and a[-1].any() and a[:, 0].any() and a[:, -1].any()
+    # brand colour applied, recolouring honoured
+    assert tuple(big[a][0, :3]) == src.rgb
+    assert tuple(render_logo(src, 40, color="#FF0000")[..., :3][small[..., 3] > 8][0]) == (255, 0, 0)
+
+
+def test_render_rejects_bad_input() -> None:
+    with pytest.raises(InputError):
+        render_logo(get_logo_source("nike"), 0)
+    with pytest.raises(InputError):
+        render_logo(get_logo_source("nike"), 32, color="red")
+    with pytest.raises(InputError):
+        get_logo_source("definitely-not-a-brand")
+
+
+def test_licences_recorded_and_no_derivatives_excluded() -> None:
+    sources = load_logo_sources()
+    assert len(sources) > 3000
+    assert all(s.license for s in sources)
+    assert all(license_allows_modification(s.license) for s in sources)
+    assert not license_allows_modification("CC-BY-NC-ND-4.0")
+    assert license_allows_modification("CC-BY-SA-4.0")
+    assert {s.slug for s in sources}.isdisjoint({"jpeg", "slint"})  # CC-BY-ND-4.0 icons
+
+
+def test_split_is_deterministic_and_roughly_80_10_10() -> None:
+    slugs = [s.slug for s in load_logo_sources()]
+    splits = [split_of(s, 0) for s in slugs]
+    assert splits == [split_of(s, 0) for s in slugs]
+    frac = {k: splits.count(k) / len(splits) for k in ("train", "val", "test")}
+    assert 0.75 < frac["train"] < 0.85 and 0.07 < frac["val"] < 0.13 and 0.07 < frac["test"] < 0.13
+    assert [split_of(s, 1) for s in slugs] != splits  # the seed changes the split
+
+
+def test_every_family_returns_valid_rgb(mark: np.ndarray, photo: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    refs = A.reference_views(rng, mark, size=192)
+    assert set(refs) == {"logo_clean", "logo_product"}
+    for img in refs.values():
+        _valid(img)
+    for _ in range(15):  # several draws so most random branches run
+        _valid(A.copy_light(rng, refs["logo_clean"], max_side=256))
+        _valid(A.copy_strong(rng, refs["logo_product"], [photo], max_side=256))
+        _valid(A.logo_in_photo(rng, mark, photo, max_side=256))
+        _valid(A.knockoff(rng, mark, mark[:, ::-1].copy(), photo, max_side=256))
+        _valid(A.distractor_photo(rng, photo, max_side=256))
+        _valid(A.distractor_unregistered(rng, mark, photo, max_side=256))
+        out = A.training_view(rng, refs["logo_clean"], [photo], [photo], out_size=128)
+        assert out.shape == (128, 128, 3) and out.dtype == np.uint8
+
+
+def test_same_seed_same_output(mark: np.ndarray, photo: np.ndarray) -> None:
+    a = A.copy_strong(np.random.default_rng(5), photo, [photo])
+    b = A.copy_strong(np.random.default_rng(5), photo, [photo])
+    assert np.array_equal(a, b)
+    log: list[str] = []
+    A.knockoff(np.random.default_rng(5), mark, None, photo, log)
+    assert log and log[-1].startswith("jpeg")
+
+
+def test_knockoff_alters_the_mark(mark: np.ndarray) -> None:
+    rng = np.random.default_rng(1)
+    other = render_logo(get_logo_source("adidas"), 96)
+    changed = 0
+    for _ in range(30):
+        alt = A.alter_mark(rng, mark, other)
+        same = alt.shape == mark.shape and np.array_equal(alt, mark)
+        changed += not same
+    assert changed == 30
+
+
+def test_compose_clips_and_blends(photo: np.ndarray, mark: np.ndarray) -> None:
+    out = A.compose(mark, photo, (-20, -20, 80, 40))  # partly outside the frame
+    assert out.shape == photo.shape and not np.array_equal(out, photo)
+    assert np.array_equal(out[100:, 100:], photo[100:, 100:])  # untouched far away
+    with pytest.raises(InputError):
+        A.compose(mark, photo, (0, 0, 0, 10))
+    with pytest.raises(InputError):
+        A.ensure_rgb(np.zeros((4, 4, 3), np.float32))
+
+
+def test_training_view_accepts_pool_and_rgba(mark: np.ndarray) -> None:
+    pool = PhotoPool([])  # procedural only
+    rng = np.random.default_rng(2)
+    for _ in range(8):
+        _valid(A.training_view(rng, mark, pool, ()), min_side=8)
+
+
+def test_augmentations_are_cheap(mark: np.ndarray, photo: np.ndarray) -> None:
+    ref = A.reference_views(np.random.default_rng(0), mark, size=256)["logo_product"]
+    small_mark = mark[:, : mark.shape[1]]
+    ms = A.measure_cost(lambda r: A.training_view(r, ref, [photo], [photo], out_size=224), n=40)
+    ms_photo = A.measure_cost(lambda r: A.logo_in_photo(r, small_mark, photo, max_side=256), n=40)
+    # target is ~3 ms on an idle core; generous bound for a shared CI box
+    assert ms < 25 and ms_photo < 25, (ms, ms_photo)
+
+
+def test_render_disk_cache_round_trips(tmp_path) -> None:  # noqa: ANN001
+    src = get_logo_source("adidas")
+    first = render_logo(src, 48, cache_dir=tmp_path)
+    files = list(tmp_path.glob("adidas-48-*.png"))
+    assert len(files) == 1
+    again = render_logo(src, 48, cache_dir=tmp_path)  # read back from disk
+    assert np.array_equal(first, again) and again.shape[2] == 4
