@@ -156,6 +156,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------- calibrate
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from brandguard.calibration import run_calibration
+
+    report = run_calibration(args.bundle, args.split, target=args.target, threads=args.threads,
+                             region_mode=args.regions)
+    print(f"flag (knockoff) threshold {report['flag_threshold']:.4f} at precision {report['flag_precision']:.3f}; "
+          f"copy threshold {report['copy_threshold']:.4f} at precision {report['copy_precision']:.3f} "
+          f"({report['n_queries']} queries, {report['seconds']:.0f}s) -> {args.bundle / 'calibration.json'}")
+    for fam, m in report["per_family"].items():
+        print(f"  {fam:<24} n={m['n']:<5} flagged {m['flagged']:<5} right brand {m['flagged_right_brand']}")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from brandguard.demo import run_demo
@@ -237,6 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bundle_arg(p)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("calibrate", help="set verdict thresholds for a target precision on labelled held-out data",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+                           "Judge every query of a corpus split (references/, queries/, ground_truth.csv,\n"
+                           "queries.csv with a family per query) against an index of its references, choose the\n"
+                           "flag and copy thresholds that reach --target precision, and write them to\n"
+                           "BUNDLE/calibration.json (with BUNDLE/calibration_report.json: precision and recall\n"
+                           "per family). Use a split of brands the model was not trained on."))
+    p.add_argument("--bundle", type=Path, required=True, help="bundle whose model is calibrated (written into)")
+    p.add_argument("--split", type=Path, required=True, help="labelled corpus split, e.g. data_cache/corpus_std/val")
+    p.add_argument("--target", type=float, default=0.95, help="precision to reach (default 0.95)")
+    p.add_argument("--regions", choices=("full", "grid"), default="full")
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("demo", help="build a demo catalogue from real logos, index, scan, report")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")

@@ -1,0 +1,126 @@
+"""Calibrate verdict thresholds to a target precision on held-out labelled data.
+
+Input is a corpus split in the benchmark format (``references/``, ``queries/``,
+``ground_truth.csv``, ``queries.csv`` with a ``family`` per query). Every query is judged by
+the real pipeline (regions, search, verification) against an index of that split's
+references, then:
+
+- the **flag** threshold (``knockoff``) is the lowest score at which flagged queries point at
+  the right brand with at least the target precision (a flag on a distractor, or on the wrong
+  brand, is a false positive);
+- the **copy** threshold is the lowest score at which flags called ``copy`` really are copy
+  families (copy_light, copy_strong) with the target precision.
+
+Thresholds come from brands the model never saw in training (the val split), so they are the
+global fallback for any new brand; brands with their own feedback labels get their own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from brandguard.datasets.readers import read_references
+from brandguard.errors import InputError
+from brandguard.evaluation import list_images, read_ground_truth
+from brandguard.references import build_index, new_bundle_from
+from brandguard.vision.bundle import Bundle
+from brandguard.vision.decide import CALIBRATION_FILE, Calibration
+from brandguard.vision.pipeline import Pipeline
+
+COPY_FAMILIES = ("copy_light", "copy_strong")
+FLAG_FAMILIES = ("copy_light", "copy_strong", "knockoff", "logo_in_photo")
+
+
+@dataclass(frozen=True)
+class Judged:
+    query_id: str
+    family: str
+    brand: str  # ground-truth brand ("" for distractors)
+    best_brand: str
+    score: float
+    inliers: int
+
+
+def judge_split(pipe: Pipeline, split_dir: Path, threads: int = 1) -> list[Judged]:
+    """Run the pipeline over a split's queries against an index of its references."""
+    queries_csv = split_dir / "queries.csv"
+    if not queries_csv.is_file():
+        raise InputError(f"{split_dir} has no queries.csv (family per query); is it a corpus split?")
+    with open(queries_csv, newline="", encoding="utf-8") as f:
+        info = {r["query_id"]: r for r in csv.DictReader(f)}
+    gt = read_ground_truth(split_dir / "ground_truth.csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Pipeline.from_bundle(new_bundle_from(pipe.bundle, Path(tmp)), threads=threads,
+                                       region_mode=pipe.region_mode)
+        build_index(scratch, read_references(split_dir / "references"), threads=threads)
+        # Judge with verification always on: thresholds must not gate the evidence they calibrate.
+        scratch.calibration = Calibration(copy=1.01, knockoff=-1.0, method="calibrating")
+        out: list[Judged] = []
+        queries = list_images(split_dir / "queries")
+        for start in range(0, len(queries), 64):
+            chunk = queries[start:start + 64]
+            verdicts = scratch.check([str(p) for _, p in chunk])
+            for (qid, _), v in zip(chunk, verdicts):
+                row = info.get(qid, {})
+                refs = gt.get(qid, set())
+                brand = next(iter(refs)).split("/")[0] if refs else ""
+                g = v.evidence.get("geometry") or {}
+                out.append(Judged(qid, row.get("family", ""), brand, v.brand or (v.top[0].brand if v.top else ""),
+                                  float(v.score) if v.score is not None else -1.0, int(g.get("inliers", 0))))
+        scratch.index.close()
+    return out
+
+
+def threshold_at_precision(scored: list[tuple[float, bool]], target: float) -> tuple[float, float, int]:
+    """Lowest threshold whose set {score >= t} has precision >= target: (t, precision, n_true_kept)."""
+    ranked = sorted(scored, key=lambda x: -x[0])
+    best = (ranked[0][0] + 1e-6 if ranked else 1.0, 1.0, 0)
+    tp = 0
+    for i, (s, ok) in enumerate(ranked, start=1):
+        tp += ok
+        nxt = ranked[i][0] if i < len(ranked) else None
+        if nxt is not None and nxt == s:
+            continue  # a threshold cannot split tied scores
+        if tp / i >= target:
+            best = (s, tp / i, tp)
+    return best
+
+
+def calibrate(judged: list[Judged], target: float = 0.95, min_inliers: int = 15) -> tuple[Calibration, dict]:
+    """Global thresholds at ``target`` precision, plus the measured precision/recall per family."""
+    flag = [(j.score, bool(j.brand) and j.best_brand == j.brand) for j in judged]
+    t_flag, p_flag, _ = threshold_at_precision(flag, target)
+    flagged = [j for j in judged if j.score >= t_flag]
+    copy_scored = [(j.score, j.family in COPY_FAMILIES and j.best_brand == j.brand) for j in flagged]
+    t_copy, p_copy, _ = threshold_at_precision(copy_scored, target) if copy_scored else (1.0, 1.0, 0)
+    cal = Calibration(copy=round(max(t_copy, t_flag), 6), knockoff=round(t_flag, 6), min_inliers=min_inliers,
+                      method=f"global, precision {target:.2f} on {len(judged)} held-out queries")
+    report = {"target_precision": target, "flag_threshold": cal.knockoff, "flag_precision": round(p_flag, 4),
+              "copy_threshold": cal.copy, "copy_precision": round(p_copy, 4), "n_queries": len(judged),
+              "per_family": {}}
+    for fam in sorted({j.family for j in judged}):
+        js = [j for j in judged if j.family == fam]
+        found = [j for j in js if j.score >= cal.knockoff]
+        right = [j for j in found if j.brand and j.best_brand == j.brand]
+        report["per_family"][fam] = {"n": len(js), "flagged": len(found), "flagged_right_brand": len(right),
+                                     "recall": round(len(right) / len(js), 4) if fam in FLAG_FAMILIES else None}
+    return cal, report
+
+
+def run_calibration(bundle_dir: Path, split_dir: Path, target: float = 0.95, threads: int = 1,
+                    region_mode: str = "full") -> dict:
+    """Calibrate ``bundle_dir``'s model on ``split_dir`` and write ``calibration.json`` into the bundle."""
+    t0 = time.perf_counter()
+    pipe = Pipeline.from_bundle(Bundle.load(bundle_dir).path, threads=threads, region_mode=region_mode)
+    judged = judge_split(pipe, split_dir, threads=threads)
+    cal, report = calibrate(judged, target)
+    (Path(bundle_dir) / CALIBRATION_FILE).write_text(cal.to_json())
+    report.update(seconds=round(time.perf_counter() - t0, 1), split=str(split_dir), region_mode=region_mode,
+                  calibration=asdict(cal))
+    (Path(bundle_dir) / "calibration_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report

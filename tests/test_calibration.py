@@ -1,0 +1,53 @@
+"""Threshold selection by hand, and calibration end to end on a tiny generated corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from brandguard.calibration import Judged, calibrate, threshold_at_precision
+from brandguard.cli import EXIT_OK, main
+from brandguard.vision.decide import Calibration
+
+
+def test_threshold_at_precision_by_hand():
+    scored = [(0.9, True), (0.8, True), (0.7, False), (0.6, True), (0.5, False), (0.4, False)]
+    # precision at each cut: 1, 1, 2/3, 3/4, 3/5, 1/2
+    assert threshold_at_precision(scored, 0.95) == (0.8, 1.0, 2)
+    assert threshold_at_precision(scored, 0.75) == (0.6, 0.75, 3)
+    t, p, n = threshold_at_precision([(0.5, False)], 0.9)
+    assert t > 0.5 and n == 0  # nothing can be flagged
+
+
+def test_ties_are_not_split():
+    scored = [(0.9, True), (0.7, True), (0.7, False)]
+    assert threshold_at_precision(scored, 0.95) == (0.9, 1.0, 1)
+
+
+def test_calibrate_separates_flag_and_copy_thresholds():
+    judged = [Judged(f"c{i}", "copy_light", "a", "a", 0.9 + i * 0.001, 30) for i in range(20)]
+    judged += [Judged(f"k{i}", "knockoff", "a", "a", 0.7 + i * 0.001, 2) for i in range(20)]
+    judged += [Judged(f"d{i}", "distractor_photo", "", "b", 0.5 + i * 0.001, 0) for i in range(20)]
+    cal, report = calibrate(judged, 0.95)
+    # 40 true flags admit 2 false ones at 95% (40/42 = 0.952; 40/43 < 0.95): the two top distractors
+    assert cal.knockoff == pytest.approx(0.518)
+    # 20 copies admit 1 knockoff above the copy threshold (20/21 = 0.952)
+    assert cal.copy == pytest.approx(0.719)
+    assert report["per_family"]["knockoff"]["recall"] == 1.0
+    assert report["per_family"]["distractor_photo"]["flagged"] == 2 and report["flag_precision"] == pytest.approx(40 / 42, abs=1e-4)
+
+
+def test_calibrate_cli_on_tiny_corpus(tiny_bundle, tmp_path):
+    from brandguard.datasets.corpus import build_corpus
+
+    build_corpus(tmp_path / "corpus", size="tiny", seed=0, workers=1, splits=("val",), progress=False)
+    bundle = tmp_path / "bundle"
+    assert main(["index", str(tmp_path / "corpus" / "val" / "references"), "--bundle", str(tiny_bundle),
+                 "--out", str(bundle)]) == EXIT_OK
+    assert main(["calibrate", "--bundle", str(bundle), "--split", str(tmp_path / "corpus" / "val"),
+                 "--target", "0.9"]) == EXIT_OK
+    cal = Calibration.load(bundle)
+    assert cal.method.startswith("global, precision 0.90") and 0 <= cal.knockoff <= cal.copy <= 1.01
+    report = json.loads((bundle / "calibration_report.json").read_text())
+    assert report["flag_precision"] >= 0.9 and set(report["per_family"]) >= {"copy_light", "knockoff"}
