@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := data,train,serve,bench,dev
+EXTRAS := data,train,serve,scale,bench,dev
 TRAIN_MINUTES ?= 15
 PHOTOS ?= ../shared/data/clothing-photos
 

@@ -86,7 +86,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     pipe = Pipeline.from_bundle(args.bundle, threads=args.threads, device=args.device,
                                 region_mode=args.regions, require_index=True)
-    opts = ScanOptions(workers=args.workers, threads=args.threads, batch_size=args.batch_size,
+    opts = ScanOptions(engine=args.engine, workers=args.workers, threads=args.threads, batch_size=args.batch_size,
                        region_mode=args.regions, write_jsonl=args.jsonl, progress=not args.no_progress)
     summary = scan(args.catalogue, pipe, args.out, opts)
     rows = read_results(args.out)
@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="decode worker processes (default: cores - 1; 0 decodes in-process)")
     p.add_argument("--batch-size", type=int, default=64, help="images per ONNX Runtime batch (default 64)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: decode worker processes + one embedder; ray: --workers Ray actors, each with "
+                        "its own model and index (set RAY_ADDRESS to use a cluster)")
     p.add_argument("--regions", choices=("full", "grid"), default="full",
                    help="full: one embedding per image; grid: + 5 crops, finds small logos, ~6x slower")
     p.add_argument("--jsonl", action="store_true", help="also write OUT/results.jsonl")

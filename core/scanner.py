@@ -48,8 +48,13 @@ RESULT_SCHEMA = pa.schema(RESULT_COLUMNS)
 
 @dataclass(frozen=True)
 class ScanOptions:
-    """How to scan. ``workers=0`` decodes in the main process (debugging, tiny catalogues)."""
+    """How to scan. ``workers=0`` decodes in the main process (debugging, tiny catalogues).
 
+    ``engine="ray"`` runs decode + embed + search in ``workers`` Ray actors (one ONNX session
+    and one index each) through Ray Data; output and resume semantics are the same.
+    """
+
+    engine: str = "local"
     workers: int = 1
     threads: int = 1
     batch_size: int = 64
@@ -226,7 +231,15 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
     buffer: list[dict] = []
     bar = tqdm(total=len(rows), initial=summary.resumed, unit="img", desc="scan", disable=not opts.progress,
                smoothing=0.05, dynamic_ncols=True)
-    for results in _judged_batches(pending, pipeline, opts):
+    if opts.engine == "ray":
+        from brandguard.scanner_ray import ray_judged_batches
+
+        batches = ray_judged_batches(pending, pipeline, opts)
+    elif opts.engine == "local":
+        batches = _judged_batches(pending, pipeline, opts)
+    else:
+        raise InputError(f"engine must be 'local' or 'ray', got {opts.engine!r}")
+    for results in batches:
         buffer.extend(results)
         bar.update(len(results))
         summary.scanned += len(results)

@@ -232,3 +232,21 @@ def test_inference_imports_no_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
+
+
+def test_ray_engine_matches_local(tiny_bundle, catalogue):
+    pytest.importorskip("ray")
+    bundle = indexed_bundle(tiny_bundle, catalogue)
+    pipe = Pipeline.from_bundle(bundle, require_index=True)
+    local = scan(catalogue / "catalogue.jsonl", pipe, catalogue / "local",
+                 ScanOptions(workers=0, batch_size=4, progress=False))
+    remote = scan(catalogue / "catalogue.jsonl", pipe, catalogue / "ray",
+                  ScanOptions(engine="ray", workers=2, batch_size=4, progress=False))
+    assert local.verdicts == remote.verdicts
+    a, b = read_results(catalogue / "local"), read_results(catalogue / "ray")
+    assert [r["listing_id"] for r in a] == [r["listing_id"] for r in b]
+    for x, y in zip(a, b):
+        assert (x["verdict"], x["brand"], x["reason"], x["top_reference_id"]) == \
+               (y["verdict"], y["brand"], y["reason"], y["top_reference_id"])
+        if x["score"] is not None:
+            assert x["score"] == pytest.approx(y["score"], abs=1e-5)
