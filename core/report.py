@@ -37,6 +37,20 @@ def thumbnail_data_uri(path: str, side: int = 160) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _geometry_note(g: dict | None) -> str:
+    """One line of local-feature evidence: how many keypoints agree, where, and the transform."""
+    if not g:
+        return ""
+    note = f"<br>keypoints: <b>{int(g.get('inliers', 0))}</b> consistent of {int(g.get('matches', 0))} matched"
+    if g.get("box"):
+        note += f" · matched box {html.escape(str(g['box']))}"
+    if g.get("scale") is not None:
+        note += f" · scale {g['scale']:.2f}, rotation {g.get('rotation_deg', 0):.0f}°"
+    if g.get("mirrored"):
+        note += " · mirrored"
+    return note
+
+
 def sort_rows(rows: Sequence[dict]) -> list[dict]:
     """Flagged first, most confident first; then inconclusive; then clear."""
     return sorted(rows, key=lambda r: (_ORDER.get(r["verdict"], 9), -(r.get("confidence") or 0.0), r["listing_id"]))
@@ -82,6 +96,7 @@ def write_html_report(rows: Sequence[dict], reference_paths: dict[str, str], des
                   if r["verdict"] == "inconclusive" else
                   f"brand <b>{esc(str(r.get('brand')))}</b> · confidence {r['confidence']:.2f} · "
                   f"similarity {r['score']:.3f} · region {esc(str(ev.get('region', 'full')))}"
+                  f"{_geometry_note(ev.get('geometry'))}"
                   f"{' · uncalibrated' if not ev.get('calibrated', False) else ''}")
         cards.append(
             f'<div class="card {esc(r["verdict"])}"><div class="head"><span class="tag">{esc(r["verdict"])}</span> '

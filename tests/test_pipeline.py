@@ -250,3 +250,22 @@ def test_ray_engine_matches_local(tiny_bundle, catalogue):
                (y["verdict"], y["brand"], y["reason"], y["top_reference_id"])
         if x["score"] is not None:
             assert x["score"] == pytest.approx(y["score"], abs=1e-5)
+
+
+def test_scan_cli_writes_report_with_thumbnails_and_jsonl(tiny_bundle, catalogue, capsys):
+    bundle = indexed_bundle(tiny_bundle, catalogue)
+    out = catalogue / "cli_scan"
+    rc = main(["scan", str(catalogue / "catalogue.jsonl"), "--bundle", str(bundle), "--out", str(out),
+               "--workers", "1", "--jsonl", "--no-progress"])
+    assert rc == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "copy_acme" in printed and "not_an_image" in printed  # the terminal table
+    page = (out / "report.html").read_text()
+    # one card per copy (listing + reference thumbnails) and per inconclusive row (listing only)
+    assert page.count('class="card copy"') == 4 and page.count('class="card inconclusive"') == 4
+    assert page.count("data:image/jpeg;base64,") >= 4 * 2
+    assert "keypoints:" in page  # geometric evidence is shown for verified candidates
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 11 and all(json.loads(x)["verdict"] for x in lines)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdicts"]["inconclusive"] == 4 and summary["inconclusive_reasons"]["missing_file"] == 1
