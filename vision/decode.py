@@ -141,8 +141,9 @@ def _decode(source: bytes | str | os.PathLike[str], target_side: int | None, lim
             raise ImageDecodeError("not_an_image", "unrecognised or unsupported format") from exc
         except Image.DecompressionBombError as exc:
             raise ImageDecodeError("too_many_pixels", str(exc)) from exc
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageDecodeError("corrupt_header", str(exc)) from exc
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            reason = "truncated" if "truncated" in str(exc).lower() or isinstance(exc, EOFError) else "corrupt_header"
+            raise ImageDecodeError(reason, str(exc)) from exc
         try:
             fmt = img.format or "unknown"
             w, h = img.size
@@ -171,7 +172,7 @@ def _decode(source: bytes | str | os.PathLike[str], target_side: int | None, lim
             raise ImageDecodeError("too_many_pixels", str(exc)) from exc
         except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError) as exc:
             msg = str(exc)
-            reason = "truncated" if "truncated" in msg or isinstance(exc, EOFError) else "corrupt_data"
+            reason = "truncated" if "truncated" in msg.lower() or isinstance(exc, EOFError) else "corrupt_data"
             raise ImageDecodeError(reason, msg) from exc
         except MemoryError as exc:
             raise ImageDecodeError("too_many_pixels", "out of memory while decoding") from exc
