@@ -26,6 +26,8 @@ typical workflow:
   brandguard scan catalogue.jsonl --bundle my_bundle --out scan/
   brandguard eval --references R --queries Q --ground-truth gt.csv --out eval/
   brandguard demo --out demo_out                   # everything above on a generated catalogue
+  brandguard serve create-key scanner --leads-db leads.sqlite   # prints an API key once
+  brandguard serve --bundle my_bundle --leads-db leads.sqlite   # HTTP API on 127.0.0.1:8080
 """
 
 
@@ -177,6 +179,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), threads=args.threads, workers=args.workers)
 
 
+# ------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    from brandguard.serve.__main__ import run
+
+    return run(args)
+
+
 # ------------------------------------------------------------------------- corpus / train
 def cmd_corpus(args: argparse.Namespace) -> int:
     from brandguard.datasets import corpus
@@ -274,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_demo)
+
+    # Importing brandguard.serve.__main__ is cheap (argparse only); FastAPI loads in `run`.
+    from brandguard.serve import __main__ as serve_cli
+
+    p = sub.add_parser("serve", help="run the HTTP service (check, leads, complaints, review page)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+                           "Serve one indexed bundle over HTTP with micro-batched inference (needs the serve\n"
+                           "extra). Options fall back to BRANDGUARD_* environment variables. The default host\n"
+                           "is 127.0.0.1. `brandguard serve create-key ROLE` makes an API key (admin, scanner\n"
+                           "or brand:<name>) and prints its token once."))
+    serve_cli.add_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     try:
         from brandguard.datasets import corpus

@@ -1,0 +1,521 @@
+"""Leads, feedback, complaints and API keys in one SQLite file.
+
+A *lead* is a listing flagged ``copy`` or ``knockoff`` for a brand. Brands work leads through
+``new → sent → test_buy → confirmed_counterfeit | genuine | dismissed``; every move is
+validated here (not in the HTTP layer) and recorded in a feedback history, because those
+outcomes become the labels that calibrate thresholds. Rescans upsert on ``(listing_id, brand)``
+so a lead is never duplicated and its workflow status survives a re-check.
+
+The database runs in WAL mode (readers never block the writer), every write is one explicit
+``BEGIN IMMEDIATE`` transaction, and one connection is shared behind a lock, so the store is
+safe to call from any thread of a server's threadpool. API keys are stored as sha256 hashes
+of random tokens and compared with :func:`hmac.compare_digest`; the token itself is shown
+once, when it is created, and never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from brandguard.errors import BrandguardError, InputError
+
+FLAGGED_VERDICTS = ("copy", "knockoff")
+LEAD_STATUSES = ("new", "sent", "test_buy", "confirmed_counterfeit", "genuine", "dismissed")
+# Allowed moves. ``dismissed`` is reachable from every open state (a reviewer may drop a lead at
+# any point); ``confirmed_counterfeit`` and ``genuine`` need a test buy, since they are the labels
+# that retraining trusts.
+TRANSITIONS: Mapping[str, frozenset[str]] = {
+    "new": frozenset({"sent", "dismissed"}),
+    "sent": frozenset({"test_buy", "dismissed"}),
+    "test_buy": frozenset({"confirmed_counterfeit", "genuine", "dismissed"}),
+    "confirmed_counterfeit": frozenset(),
+    "genuine": frozenset(),
+    "dismissed": frozenset(),
+}
+COMPLAINT_STATUSES = ("pending", "decided")
+COMPLAINT_SLA_SECONDS = 24 * 3600
+ROLES = ("admin", "scanner")  # plus "brand:<name>"
+_BRAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_TOKEN_PREFIX = "bg"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leads (
+    id INTEGER PRIMARY KEY,
+    listing_id TEXT NOT NULL,
+    brand TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('copy', 'knockoff')),
+    confidence REAL NOT NULL,
+    score REAL,
+    reference_id TEXT,
+    image_path TEXT,
+    seller_id TEXT,
+    price REAL,
+    evidence TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'new',
+    model_sha256 TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (listing_id, brand)
+);
+CREATE INDEX IF NOT EXISTS leads_brand_status ON leads(brand, status);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    lead_id INTEGER NOT NULL REFERENCES leads(id) ON DELETE CASCADE,
+    from_status TEXT NOT NULL,
+    status TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    who TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_lead ON feedback(lead_id);
+CREATE TABLE IF NOT EXISTS complaints (
+    id INTEGER PRIMARY KEY,
+    brand TEXT NOT NULL,
+    listing_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'decided')),
+    created_at REAL NOT NULL,
+    decided_at REAL,
+    verdict TEXT,
+    lead_id INTEGER REFERENCES leads(id)
+);
+CREATE INDEX IF NOT EXISTS complaints_brand ON complaints(brand, created_at);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+"""
+
+
+# ---------------------------------------------------------------------------- errors
+class LeadStoreError(BrandguardError):
+    """Base of the errors the leads store raises on purpose."""
+
+
+class NotFoundError(LeadStoreError):
+    """A lead or complaint does not exist, or is not visible to the caller's brand."""
+
+
+class IllegalTransitionError(LeadStoreError):
+    """A status change the lead lifecycle does not allow (e.g. ``new → genuine``)."""
+
+    def __init__(self, current: str, wanted: str) -> None:
+        self.current = current
+        self.wanted = wanted
+        allowed = ", ".join(sorted(TRANSITIONS.get(current, ()))) or "none (final state)"
+        super().__init__(f"cannot move a lead from {current!r} to {wanted!r}; allowed: {allowed}")
+
+
+class InvalidKeyError(LeadStoreError):
+    """An API key is unknown, malformed or revoked."""
+
+
+# ---------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class LeadInput:
+    """What a check contributes to a lead; the store adds id, status and timestamps."""
+
+    listing_id: str
+    brand: str
+    verdict: str
+    confidence: float
+    score: float | None = None
+    reference_id: str | None = None
+    image_path: str | None = None
+    seller_id: str | None = None
+    price: float | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    model_sha256: str = ""
+
+    def validate(self) -> None:
+        if not self.listing_id or len(self.listing_id) > 512:
+            raise InputError("listing_id must be 1..512 characters")
+        validate_brand(self.brand)
+        if self.verdict not in FLAGGED_VERDICTS:
+            raise InputError(f"only {FLAGGED_VERDICTS} verdicts become leads, got {self.verdict!r}")
+        if not (0.0 <= self.confidence <= 1.0):
+            raise InputError(f"confidence must be in [0, 1], got {self.confidence}")
+        if self.price is not None and not (math.isfinite(self.price) and self.price >= 0):
+            raise InputError(f"price must be a finite number >= 0, got {self.price}")
+
+
+@dataclass(frozen=True)
+class Lead:
+    id: int
+    listing_id: str
+    brand: str
+    verdict: str
+    confidence: float
+    score: float | None
+    reference_id: str | None
+    image_path: str | None
+    seller_id: str | None
+    price: float | None
+    evidence: dict[str, Any]
+    status: str
+    model_sha256: str
+    created_at: float
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One status change of a lead: who moved it, from where, when, and why."""
+
+    lead_id: int
+    from_status: str
+    status: str
+    note: str
+    who: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Complaint:
+    id: int
+    brand: str
+    listing_id: str
+    status: str
+    created_at: float
+    decided_at: float | None
+    verdict: dict[str, Any] | None
+    lead_id: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class ComplaintReport:
+    """How fast complaints get decided. ``share_decided_within_24h`` counts only complaints that
+    are due (decided, or pending for more than 24 h): a fresh pending complaint is not late yet."""
+
+    brand: str | None
+    since: float | None
+    total: int
+    decided: int
+    decided_within_24h: int
+    pending: int
+    pending_overdue: int
+    share_decided_within_24h: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key, without its secret. ``brand`` is set for ``brand:<name>`` roles."""
+
+    key_id: str
+    role: str
+    label: str
+    created_at: float
+    revoked_at: float | None
+
+    @property
+    def brand(self) -> str | None:
+        return self.role.split(":", 1)[1] if self.role.startswith("brand:") else None
+
+
+def validate_brand(brand: str) -> str:
+    if not isinstance(brand, str) or not _BRAND_RE.match(brand):
+        raise InputError(f"invalid brand name {brand!r}: letters, digits, '_', '.', '-' (max 100)")
+    return brand
+
+
+def validate_role(role: str) -> str:
+    """``admin``, ``scanner`` or ``brand:<name>``; anything else is an :class:`InputError`."""
+    if role in ROLES:
+        return role
+    if role.startswith("brand:"):
+        validate_brand(role[len("brand:"):])
+        return role
+    raise InputError(f"role must be 'admin', 'scanner' or 'brand:<name>', got {role!r}")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------- store
+_LEAD_COLS = ("id, listing_id, brand, verdict, confidence, score, reference_id, image_path, seller_id, price, "
+              "evidence, status, model_sha256, created_at, updated_at")
+_COMPLAINT_COLS = "id, brand, listing_id, status, created_at, decided_at, verdict, lead_id"
+
+
+def _lead(row: tuple) -> Lead:
+    vals = list(row)
+    vals[10] = json.loads(vals[10] or "{}")
+    return Lead(*vals)
+
+
+def _complaint(row: tuple) -> Complaint:
+    vals = list(row)
+    vals[6] = json.loads(vals[6]) if vals[6] else None
+    return Complaint(*vals)
+
+
+class LeadStore:
+    """The leads database. Open with ``LeadStore(path)``; close with :meth:`close`.
+
+    ``clock`` exists so tests (and back-fills) can set the time a record is written.
+    """
+
+    def __init__(self, path: str | Path, *, clock=time.time) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.Lock()
+        # isolation_level=None: no implicit transactions; every write says BEGIN/COMMIT itself.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        with self._tx() as db:
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def journal_mode(self) -> str:
+        return self._read("PRAGMA journal_mode")[0][0]
+
+    # ------------------------------------------------------------------ leads
+    def upsert_lead(self, item: LeadInput) -> tuple[Lead, bool]:
+        """Insert a lead or refresh the evidence of the existing one; returns (lead, created).
+
+        A rescan updates verdict, scores, evidence and model, never ``status`` or ``created_at``:
+        the brand's work on a lead is not undone by checking the listing again.
+        """
+        item.validate()
+        now = self._clock()
+        with self._tx() as db:
+            existing = db.execute("SELECT id FROM leads WHERE listing_id = ? AND brand = ?",
+                                  (item.listing_id, item.brand)).fetchone()
+            values = (item.verdict, float(item.confidence), item.score, item.reference_id, item.image_path,
+                      item.seller_id, item.price, json.dumps(item.evidence, sort_keys=True, default=str),
+                      item.model_sha256)
+            if existing is None:
+                cur = db.execute(
+                    "INSERT INTO leads (listing_id, brand, verdict, confidence, score, reference_id, image_path, "
+                    "seller_id, price, evidence, model_sha256, status, created_at, updated_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,'new',?,?)",
+                    (item.listing_id, item.brand, *values, now, now))
+                lead_id, created = int(cur.lastrowid), True
+            else:
+                lead_id, created = int(existing[0]), False
+                db.execute(
+                    "UPDATE leads SET verdict=?, confidence=?, score=?, reference_id=?, "
+                    "image_path=COALESCE(?, image_path), seller_id=COALESCE(?, seller_id), "
+                    "price=COALESCE(?, price), evidence=?, model_sha256=?, updated_at=? WHERE id=?",
+                    (*values, now, lead_id))
+            row = db.execute(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (lead_id,)).fetchone()
+        return _lead(row), created
+
+    def get_lead(self, lead_id: int, *, brand: str | None = None) -> Lead:
+        """The lead, or :class:`NotFoundError` when missing or (with ``brand``) another brand's.
+
+        Another brand's lead is reported as missing, not forbidden: ids must not leak.
+        """
+        rows = self._read(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (int(lead_id),))
+        if not rows or (brand is not None and rows[0][2] != brand):
+            raise NotFoundError(f"lead {lead_id} not found")
+        return _lead(rows[0])
+
+    def list_leads(self, *, brand: str | None = None, status: str | None = None,
+                   limit: int = 100, offset: int = 0) -> list[Lead]:
+        """Leads, most recently updated first, optionally for one brand and one status."""
+        if status is not None and status not in LEAD_STATUSES:
+            raise InputError(f"status must be one of {LEAD_STATUSES}, got {status!r}")
+        if not (1 <= limit <= 1000) or offset < 0:
+            raise InputError("limit must be 1..1000 and offset >= 0")
+        where, params = [], []
+        if brand is not None:
+            where.append("brand = ?")
+            params.append(brand)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        sql = (f"SELECT {_LEAD_COLS} FROM leads" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?")
+        return [_lead(r) for r in self._read(sql, (*params, limit, offset))]
+
+    def transition(self, lead_id: int, status: str, *, note: str = "", who: str = "",
+                   brand: str | None = None) -> Lead:
+        """Move a lead to ``status`` and record the feedback, atomically.
+
+        Raises :class:`NotFoundError` (missing or another brand's), :class:`IllegalTransitionError`,
+        or :class:`InputError` for an unknown status or an over-long note.
+        """
+        if status not in LEAD_STATUSES:
+            raise InputError(f"status must be one of {LEAD_STATUSES}, got {status!r}")
+        if len(note) > 4000:
+            raise InputError("note is limited to 4000 characters")
+        now = self._clock()
+        with self._tx() as db:
+            row = db.execute("SELECT brand, status FROM leads WHERE id = ?", (int(lead_id),)).fetchone()
+            if row is None or (brand is not None and row[0] != brand):
+                raise NotFoundError(f"lead {lead_id} not found")
+            current = row[1]
+            if status not in TRANSITIONS[current]:
+                raise IllegalTransitionError(current, status)
+            db.execute("UPDATE leads SET status = ?, updated_at = ? WHERE id = ?", (status, now, int(lead_id)))
+            db.execute("INSERT INTO feedback (lead_id, from_status, status, note, who, at) VALUES (?,?,?,?,?,?)",
+                       (int(lead_id), current, status, note, who, now))
+            out = db.execute(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (int(lead_id),)).fetchone()
+        return _lead(out)
+
+    def history(self, lead_id: int) -> list[Feedback]:
+        rows = self._read("SELECT lead_id, from_status, status, note, who, at FROM feedback "
+                          "WHERE lead_id = ? ORDER BY id", (int(lead_id),))
+        return [Feedback(*r) for r in rows]
+
+    # ------------------------------------------------------------------ complaints
+    def add_complaint(self, brand: str, listing_id: str, verdict: dict[str, Any] | None, *,
+                      decided: bool, lead_id: int | None = None) -> Complaint:
+        """Record a brand's complaint; ``decided`` when the automatic check already settled it."""
+        validate_brand(brand)
+        if not listing_id or len(listing_id) > 512:
+            raise InputError("listing_id must be 1..512 characters")
+        now = self._clock()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO complaints (brand, listing_id, status, created_at, decided_at, verdict, lead_id) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (brand, listing_id, "decided" if decided else "pending", now, now if decided else None,
+                 json.dumps(verdict, sort_keys=True, default=str) if verdict is not None else None, lead_id))
+            row = db.execute(f"SELECT {_COMPLAINT_COLS} FROM complaints WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return _complaint(row)
+
+    def get_complaint(self, complaint_id: int, *, brand: str | None = None) -> Complaint:
+        rows = self._read(f"SELECT {_COMPLAINT_COLS} FROM complaints WHERE id = ?", (int(complaint_id),))
+        if not rows or (brand is not None and rows[0][1] != brand):
+            raise NotFoundError(f"complaint {complaint_id} not found")
+        return _complaint(rows[0])
+
+    def decide_complaint(self, complaint_id: int, verdict: dict[str, Any]) -> Complaint:
+        """Settle a pending complaint (a human decision after an inconclusive check)."""
+        now = self._clock()
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM complaints WHERE id = ?", (int(complaint_id),)).fetchone()
+            if row is None:
+                raise NotFoundError(f"complaint {complaint_id} not found")
+            if row[0] == "decided":
+                raise IllegalTransitionError("decided", "decided")
+            db.execute("UPDATE complaints SET status = 'decided', decided_at = ?, verdict = ? WHERE id = ?",
+                       (now, json.dumps(verdict, sort_keys=True, default=str), int(complaint_id)))
+            out = db.execute(f"SELECT {_COMPLAINT_COLS} FROM complaints WHERE id = ?",
+                             (int(complaint_id),)).fetchone()
+        return _complaint(out)
+
+    def list_complaints(self, *, brand: str | None = None, limit: int = 100) -> list[Complaint]:
+        sql = f"SELECT {_COMPLAINT_COLS} FROM complaints" + (" WHERE brand = ?" if brand else "") + \
+            " ORDER BY created_at DESC, id DESC LIMIT ?"
+        return [_complaint(r) for r in self._read(sql, ((brand, limit) if brand else (limit,)))]
+
+    def complaint_report(self, *, brand: str | None = None, since: float | None = None,
+                         now: float | None = None) -> ComplaintReport:
+        """Share of complaints decided within 24 h (for one brand, or all), since ``since``."""
+        now = self._clock() if now is None else now
+        where, params = [], []
+        if brand is not None:
+            where.append("brand = ?")
+            params.append(brand)
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(since)
+        sla = COMPLAINT_SLA_SECONDS
+        sql = ("SELECT COUNT(*), "
+               "SUM(status = 'decided'), "
+               "SUM(status = 'decided' AND decided_at - created_at <= ?), "
+               "SUM(status = 'pending'), "
+               "SUM(status = 'pending' AND ? - created_at > ?) FROM complaints"
+               + (" WHERE " + " AND ".join(where) if where else ""))
+        total, decided, within, pending, overdue = (int(x or 0) for x in
+                                                    self._read(sql, (sla, now, sla, *params))[0])
+        due = decided + overdue
+        return ComplaintReport(brand, since, total, decided, within, pending, overdue,
+                               round(within / due, 6) if due else None)
+
+    # ------------------------------------------------------------------ api keys
+    def create_key(self, role: str, label: str = "") -> tuple[str, ApiKey]:
+        """A new key for ``role``: returns (token, record). Only the token's hash is stored."""
+        validate_role(role)
+        key_id = secrets.token_hex(6)
+        token = f"{_TOKEN_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+        now = self._clock()
+        with self._tx() as db:
+            db.execute("INSERT INTO api_keys (key_id, key_hash, role, label, created_at) VALUES (?,?,?,?,?)",
+                       (key_id, hash_token(token), role, label, now))
+        return token, ApiKey(key_id, role, label, now, None)
+
+    def authenticate(self, token: str) -> ApiKey:
+        """The key behind ``token``, or :class:`InvalidKeyError`. Constant-time hash comparison."""
+        parts = token.split("_", 2) if isinstance(token, str) else []
+        if len(parts) != 3 or parts[0] != _TOKEN_PREFIX or not parts[1] or len(token) > 200:
+            raise InvalidKeyError("malformed API key")
+        rows = self._read("SELECT key_id, key_hash, role, label, created_at, revoked_at FROM api_keys "
+                          "WHERE key_id = ?", (parts[1],))
+        # Hash and compare even when the id is unknown, so timing says nothing about which ids exist.
+        stored = rows[0][1] if rows else "0" * 64
+        ok = hmac.compare_digest(hash_token(token), stored)
+        if not rows or not ok:
+            raise InvalidKeyError("unknown API key")
+        key_id, _, role, label, created_at, revoked_at = rows[0]
+        if revoked_at is not None:
+            raise InvalidKeyError("revoked API key")
+        return ApiKey(key_id, role, label, created_at, revoked_at)
+
+    def revoke_key(self, key_id: str) -> None:
+        with self._tx() as db:
+            cur = db.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                             (self._clock(), key_id))
+            if cur.rowcount == 0:
+                raise NotFoundError(f"no active key {key_id!r}")
+
+    def list_keys(self) -> list[ApiKey]:
+        rows = self._read("SELECT key_id, role, label, created_at, revoked_at FROM api_keys ORDER BY created_at")
+        return [ApiKey(*r) for r in rows]

@@ -1,0 +1,144 @@
+"""``brandguard serve``: run the HTTP service with uvicorn; ``brandguard serve create-key ROLE``.
+
+The CLI wires this in with :func:`add_arguments` and :func:`run`; ``python -m brandguard.serve``
+works too. Every runtime knob is explicit (host, port, workers, threads) and overrides the
+matching ``BRANDGUARD_*`` environment variable. The default host is loopback: exposing the
+service is a deliberate choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Same meanings as brandguard.cli's exit codes (kept here so this module imports nothing heavy).
+EXIT_OK, EXIT_USAGE, EXIT_ARTIFACT = 0, 2, 3
+
+# CLI flag -> Settings field, for the values that override the environment.
+_OVERRIDES = {"bundle": "bundle", "leads_db": "leads_db", "media_dir": "media_dir", "threads": "threads",
+              "device": "device", "regions": "region_mode", "max_batch": "max_batch", "max_files": "max_files",
+              "batch_window_ms": "batch_window_ms", "queue_size": "queue_size",
+              "max_upload_bytes": "max_upload_bytes", "max_pixels": "max_pixels",
+              "request_timeout": "request_timeout_s", "decode_threads": "decode_threads"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``brandguard serve`` (unset ones fall back to BRANDGUARD_* variables, then defaults)."""
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
+    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes (default 1); each loads its own copy of the bundle")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="ONNX Runtime / FAISS / OpenCV threads per worker (default 1)")
+    parser.add_argument("--bundle", type=Path, default=None, help="indexed bundle folder [BRANDGUARD_BUNDLE]")
+    parser.add_argument("--leads-db", type=Path, default=None,
+                        help="SQLite file of leads, complaints and API keys [BRANDGUARD_LEADS_DB]")
+    parser.add_argument("--media-dir", type=Path, default=None, help="thumbnails of flagged uploads")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--regions", choices=("full", "grid"), default=None)
+    parser.add_argument("--max-batch", type=int, default=None, help="images per inference batch")
+    parser.add_argument("--max-files", type=int, default=None, help="images per /v1/check/batch request")
+    parser.add_argument("--batch-window-ms", type=float, default=None, help="how long a batch waits to fill")
+    parser.add_argument("--queue-size", type=int, default=None, help="images waiting for inference before 503")
+    parser.add_argument("--max-upload-bytes", type=int, default=None, help="per image; larger → 413")
+    parser.add_argument("--max-pixels", type=int, default=None)
+    parser.add_argument("--request-timeout", type=float, default=None, help="seconds to wait for a verdict")
+    parser.add_argument("--decode-threads", type=int, default=None, help="threads decoding uploads")
+    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    parser.add_argument("--no-access-log", action="store_true")
+    sub = parser.add_subparsers(dest="serve_command", metavar="ACTION")
+    k = sub.add_parser("create-key", help="create an API key and print its token (shown only this once)",
+                       description="Create an API key. ROLE is admin, scanner or brand:<name>. The token is "
+                                   "printed once on stdout; only its sha256 is stored.")
+    k.add_argument("role")
+    k.add_argument("--leads-db", type=Path, default=argparse.SUPPRESS,
+                   help="SQLite file of leads and keys [BRANDGUARD_LEADS_DB]")
+    k.add_argument("--label", default="", help="a note to recognise the key by")
+
+
+def build_settings(args: argparse.Namespace):
+    """Settings from the environment, overridden by whatever flags were given."""
+    from brandguard.serve.settings import Settings
+
+    overrides = {field: getattr(args, flag) for flag, field in _OVERRIDES.items()
+                 if getattr(args, flag, None) is not None}
+    return Settings(**overrides)
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    from brandguard.errors import InputError
+    from brandguard.leads import LeadStore
+
+    db = getattr(args, "leads_db", None) or os.environ.get("BRANDGUARD_LEADS_DB") or "brandguard-leads.sqlite"
+    store = LeadStore(db)
+    try:
+        token, key = store.create_key(args.role, label=args.label)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        store.close()
+    print(f"created key {key.key_id} for role {key.role} in {db}; the token below is shown only once",
+          file=sys.stderr)
+    print(token)
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted (or create a key). Returns a brandguard exit code."""
+    if getattr(args, "serve_command", None) == "create-key":
+        return _create_key(args)
+    try:
+        import fastapi  # noqa: F401 - only to give a clear message when the extra is missing
+        import uvicorn
+        from pydantic import ValidationError
+    except ImportError as exc:
+        print(f"error: the service needs the serve extra (pip install 'brandguard[serve]'): {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    try:
+        settings = build_settings(args)
+    except ValidationError as exc:
+        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.workers < 1 or args.threads < 1:
+        print("error: --workers and --threads must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    common = dict(host=args.host, port=args.port, loop="asyncio", http="h11", lifespan="on",
+                  log_level=args.log_level, access_log=not args.no_access_log, timeout_keep_alive=5,
+                  timeout_graceful_shutdown=10, server_header=False, proxy_headers=False)
+    if args.workers > 1:
+        # Worker processes rebuild the app from the environment: hand every setting over there.
+        for name, value in settings.model_dump().items():
+            if value is not None:
+                os.environ[f"BRANDGUARD_{name.upper()}"] = str(value)
+        try:
+            uvicorn.run("brandguard.serve.app:app_from_env", factory=True, workers=args.workers, **common)
+        except KeyboardInterrupt:
+            pass
+        return EXIT_OK
+    from brandguard.serve.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), workers=1, **common))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully, then re-raises the captured SIGINT: a normal stop.
+        pass
+    # uvicorn returns without raising when the lifespan (bundle loading) fails.
+    return EXIT_OK if server.started else EXIT_ARTIFACT
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m brandguard.serve", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[var] = str(max(1, args.threads))
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

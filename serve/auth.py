@@ -1,0 +1,134 @@
+"""API-key authentication and the role rules, as FastAPI dependencies.
+
+A caller sends ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``). Keys live hashed in
+the leads database (:class:`brandguard.leads.LeadStore`). Roles:
+
+- ``admin``: everything, every brand.
+- ``scanner``: checks images; checks that name a listing record leads. Cannot read leads.
+- ``brand:<name>``: checks images (nothing is recorded), reads and works its own brand's
+  leads, files complaints for its own brand. Another brand's lead id answers 404 (ids do not
+  leak); asking to list another brand answers 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Callable
+
+from fastapi import Depends, Header, Request
+
+from brandguard.errors import BrandguardError
+from brandguard.leads import ApiKey, InvalidKeyError, LeadStore
+
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "check": frozenset({"admin", "scanner", "brand"}),
+    "record_leads": frozenset({"admin", "scanner"}),
+    "read_leads": frozenset({"admin", "brand"}),
+    "complain": frozenset({"admin", "brand"}),
+    "decide_complaints": frozenset({"admin"}),
+}
+
+
+class UnauthenticatedError(BrandguardError):
+    """No API key, or one that is unknown or revoked (HTTP 401)."""
+
+
+class ForbiddenError(BrandguardError):
+    """The key is valid but its role may not do this (HTTP 403)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key id (safe to log) and its role."""
+
+    key_id: str
+    role: str
+
+    @classmethod
+    def from_key(cls, key: ApiKey) -> "Principal":
+        return cls(key.key_id, key.role)
+
+    @property
+    def kind(self) -> str:
+        return "brand" if self.role.startswith("brand:") else self.role
+
+    @property
+    def brand(self) -> str | None:
+        return self.role.split(":", 1)[1] if self.role.startswith("brand:") else None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def can(self, capability: str) -> bool:
+        return self.kind in CAPABILITIES[capability]
+
+    def require(self, capability: str) -> "Principal":
+        if not self.can(capability):
+            raise ForbiddenError(f"role {self.role!r} may not {capability.replace('_', ' ')}")
+        return self
+
+    def brand_scope(self, requested: str | None) -> str | None:
+        """The brand this caller's query is limited to (None: all brands, admins only)."""
+        if self.is_admin:
+            return requested
+        own = self.brand
+        if own is None:
+            raise ForbiddenError(f"role {self.role!r} has no brand")
+        if requested is not None and requested != own:
+            raise ForbiddenError(f"a key for brand {own!r} cannot access brand {requested!r}")
+        return own
+
+    def row_scope(self) -> str | None:
+        """Brand filter for fetching one record by id: another brand's record must look missing."""
+        return None if self.is_admin else self.brand
+
+
+def get_store(request: Request) -> LeadStore:
+    return request.app.state.store
+
+
+StoreDep = Annotated[LeadStore, Depends(get_store)]
+
+
+def bearer_token(authorization: str | None, x_api_key: str | None) -> str:
+    """The key from ``Authorization: Bearer …`` or ``X-API-Key``; raises when absent."""
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise UnauthenticatedError("Authorization header must be 'Bearer <key>'")
+        return token.strip()
+    if x_api_key:
+        return x_api_key.strip()
+    raise UnauthenticatedError("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
+
+
+def get_principal(request: Request, store: StoreDep,
+                  authorization: Annotated[str | None, Header()] = None,
+                  x_api_key: Annotated[str | None, Header()] = None) -> Principal:
+    """Authenticate the request (a sync dependency: FastAPI runs the SQLite lookup in its threadpool)."""
+    token = bearer_token(authorization, x_api_key)
+    try:
+        principal = Principal.from_key(store.authenticate(token))
+    except InvalidKeyError as exc:
+        raise UnauthenticatedError(str(exc)) from exc
+    request.state.principal = principal
+    return principal
+
+
+def require(capability: str) -> Callable[[Principal], Principal]:
+    """A dependency that authenticates and checks one capability."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}")
+
+    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        return principal.require(capability)
+
+    dependency.__name__ = f"require_{capability}"
+    return dependency
+
+
+Checker = Annotated[Principal, Depends(require("check"))]
+LeadReader = Annotated[Principal, Depends(require("read_leads"))]
+Complainer = Annotated[Principal, Depends(require("complain"))]
+ComplaintDecider = Annotated[Principal, Depends(require("decide_complaints"))]

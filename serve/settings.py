@@ -1,0 +1,50 @@
+"""Service settings: one typed object, read from ``BRANDGUARD_*`` environment variables.
+
+Every limit the service enforces lives here so operators can see (and tests can shrink) them;
+nothing is read from the environment at import time, only when :class:`Settings` is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of one service process (one bundle, one leads database)."""
+
+    model_config = SettingsConfigDict(env_prefix="BRANDGUARD_", extra="ignore", frozen=True)
+
+    bundle: Path = Field(description="indexed bundle folder (model.onnx, model_card.json, index)")
+    leads_db: Path = Field(default=Path("brandguard-leads.sqlite"), description="SQLite file of leads and keys")
+    media_dir: Path | None = Field(default=None, description="flagged listing thumbnails; default: next to leads_db")
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="per image; larger → 413")
+    max_pixels: int = Field(default=40_000_000, ge=1024, description="decoded pixel limit; larger → inconclusive")
+    max_batch: int = Field(default=16, ge=1, le=1024, description="images per ONNX Runtime call")
+    max_files: int = Field(default=16, ge=1, le=256, description="images per /v1/check/batch request")
+    batch_window_ms: float = Field(default=5.0, ge=0, le=10_000, description="how long a batch waits to fill")
+    queue_size: int = Field(default=128, ge=1, description="images waiting for inference; full → 503")
+    request_timeout_s: float = Field(default=15.0, gt=0, description="wait for a verdict; longer → 504")
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 503")
+    threads: int = Field(default=1, ge=1, le=256, description="ONNX Runtime / FAISS intra-op threads")
+    decode_threads: int = Field(default=2, ge=1, le=64, description="threads decoding uploads off the event loop")
+    device: Literal["cpu", "cuda"] = "cpu"
+    region_mode: Literal["full", "grid"] = "full"
+
+    @model_validator(mode="after")
+    def _batch_fits_queue(self) -> "Settings":
+        if self.max_files > self.queue_size:
+            raise ValueError(f"max_files ({self.max_files}) must be <= queue_size ({self.queue_size}): "
+                             "a batch request could never be admitted")
+        return self
+
+    @property
+    def media_path(self) -> Path:
+        return self.media_dir if self.media_dir is not None else self.leads_db.parent / "media"
+
+    def body_limit(self, files: int) -> int:
+        """Largest request body accepted for ``files`` images (multipart framing included)."""
+        return files * self.max_upload_bytes + 64 * 1024

@@ -1,0 +1,207 @@
+"""The leads store on a real SQLite file: upserts, lifecycle, complaints report, API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+
+import pytest
+
+from brandguard.errors import BrandguardError, InputError
+from brandguard.leads import (COMPLAINT_SLA_SECONDS, IllegalTransitionError, InvalidKeyError, LeadInput, LeadStore,
+                              NotFoundError)
+
+
+class Clock:
+    """A settable clock so timestamps (and the 24 h report) are exact."""
+
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture()
+def store(tmp_path, clock):
+    s = LeadStore(tmp_path / "leads.sqlite", clock=clock)
+    yield s
+    s.close()
+
+
+def lead_input(listing: str = "L1", brand: str = "acme", **kw) -> LeadInput:
+    base = dict(listing_id=listing, brand=brand, verdict="copy", confidence=0.9, score=0.95,
+                reference_id=f"{brand}/logo", seller_id="s1", price=12.5, evidence={"region": "full"},
+                model_sha256="ab" * 32)
+    base.update(kw)
+    return LeadInput(**base)
+
+
+def test_wal_mode_and_reopen_keeps_data(tmp_path, clock):
+    s = LeadStore(tmp_path / "l.sqlite", clock=clock)
+    assert s.journal_mode() == "wal"
+    lead, created = s.upsert_lead(lead_input())
+    s.close()
+    s2 = LeadStore(tmp_path / "l.sqlite", clock=clock)
+    assert created and s2.get_lead(lead.id) == lead
+    s2.close()
+
+
+def test_upsert_is_idempotent_and_keeps_status_and_created_at(store, clock):
+    first, created = store.upsert_lead(lead_input())
+    assert created and first.status == "new" and first.evidence == {"region": "full"}
+    store.transition(first.id, "sent", note="mailed", who="t")
+    clock.t += 100
+    again, created2 = store.upsert_lead(lead_input(verdict="knockoff", confidence=0.7, score=0.7, seller_id=None,
+                                                   evidence={"region": "centre"}))
+    assert not created2 and again.id == first.id
+    assert again.status == "sent"  # a rescan does not undo the brand's work
+    assert again.created_at == first.created_at and again.updated_at == first.created_at + 100
+    assert (again.verdict, again.confidence, again.evidence) == ("knockoff", 0.7, {"region": "centre"})
+    assert again.seller_id == "s1"  # a missing field in the rescan keeps the known value
+    assert len(store.list_leads()) == 1
+    other, created3 = store.upsert_lead(lead_input(brand="bolt"))  # same listing, another brand: a new lead
+    assert created3 and other.id != first.id and len(store.list_leads()) == 2
+
+
+def test_concurrent_upserts_of_one_listing_make_one_lead(store):
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(20):
+                store.upsert_lead(lead_input())
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(store.list_leads()) == 1
+
+
+@pytest.mark.parametrize("bad", [dict(verdict="clear"), dict(confidence=1.5), dict(brand="no spaces"),
+                                 dict(listing_id=""), dict(price=float("nan")), dict(price=-1.0)])
+def test_upsert_validates(store, bad):
+    with pytest.raises(InputError):
+        store.upsert_lead(lead_input(**bad))
+    assert store.list_leads() == []
+
+
+def test_lifecycle_transitions_and_history(store, clock):
+    lead, _ = store.upsert_lead(lead_input())
+    for status in ("sent", "test_buy", "confirmed_counterfeit"):
+        clock.t += 1
+        lead = store.transition(lead.id, status, note=f"to {status}", who="brand:acme/k1")
+        assert lead.status == status and lead.updated_at == clock.t
+    hist = store.history(lead.id)
+    assert [(h.from_status, h.status) for h in hist] == [("new", "sent"), ("sent", "test_buy"),
+                                                         ("test_buy", "confirmed_counterfeit")]
+    assert hist[0].note == "to sent" and hist[0].who == "brand:acme/k1"
+    with pytest.raises(IllegalTransitionError) as exc:  # final state
+        store.transition(lead.id, "dismissed")
+    assert isinstance(exc.value, BrandguardError) and exc.value.current == "confirmed_counterfeit"
+    assert len(store.history(lead.id)) == 3 and store.get_lead(lead.id).status == "confirmed_counterfeit"
+
+
+def test_illegal_and_unknown_transitions(store):
+    lead, _ = store.upsert_lead(lead_input())
+    with pytest.raises(IllegalTransitionError, match="allowed: dismissed, sent"):
+        store.transition(lead.id, "genuine")  # needs a test buy first
+    with pytest.raises(InputError):
+        store.transition(lead.id, "bogus")
+    assert store.get_lead(lead.id).status == "new" and store.history(lead.id) == []
+    assert store.transition(lead.id, "dismissed").status == "dismissed"
+
+
+def test_brand_scope_hides_other_brands(store):
+    a, _ = store.upsert_lead(lead_input("L1", "acme"))
+    b, _ = store.upsert_lead(lead_input("L2", "bolt"))
+    assert store.get_lead(a.id, brand="acme") == a
+    with pytest.raises(NotFoundError):
+        store.get_lead(b.id, brand="acme")
+    with pytest.raises(NotFoundError):
+        store.transition(b.id, "sent", brand="acme")
+    assert store.get_lead(b.id).status == "new"
+    with pytest.raises(NotFoundError):
+        store.get_lead(999)
+
+
+def test_list_filters(store, clock):
+    ids = []
+    for i, brand in enumerate(["acme", "acme", "bolt"]):
+        clock.t += 1
+        ids.append(store.upsert_lead(lead_input(f"L{i}", brand))[0].id)
+    clock.t += 1
+    store.transition(ids[0], "sent")
+    assert [x.id for x in store.list_leads(brand="acme")] == [ids[0], ids[1]]  # most recently updated first
+    assert [x.id for x in store.list_leads(brand="acme", status="new")] == [ids[1]]
+    assert [x.id for x in store.list_leads(status="sent")] == [ids[0]]
+    assert [x.id for x in store.list_leads(limit=1, offset=1)] == [ids[2]]
+    with pytest.raises(InputError):
+        store.list_leads(status="open")
+
+
+def test_complaints_and_24h_report(store, clock):
+    t0 = clock.t
+    c1 = store.add_complaint("acme", "L1", {"verdict": "copy"}, decided=True)  # decided at once
+    c2 = store.add_complaint("acme", "L2", None, decided=False)
+    c3 = store.add_complaint("acme", "L3", None, decided=False)
+    store.add_complaint("bolt", "L4", {"verdict": "clear"}, decided=True)
+    assert (c1.status, c1.decided_at, c1.verdict) == ("decided", t0, {"verdict": "copy"})
+    assert (c2.status, c2.decided_at) == ("pending", None)
+    clock.t = t0 + 3600
+    store.decide_complaint(c2.id, {"verdict": "knockoff"})  # within 24 h
+    with pytest.raises(IllegalTransitionError):
+        store.decide_complaint(c2.id, {"verdict": "clear"})
+    rep = store.complaint_report(brand="acme")
+    # c3 is pending but not yet due: it does not count against the share.
+    assert (rep.total, rep.decided, rep.decided_within_24h, rep.pending, rep.pending_overdue) == (3, 2, 2, 1, 0)
+    assert rep.share_decided_within_24h == 1.0
+    clock.t = t0 + COMPLAINT_SLA_SECONDS + 10
+    rep = store.complaint_report(brand="acme")
+    assert rep.pending_overdue == 1 and rep.share_decided_within_24h == pytest.approx(2 / 3, abs=1e-6)
+    store.decide_complaint(c3.id, {"verdict": "clear"})  # decided, but late
+    rep = store.complaint_report(brand="acme")
+    assert (rep.decided, rep.decided_within_24h, rep.share_decided_within_24h) == (3, 2, pytest.approx(2 / 3, abs=1e-6))
+    assert store.complaint_report().total == 4
+    assert store.complaint_report(brand="dune").share_decided_within_24h is None
+    assert store.complaint_report(brand="acme", since=t0 + 1).total == 0
+    with pytest.raises(NotFoundError):
+        store.get_complaint(c1.id, brand="bolt")
+
+
+def test_api_keys_hashed_at_rest(store, tmp_path):
+    token, key = store.create_key("brand:acme", label="acme ops")
+    assert key.brand == "acme" and token.startswith("bg_")
+    assert store.authenticate(token).role == "brand:acme"
+    raw = sqlite3.connect(tmp_path / "leads.sqlite")
+    rows = raw.execute("SELECT key_id, key_hash FROM api_keys").fetchall()
+    raw.close()
+    assert rows == [(key.key_id, hashlib.sha256(token.encode()).hexdigest())]
+    for path in tmp_path.iterdir():  # the secret is nowhere on disk (db, WAL, shm)
+        assert token.encode() not in path.read_bytes()
+    with pytest.raises(InvalidKeyError):
+        store.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B"))
+    with pytest.raises(InvalidKeyError):
+        store.authenticate("not-a-key")
+    with pytest.raises(InvalidKeyError):
+        store.authenticate(f"bg_ffffffffffff_{token.split('_', 2)[2]}")
+    store.revoke_key(key.key_id)
+    with pytest.raises(InvalidKeyError, match="revoked"):
+        store.authenticate(token)
+
+
+@pytest.mark.parametrize("role", ["root", "brand:", "brand:a b", "Admin", ""])
+def test_invalid_roles_rejected(store, role):
+    with pytest.raises(InputError):
+        store.create_key(role)
+    assert store.list_keys() == []
