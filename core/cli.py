@@ -89,7 +89,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     pipe = Pipeline.from_bundle(args.bundle, threads=args.threads, device=args.device,
                                 region_mode=args.regions, require_index=True)
     opts = ScanOptions(engine=args.engine, workers=args.workers, threads=args.threads, batch_size=args.batch_size,
-                       region_mode=args.regions, write_jsonl=args.jsonl, progress=not args.no_progress)
+                       region_mode=args.regions, write_jsonl=args.jsonl, progress=not args.no_progress,
+                       leads_db=args.leads_db, brand_info=args.brand_info)
     summary = scan(args.catalogue, pipe, args.out, opts)
     rows = read_results(args.out)
     if not args.no_report:
@@ -104,7 +105,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     print(f"scanned {summary.scanned} of {summary.total} listings ({summary.changed} with a changed image), "
           f"skipped {summary.unchanged} already scanned and unchanged, "
           f"in {summary.seconds:.1f}s ({summary.images_per_second:.1f} img/s): "
-          + ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items())))
+          + ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items()))
+          + f"; leads {summary.leads} ({summary.new_leads} new in the store), authorised sellers {summary.authorized}")
     return EXIT_OK
 
 
@@ -240,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regions", choices=("full", "grid"), default="full",
                    help="full: one embedding per image; grid: + 5 crops, finds small logos, ~6x slower")
     p.add_argument("--jsonl", action="store_true", help="also write OUT/results.jsonl")
+    p.add_argument("--leads-db", type=Path, default=None,
+                   help="SQLite leads store: flagged listings become leads (status new) for their brand")
+    p.add_argument("--brand-info", type=Path, default=None,
+                   help='JSON {brand: {"authorized_sellers": [...], "reference_prices": {sku: price}, '
+                        '"default_price": p}}: authorised sellers are not leads; low prices raise the risk')
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--quiet", action="store_true", help="do not print the results table")
     _add_runtime_args(p)

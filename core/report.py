@@ -52,19 +52,23 @@ def _geometry_note(g: dict | None) -> str:
 
 
 def sort_rows(rows: Sequence[dict]) -> list[dict]:
-    """Flagged first, most confident first; then inconclusive; then clear."""
-    return sorted(rows, key=lambda r: (_ORDER.get(r["verdict"], 9), -(r.get("confidence") or 0.0), r["listing_id"]))
+    """Leads first by risk; then authorised-seller flags; then inconclusive; then clear."""
+    def key(r: dict):
+        group = 0 if r.get("lead") == "lead" else 1 if r.get("lead") == "authorized" else 2 + _ORDER.get(r["verdict"], 9)
+        return (group, -(r.get("risk") or r.get("confidence") or 0.0), r["listing_id"])
+    return sorted(rows, key=key)
 
 
 def terminal_table(rows: Sequence[dict], limit: int = 60) -> str:
     """A plain aligned table: what was flagged and why."""
-    header = ("listing", "verdict", "brand", "conf", "score", "matched reference / reason")
+    header = ("listing", "verdict", "brand", "risk", "conf", "score", "matched reference / reason")
     lines = []
     for r in sort_rows(rows)[:limit]:
         why = r.get("top_reference_id") or "" if r["verdict"] != "inconclusive" else f"{r['reason']}"
         if r["verdict"] == "clear":
             why = f"best: {r.get('top_reference_id') or '-'}"
-        lines.append((r["listing_id"], r["verdict"], r.get("brand") or "-",
+        risk = f"{r['risk']:.2f}" if r.get("risk") is not None else ("auth" if r.get("lead") == "authorized" else "-")
+        lines.append((r["listing_id"], r["verdict"], r.get("brand") or "-", risk,
                       f"{r['confidence']:.2f}" if r.get("confidence") is not None else "-",
                       f"{r['score']:.3f}" if r.get("score") is not None else "-", why))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)] if lines else [len(h) for h in header]
@@ -100,7 +104,9 @@ def write_html_report(rows: Sequence[dict], reference_paths: dict[str, str], des
                   f"{' · uncalibrated' if not ev.get('calibrated', False) else ''}")
         cards.append(
             f'<div class="card {esc(r["verdict"])}"><div class="head"><span class="tag">{esc(r["verdict"])}</span> '
-            f'listing <code>{esc(r["listing_id"])}</code> seller <code>{esc(str(r.get("seller_id") or "-"))}</code> '
+            + (f'<span class="risk">risk {r["risk"]:.2f}</span> ' if r.get("risk") is not None else "")
+            + ('<span class="risk">authorised seller</span> ' if r.get("lead") == "authorized" else "")
+            + f'listing <code>{esc(r["listing_id"])}</code> seller <code>{esc(str(r.get("seller_id") or "-"))}</code> '
             f'price {esc(str(r.get("price") if r.get("price") is not None else "-"))}</div>'
             f'<div class="pair"><figure>{img_tag(listing_img, "listing")}<figcaption>listing</figcaption></figure>'
             + (f'<figure>{img_tag(ref_img, "reference")}<figcaption>reference <code>{esc(ref_id)}</code>'
@@ -119,6 +125,7 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #f6f6f6;
 .card.copy {{ border-top-color: #c62828; }} .card.knockoff {{ border-top-color: #ef6c00; }}
 .card.inconclusive {{ border-top-color: #757575; }}
 .tag {{ font-weight: bold; text-transform: uppercase; }}
+.risk {{ background: #222; color: white; border-radius: 4px; padding: 0 .4rem; font-size: .85rem; }}
 .pair {{ display: flex; gap: .5rem; margin: .5rem 0; }}
 figure {{ margin: 0; text-align: center; }} img {{ max-width: 170px; max-height: 170px; border: 1px solid #ddd; }}
 figcaption {{ font-size: .8rem; color: #555; }} .missing {{ width: 160px; height: 100px; background: #eee; }}

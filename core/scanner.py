@@ -62,6 +62,8 @@ class ScanOptions:
     region_mode: str = "full"
     write_jsonl: bool = False
     progress: bool = True
+    leads_db: Path | None = None  # flagged listings become leads there (status "new")
+    brand_info: Path | None = None  # authorised sellers and reference prices per brand
 
 
 @dataclass
@@ -75,6 +77,9 @@ class ScanSummary:
     changed: int = 0
     verdicts: dict[str, int] = field(default_factory=dict)
     inconclusive_reasons: dict[str, int] = field(default_factory=dict)
+    leads: int = 0
+    new_leads: int = 0
+    authorized: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
     model_sha256: str = ""
@@ -295,10 +300,13 @@ def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOp
         # A rescanned (changed) listing appears in an older and a newer part: keep the newest.
         last = {lid: i for i, lid in enumerate(ids)}
         table = table.take(sorted(last.values()))
+    rows = table.to_pylist()
+    rows = _rank_and_record_leads(rows, opts, summary)
+    table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA.append(pa.field("lead", pa.string()))
+                                 .append(pa.field("risk", pa.float64())).append(pa.field("risk_parts", pa.string())))
     tmp = out_dir / ".results.parquet.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, out_dir / "results.parquet")
-    rows = table.to_pylist()
     if opts.write_jsonl:
         tmp_j = out_dir / ".results.jsonl.tmp"
         with open(tmp_j, "w", encoding="utf-8") as f:
@@ -308,6 +316,64 @@ def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOp
     summary.verdicts = dict(Counter(r["verdict"] for r in rows))
     summary.inconclusive_reasons = dict(Counter(r["reason"] for r in rows if r["verdict"] == "inconclusive"))
     (out_dir / "summary.json").write_text(summary.to_json())
+
+
+def _rank_and_record_leads(rows: list[dict], opts: ScanOptions, summary: ScanSummary) -> list[dict]:
+    """Add ``lead`` (lead | authorized | empty) and ``risk`` to every row; upsert leads.
+
+    Upserts are keyed by (listing_id, brand), so re-finalising after a resume or an
+    incremental rescan never duplicates a lead nor resets its workflow status.
+    """
+    from brandguard.risk import load_brand_info, reference_price, risk_score
+
+    info = load_brand_info(opts.brand_info)
+    store = None
+    confirmed: dict[str, int] = {}
+    if opts.leads_db is not None:
+        from brandguard.leads import LeadInput, LeadStore
+
+        store = LeadStore(opts.leads_db)
+        for lead in _all_leads(store, "confirmed_counterfeit"):
+            if lead.seller_id:
+                confirmed[lead.seller_id] = confirmed.get(lead.seller_id, 0) + 1
+    try:
+        for r in rows:
+            r["lead"], r["risk"], r["risk_parts"] = "", None, None
+            if r["verdict"] not in ("copy", "knockoff") or not r["brand"]:
+                continue
+            binfo = info.get(r["brand"])
+            if binfo is not None and r["seller_id"] and r["seller_id"] in binfo.authorized_sellers:
+                r["lead"] = "authorized"
+                summary.authorized += 1
+                continue
+            tops = json.loads(r["top_references"] or "[]")
+            sku = tops[0].get("sku") if tops else None
+            risk, parts = risk_score(r["verdict"], r["confidence"] or 0.0, r["price"],
+                                     reference_price(binfo, sku), confirmed.get(r["seller_id"] or "", 0))
+            r["lead"], r["risk"], r["risk_parts"] = "lead", risk, json.dumps(parts, sort_keys=True)
+            summary.leads += 1
+            if store is not None:
+                evidence = {**json.loads(r["evidence"] or "{}"), "risk": risk, "risk_parts": parts}
+                _, created = store.upsert_lead(LeadInput(
+                    listing_id=r["listing_id"], brand=r["brand"], verdict=r["verdict"],
+                    confidence=float(r["confidence"] or 0.0), score=r["score"], reference_id=r["top_reference_id"],
+                    image_path=r["image"], seller_id=r["seller_id"] or None, price=r["price"], evidence=evidence,
+                    model_sha256=r["model_sha256"] or ""))
+                summary.new_leads += int(created)
+    finally:
+        if store is not None:
+            store.close()
+    return rows
+
+
+def _all_leads(store, status: str):
+    offset = 0
+    while True:
+        page = store.list_leads(status=status, limit=1000, offset=offset)
+        yield from page
+        if len(page) < 1000:
+            return
+        offset += 1000
 
 
 def read_results(out: str | os.PathLike[str]) -> list[dict]:

@@ -1,0 +1,83 @@
+"""Scan → leads: authorised sellers, price and seller-history risk, idempotent upserts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from brandguard.cli import EXIT_OK, main
+from brandguard.leads import LeadInput, LeadStore
+from brandguard.risk import risk_score
+from brandguard.scanner import ScanOptions, read_results, scan
+from brandguard.vision.pipeline import Pipeline
+from tests_helpers import blob_image, save
+
+
+def test_risk_signals_combine_as_noisy_or():
+    base, _ = risk_score("copy", 0.5, None, None, 0)
+    assert base == pytest.approx(0.5)
+    cheap, parts = risk_score("copy", 0.5, 10.0, 100.0, 0)
+    assert parts["price"] == pytest.approx(0.9) and cheap == pytest.approx(1 - 0.5 * 0.1)
+    fair, parts = risk_score("copy", 0.5, 90.0, 100.0, 0)
+    assert parts["price"] == 0.0 and fair == base
+    repeat, parts = risk_score("knockoff", 0.5, None, None, 2)
+    assert parts["visual"] == pytest.approx(0.4) and parts["seller"] == pytest.approx(1 - 0.36)
+    assert repeat > risk_score("knockoff", 0.5, None, None, 0)[0]
+
+
+def test_scan_creates_ranked_leads_and_respects_authorised_sellers(tiny_bundle, tmp_path):
+    for i, b in enumerate(["acme", "bolt"]):
+        save(blob_image(100 + i), tmp_path / "refs" / b / "logo.png")
+    rows = []
+    for i, (lid, b, seller, price) in enumerate([("l1", "acme", "s_auth", 20), ("l2", "acme", "s_bad", 5),
+                                                 ("l3", "bolt", "s_new", 80), ("l4", None, "s_x", 10)]):
+        img = blob_image(100 + ["acme", "bolt"].index(b)) if b else blob_image(900)
+        save(img[8:232, 8:312], tmp_path / "l" / f"{lid}.jpg", quality=70)
+        rows.append({"listing_id": lid, "image": f"l/{lid}.jpg", "seller_id": seller, "price": price})
+    (tmp_path / "cat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "brands.json").write_text(json.dumps({
+        "acme": {"authorized_sellers": ["s_auth"], "default_price": 100},
+        "bolt": {"reference_prices": {"": 100}, "default_price": 100}}))
+    db = tmp_path / "leads.sqlite"
+    store = LeadStore(db)  # s_bad already sold a confirmed counterfeit
+    old, _ = store.upsert_lead(LeadInput("old1", "bolt", "copy", 0.9, seller_id="s_bad"))
+    for st in ("sent", "test_buy", "confirmed_counterfeit"):
+        store.transition(old.id, st)
+    store.close()
+    assert main(["index", str(tmp_path / "refs"), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "b")]) == 0
+    pipe = Pipeline.from_bundle(tmp_path / "b", require_index=True)
+    opts = ScanOptions(workers=0, progress=False, leads_db=db, brand_info=tmp_path / "brands.json")
+    summary = scan(tmp_path / "cat.jsonl", pipe, tmp_path / "out", opts)
+    res = {r["listing_id"]: r for r in read_results(tmp_path / "out")}
+    assert res["l1"]["lead"] == "authorized" and res["l1"]["risk"] is None
+    assert res["l2"]["lead"] == res["l3"]["lead"] == "lead" and res["l4"]["lead"] == ""
+    # l2: cheap (5 vs 100) and a seller with a confirmed counterfeit: ranks above l3 (80 vs 100)
+    assert res["l2"]["risk"] > res["l3"]["risk"]
+    parts = json.loads(res["l2"]["risk_parts"])
+    assert parts["seller_confirmed_counterfeits"] == 1 and parts["price"] > 0.5
+    assert (summary.leads, summary.new_leads, summary.authorized) == (2, 2, 1)
+    store = LeadStore(db)
+    leads = {(l.listing_id, l.brand): l for l in store.list_leads()}
+    assert set(leads) == {("old1", "bolt"), ("l2", "acme"), ("l3", "bolt")}
+    assert leads[("l2", "acme")].status == "new" and leads[("l2", "acme")].evidence["risk"] == res["l2"]["risk"]
+    store.transition(leads[("l2", "acme")].id, "sent")
+    store.close()
+    # A rescan of a grown catalogue neither duplicates leads nor resets their status.
+    save(blob_image(101)[0:200, 0:300], tmp_path / "l" / "l5.jpg")
+    with open(tmp_path / "cat.jsonl", "a") as f:
+        f.write(json.dumps({"listing_id": "l5", "image": "l/l5.jpg", "seller_id": "s_new"}) + "\n")
+    s2 = scan(tmp_path / "cat.jsonl", pipe, tmp_path / "out", opts)
+    assert s2.scanned == 1 and s2.new_leads == 1
+    store = LeadStore(db)
+    leads = {(l.listing_id, l.brand): l for l in store.list_leads()}
+    assert len(leads) == 4 and leads[("l2", "acme")].status == "sent"
+    store.close()
+    page = (tmp_path / "out" / "report.html")
+    assert not page.exists()  # the library call writes no report; the CLI does
+    assert main(["scan", str(tmp_path / "cat.jsonl"), "--bundle", str(tmp_path / "b"), "--out",
+                 str(tmp_path / "out"), "--workers", "0", "--no-progress", "--leads-db", str(db),
+                 "--brand-info", str(tmp_path / "brands.json")]) == EXIT_OK
+    html = page.read_text()
+    assert html.index("l2</code>") < html.index("l3</code>") < html.index("l1</code>")  # risk order, authorised last
+    assert "authorised seller" in html
