@@ -112,45 +112,31 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from brandguard.evaluation import (Prediction, evaluate, list_images, read_ground_truth,
-                                       read_query_families, write_predictions)
-    from brandguard.index.store import ReferenceIndex, ReferenceRecord
+    from brandguard.evaluation import evaluate, read_ground_truth, read_query_families, write_predictions
+    from brandguard.predict import predict
     from brandguard.vision.pipeline import Pipeline
 
-    pipe = Pipeline.from_bundle(args.bundle, threads=args.threads, device=args.device)
-    refs, queries = list_images(args.references), list_images(args.queries)
-    if not refs or not queries:
-        print("error: references and queries must each hold at least one image", file=sys.stderr)
-        return EXIT_USAGE
+    pipe = Pipeline.from_bundle(args.bundle, threads=args.threads, device=args.device, region_mode=args.regions)
     t0 = time.perf_counter()
-    rvec, rerr = pipe.embed_sources([str(p) for _, p in refs])
-    qvec, qerr = pipe.embed_sources([str(p) for _, p in queries])
-    ok_refs = [i for i, e in enumerate(rerr) if e is None]
-    # A scratch in-memory index (exact search): eval must not touch the bundle's own index.
+    run = predict(pipe, args.references, args.queries, k=args.k)
+    if not run.query_ids or run.n_references == 0:
+        print("error: references and queries must each hold at least one readable image", file=sys.stderr)
+        return EXIT_USAGE
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    index = ReferenceIndex.build(out / ".eval_index", pipe.card, rvec[ok_refs],
-                                 [ReferenceRecord(refs[i][0], refs[i][0].split("/")[0]) for i in ok_refs],
-                                 factory="IDMap2,Flat", threads=args.threads)
-    ok_q = [i for i, e in enumerate(qerr) if e is None]
-    hits = index.search(qvec[ok_q], k=args.k) if ok_q else []
-    preds = [Prediction(queries[i][0], m.reference_id, m.score) for i, row in zip(ok_q, hits) for m in row]
-    index.close()
-    shutil.rmtree(out / ".eval_index", ignore_errors=True)
-    n = write_predictions(out / "predictions.csv", preds)
+    n = write_predictions(out / "predictions.csv", run.predictions)
     dt = time.perf_counter() - t0
-    unreadable = [queries[i][0] for i, e in enumerate(qerr) if e is not None]
-    print(f"wrote {n} predictions for {len(queries)} queries against {len(ok_refs)} references "
-          f"to {out / 'predictions.csv'} ({dt:.1f}s)")
-    if unreadable or len(ok_refs) < len(refs):
-        print(f"warning: {len(unreadable)} queries and {len(refs) - len(ok_refs)} references could not be "
-              f"decoded and have no predictions", file=sys.stderr)
+    print(f"wrote {n} predictions for {len(run.query_ids)} queries against {run.n_references} references "
+          f"to {out / 'predictions.csv'} ({dt:.1f}s, regions {args.regions})")
+    if run.unreadable_queries or run.unreadable_references:
+        print(f"warning: {len(run.unreadable_queries)} queries and {len(run.unreadable_references)} references "
+              f"could not be decoded and have no predictions", file=sys.stderr)
     if args.ground_truth:
         gt = read_ground_truth(args.ground_truth)
         fams = read_query_families(args.query_info) if args.query_info else None
-        metrics = evaluate(preds, gt, [q for q, _ in queries], fams)
-        metrics.update(model_sha256=pipe.card.sha256, k=args.k, seconds=round(dt, 2),
-                       unreadable_queries=len(unreadable))
+        metrics = evaluate(run.predictions, gt, run.query_ids, fams)
+        metrics.update(model_sha256=pipe.card.sha256, k=args.k, seconds=round(dt, 2), regions=args.regions,
+                       unreadable_queries=len(run.unreadable_queries))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print(f"µAP {metrics['micro_ap']:.4f} · recall@P90 {metrics['recall_at_p90']:.4f} · "
               f"recall@1 {metrics['recall_at_1']:.4f}  → {out / 'metrics.json'}")
@@ -267,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CSV with query_id,family for per-family metrics (the corpus's queries.csv)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--k", type=int, default=10, help="predictions per query (default 10)")
+    p.add_argument("--regions", choices=("full", "grid"), default="full",
+                   help="query regions searched, as in `scan` (grid: + 5 crops, finds small logos)")
     _add_bundle_arg(p)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
