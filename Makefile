@@ -41,10 +41,10 @@ train: setup
 
 # Speed benchmarks: medians over repeats, ratios against the decode-only limit.
 bench: setup
-	$(BIN)/python benchmarks/bench.py --out bench_out $(if $(wildcard $(PHOTOS)),--photos $(PHOTOS)/test,)
+	$(BIN)/python benchmarks/run.py --out bench_out --doc-figures docs/bench $(if $(wildcard $(PHOTOS)),--photos $(PHOTOS),)
 
 bench-quick: setup
-	$(BIN)/python benchmarks/bench.py --quick --out bench_out --no-doc
+	$(BIN)/python benchmarks/run.py --quick --out bench_out_quick --no-doc
 
 clean:
 	rm -rf demo_out runs build dist *.egg-info .pytest_cache

@@ -189,3 +189,20 @@ def test_kill_during_writes_leaves_a_loadable_index(tmp_path):
         idx.close()
         assert len(ReferenceIndex.load(tmp_path, c)) == n + 1
         assert len(list(tmp_path.glob("index-*.faiss"))) == 1  # debris of the killed write is gone
+
+
+def test_ivf_index_is_searched_with_enough_lists(tmp_path):
+    """An IVF index must not be left at FAISS's nprobe=1 (recall collapses)."""
+    import faiss
+
+    rng = np.random.default_rng(9)
+    vecs = unit(rng, 4000)
+    idx = ReferenceIndex.build(tmp_path, card(), vecs, records(4000), factory="IDMap2,IVF64,Flat")
+    assert faiss.extract_index_ivf(idx._index).nprobe == 32
+    idx.close()
+    loaded = ReferenceIndex.load(tmp_path, card())
+    assert faiss.extract_index_ivf(loaded._index).nprobe == 32
+    queries = vecs[:200] + 0.05 * unit(rng, 200)
+    hits = loaded.search(queries, k=1)
+    recall = np.mean([h[0].reference_id == records(4000)[i].reference_id for i, h in enumerate(hits)])
+    assert recall > 0.95

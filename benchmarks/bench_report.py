@@ -1,0 +1,230 @@
+"""docs/BENCHMARKS.md from results.json: generated, never edited by hand.
+
+Tables only restate results.json; anything not measured in this run says so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FAMILY_ORDER = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
+TITLES = {"quality": "Quality", "speed": "Speed", "faiss": "FAISS search", "http": "HTTP service"}
+
+
+def _f(x, nd: int = 3) -> str:  # noqa: ANN001
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def _rel(path: str, doc: Path) -> str:
+    try:
+        return os.path.relpath(Path(path).resolve(), doc.parent.resolve())
+    except ValueError:
+        return path
+
+
+def _quality(q: dict, doc: Path) -> list[str]:
+    ds = q["dataset"]
+    lines = [f"## Quality: `{ds['name']}`", "",
+             f"{ds['n_references']} references, {ds['n_queries']} queries, top-{q['k']} predictions per query, "
+             "scored by `brandguard.evaluation.evaluate` (µAP as in the Image Similarity Challenge 2021: all "
+             "predictions pooled and sorted by score; recall at 90% precision; recall@1).", "",
+             "| method | µAP | recall@P90 | recall@1 | queries | seconds | notes |", "|---|---:|---:|---:|---:|---:|---|"]
+    methods = q["methods"]
+    for name, m in methods.items():
+        o = m.get("overall") or {}
+        notes = []
+        if m.get("error"):
+            notes.append(f"**failed**: {m['error']}")
+        n = m.get("notes") or {}
+        if name == "orb":
+            if n.get("shortlist") == "all":
+                notes.append("exhaustive: every query-reference pair matched")
+            else:
+                notes.append(f"verifies a shortlist of {n.get('shortlist')} by {n.get('shortlist_by')} cosine "
+                             f"(true reference in shortlist: {_f(n.get('shortlist_recall'))})")
+        if n.get("query_subset"):
+            notes.append(f"subset: {n['query_subset']}")
+        if n.get("undecodable_queries"):
+            notes.append(f"{n['undecodable_queries']} undecodable queries")
+        lines.append(f"| {m['label']} | {_f(o.get('micro_ap'))} | {_f(o.get('recall_at_p90'))} | "
+                     f"{_f(o.get('recall_at_1'))} | {m.get('n_queries', '–')} | {_f(m.get('seconds'), 1)} | "
+                     f"{'; '.join(notes)} |")
+    fams: list[str] = []
+    for m in methods.values():
+        for f, v in (m.get("per_family") or {}).items():
+            if "micro_ap" in v and f not in fams:
+                fams.append(f)
+    fams.sort(key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99, f))
+    if fams:
+        for metric, title in (("micro_ap", "µAP"), ("recall_at_1", "recall@1"), ("recall_at_p90", "recall@P90")):
+            lines += ["", f"**{title} per family** (each family's queries plus every distractor query)", "",
+                      "| method | " + " | ".join(fams) + " |", "|---|" + "---:|" * len(fams)]
+            for m in methods.values():
+                pf = m.get("per_family") or {}
+                lines.append(f"| {m['label']} | " + " | ".join(_f((pf.get(f) or {}).get(metric)) for f in fams) + " |")
+        dfams = sorted({f for m in methods.values() for f, v in (m.get("per_family") or {}).items()
+                        if "micro_ap" not in v})
+        if dfams:
+            lines += ["", "**Distractor families**: mean top score (each method on its own scale; lower is better "
+                      "only relative to that method's scores on true matches)", "",
+                      "| method | " + " | ".join(dfams) + " |", "|---|" + "---:|" * len(dfams)]
+            for m in methods.values():
+                pf = m.get("per_family") or {}
+                lines.append(f"| {m['label']} | " + " | ".join(_f((pf.get(f) or {}).get("mean_top_score"))
+                                                                for f in dfams) + " |")
+    figs = q.get("figures") or {}
+    if figs:
+        lines += ["", "Precision-recall curves (pooled, as µAP integrates them; † = query subset):", ""]
+        for key, path in figs.items():
+            lines.append(f"![PR curves, {key}]({_rel(path, doc)})")
+    return lines
+
+
+SPEED_ROWS = [
+    ("decode_full_1proc", "decode only, full size, 1 process"),
+    ("decode_draft_1proc", "decode only, DCT-downscaled (scanner path), 1 process"),
+    ("decode_limit_all_cores", "**decode-only limit**: DCT-downscaled, all cores"),
+    ("scan_local", "`brandguard scan`, local engine"),
+    ("scan_ray_1w", "`brandguard scan --engine ray`, 1 worker"),
+    ("scan_ray_2w", "`brandguard scan --engine ray`, 2 workers"),
+    ("imagededup_cnn", "imagededup CNN encode (MobileNetV3-small, random weights)"),
+    ("imagededup_phash", "imagededup PHash encode, all cores"),
+    ("imagededup_phash_1proc", "imagededup PHash encode, 1 process"),
+]
+
+
+def _speed(s: dict) -> list[str]:
+    lim = (s.get("decode_limit_all_cores") or {}).get("median_per_s")
+    lines = ["## Speed", "",
+             f"{s['listings']} listing JPEGs ({s['listing_long_side']} px long side, from {s['listing_source']}), "
+             f"median of {s['repeats']} run(s), {s['cores_used']} cores. Scan rates are wall clock of a whole "
+             "scan (worker or actor start-up included); the Ray rows exclude `ray.init` "
+             f"({_f(s.get('ray_init_s'), 1)} s, once).", "",
+             "| measurement | images/s (median) | runs | vs decode limit | settings |", "|---|---:|---|---:|---|"]
+    rows = list(SPEED_ROWS)
+    rows += [(k, f"ONNX Runtime embedding, batch 32, {k.split('_')[-1][:-3]} thread(s)")
+             for k in sorted(s) if k.startswith("embed_batch32_")]
+    rows += [(k, f"`brandguard scan --engine ray`, {k[9:-1]} workers") for k in sorted(s)
+             if k.startswith("scan_ray_") and k not in dict(SPEED_ROWS)]
+    for key, label in rows:
+        v = s.get(key)
+        if not isinstance(v, dict):
+            continue
+        if v.get("error"):
+            lines.append(f"| {label} | – | failed: {v['error']} | – | |")
+            continue
+        extra = v.get("extra") or {}
+        settings = ", ".join(f"{k}={extra[k]}" for k in ("processes", "workers", "threads", "torch_threads",
+                                                          "ort_threads", "batch") if k in extra)
+        r = v.get("median_per_s")
+        lines.append(f"| {label} | {_f(r, 1)} | {', '.join(f'{x:.0f}' for x in v.get('runs_per_s', []))} | "
+                     f"{_f(r / lim if r and lim else None, 3)} | {settings} |")
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    for k, v in (s.get("ratios") or {}).items():
+        lines.append(f"| {k.replace('_', ' ')} | {_f(v)} |")
+    lines += ["", "imagededup's CNN ran with its default architecture and transform through its public "
+              "`model_config` hook, with `weights=None` (random init) and a tripwire on "
+              "`torch.hub.load_state_dict_from_url`: its pretrained weights cannot be downloaded here. "
+              "Compute cost is the same as with trained weights."]
+    return lines
+
+
+def _faiss(f: dict) -> list[str]:
+    lines = ["## FAISS search", "",
+             f"Synthetic unit vectors, dimension {f['dim']} (the model's); {f['data']}. Factory = "
+             "`choose_factory(n)` (what `brandguard index` builds); nprobe 1 is the product's current default "
+             "(the store never sets it). recall@k = share of queries whose exact nearest neighbour (brute-force inner "
+             "product) is in the index's top k. With uncompressed (Flat) lists the scores are exact, so recall@10 equals "
+             "recall@1: a miss means the neighbour's list was not probed.", "",
+             "| n | factory | build s (train + add) | bytes/vector | nprobe | recall@1 | recall@10 | queries/s | "
+             "queries/s 1 thread | exact queries/s |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in f["runs"]:
+        fac = r["factory"] + (f" (chosen for n={r['factory_chosen_for']:,})" if r["factory_chosen_for"] != r["n"] else "")
+        for i, s in enumerate(r["search"]):
+            head = (f"| {r['n']:,} | `{fac}` | {r['build_s']} ({r['train_s']} + {r['add_s']}) | {r['bytes_per_vector']} "
+                    if i == 0 else "| | | | ")
+            lines.append(head + f"| {s['nprobe'] if s['nprobe'] is not None else '–'} | {s['recall_at_1']} | "
+                         f"{s['recall_at_10']} | {s['qps']:,.0f} | {s['qps_1thread']:,.0f} | "
+                         + (f"{r['exact_search_qps']:,.0f} |" if i == 0 else " |"))
+    e = f.get("estimate_10M")
+    if e:
+        lines += ["", f"**10M references (extrapolated, not measured)**: `{e['factory']}`, about "
+                  f"{e['bytes_per_vector']} bytes/vector, {e['memory_gb']} GB in memory (raw float32 would be "
+                  f"{e['raw_float32_gb']} GB), build roughly {e['build_s_rough']:,} s on this machine "
+                  f"(scaled from {e['based_on']}). {e['note']}."]
+    return lines
+
+
+def _http(h: dict) -> list[str]:
+    """The service engineer's JSON (benchmarks/http_load.py): lists of phases as tables, other numbers flat."""
+    lines = ["## HTTP service", ""]
+    if not h.get("provided"):
+        why = f" ({h['error']})" if h.get("error") else ""
+        return lines + [f"Not measured in this run{why}: `python benchmarks/http_load.py --out {h['expected_path']}` "
+                        "writes it, and the next `make bench` reads it."]
+    data = h["data"]
+    lines += [f"From `{h['path']}`" + (f" ({data.get('date')})" if isinstance(data, dict) and data.get("date") else "")
+              + ":", ""]
+    scalars: list[tuple[str, object]] = []
+
+    def flat(prefix: str, d) -> None:  # noqa: ANN001
+        if isinstance(d, dict):
+            for k, v in d.items():
+                flat(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+            cols = [k for k in d[0] if not isinstance(d[0][k], (dict, list))]
+            nested = [k for k in d[0] if isinstance(d[0][k], dict)]
+            lines.extend([f"`{prefix}`:", "", "| " + " | ".join(cols + nested) + " |",
+                          "|" + "---|" * (len(cols) + len(nested))])
+            for row in d:
+                cells = [_f(row.get(c), 2) for c in cols]
+                cells += [", ".join(f"{k}: {v}" for k, v in (row.get(c) or {}).items()) for c in nested]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+        elif isinstance(d, (int, float, str, bool)) and prefix != "date":
+            scalars.append((prefix, d))
+
+    flat("", data)
+    if scalars:
+        lines += ["| key | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in scalars]
+    return lines
+
+
+def write_markdown(results: dict, doc: Path) -> Path:
+    env = results["environment"]
+    v = env["versions"]
+    model = results.get("model") or {}
+    lines = [
+        "# brandguard benchmarks", "",
+        "<!-- generated by benchmarks/run.py from bench_out/results.json; do not edit by hand -->", "",
+        f"Generated by `{results['command']}` on {env['date']}, mode **{results['mode']}**, "
+        f"{results['seconds']:.0f} s in all.", "",
+        f"Machine: {env['machine']} ({env['arch']}), {env['cores']} cores, {env['memory_gb']} GB RAM, load average "
+        f"at start {env['load_average_at_start']}; {env['os']}.", "",
+        f"Versions: Python {env['python']}, brandguard {v.get('brandguard')} (git {env.get('git_commit')}), "
+        f"onnxruntime {v.get('onnxruntime')}, faiss-cpu {v.get('faiss-cpu')}, OpenCV {v.get('opencv-python-headless')}, "
+        f"numpy {v.get('numpy')}, torch {v.get('torch')}, ray {v.get('ray')}, imagededup {v.get('imagededup')}, "
+        f"imagehash {v.get('imagehash')}, pdqhash {v.get('pdqhash')}.", "",
+        f"Model: `{model.get('name')}` sha256 `{(model.get('sha256') or '')[:12]}…`, {model.get('architecture')}, "
+        f"input {model.get('input_size')} px, {model.get('embedding_dim')}-d embedding.", "",
+    ]
+    if results["mode"] == "quick":
+        lines += ["> Quick mode: tiny corpus and tiny sizes, a smoke run. These numbers say the harness works, "
+                  "not how good or fast anything is.", ""]
+    for key, fn in (("quality", lambda q: _quality(q, doc)), ("speed", _speed), ("faiss", _faiss), ("http", _http)):
+        sec = results.get(key)
+        if not sec or sec.get("skipped"):
+            lines += [f"## {TITLES[key]}", "", "Not run in this run (`--parts`).", ""]
+            continue
+        if sec.get("error"):
+            lines += [f"## {TITLES[key]}", "", f"Failed: {sec['error']}", ""]
+            continue
+        lines += fn(sec) + [""]
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return doc

@@ -1,0 +1,180 @@
+"""The benchmark harness, run for real in quick mode so it cannot rot.
+
+One subprocess runs ``python benchmarks/run.py --quick`` exactly as ``make bench-quick`` does
+(tiny corpus, 16 listings, FAISS at 2k/20k vectors, Ray with 1 and 2 workers); the tests then
+check that results.json has every section with values that make sense. No timing is asserted:
+speed targets live in the benchmark output only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "benchmarks"
+MARK_FAMILIES = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
+DISTRACTOR_FAMILIES = ("distractor_photo", "distractor_unregistered")
+
+
+def _bench_module(name: str):  # noqa: ANN202
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return __import__(name)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out, doc = tmp / "out", tmp / "BENCHMARKS.md"
+    out.mkdir()
+    # what benchmarks/http_load.py writes, at its default place: OUT/http.json
+    (out / "http.json").write_text(json.dumps({
+        "date": "2026-01-01", "phases": [{"name": "closed_c8", "concurrency": 8, "requests": 40, "p50_ms": 180.5,
+                                          "p99_ms": 420.0, "images_per_s": 123.5, "status": {"200": 40}}],
+        "checks": {"all_answered": True}}))
+    proc = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick", "--out", str(out), "--doc", str(doc)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return json.loads((out / "results.json").read_text()), out, doc
+
+
+def test_every_section_present_and_none_failed(quick_run) -> None:
+    r, _, _ = quick_run
+    for key in ("environment", "config", "model", "quality", "speed", "faiss", "http"):
+        assert key in r, key
+    for key in ("quality", "speed", "faiss"):
+        assert "error" not in r[key], r[key].get("error")
+        assert not r[key].get("skipped")
+    assert r["mode"] == "quick"
+    env = r["environment"]
+    assert env["cores"] >= 1 and env["python"].startswith("3.")
+    assert env["versions"]["onnxruntime"] and env["versions"]["faiss-cpu"]
+    assert len(r["model"]["sha256"]) == 64 and r["model"]["embedding_dim"] > 0
+
+
+def test_quality_every_method_scored_with_the_same_metrics(quick_run) -> None:
+    r, out, _ = quick_run
+    from brandguard.evaluation import read_predictions
+
+    q = r["quality"]
+    all_methods = _bench_module("bench_common").ALL_METHODS
+    assert set(q["methods"]) == set(all_methods)
+    n_queries = q["dataset"]["n_queries"]
+    assert n_queries > 0 and q["dataset"]["n_references"] > 0
+    for name, m in q["methods"].items():
+        assert m["error"] is None, (name, m["error"])
+        for metric in ("micro_ap", "recall_at_p90", "recall_at_1"):
+            assert 0.0 <= m["overall"][metric] <= 1.0, (name, metric, m["overall"])
+        assert m["n_queries"] == n_queries, name
+        preds = read_predictions(m["predictions"])
+        assert 0 < len(preds) <= q["k"] * n_queries, name
+        for fam in MARK_FAMILIES:
+            assert 0.0 <= m["per_family"][fam]["micro_ap"] <= 1.0, (name, fam)
+        for fam in DISTRACTOR_FAMILIES:
+            assert "mean_top_score" in m["per_family"][fam], (name, fam)
+    assert q["methods"]["brandguard"]["notes"]["model_sha256"] == r["model"]["sha256"]
+    # light copies are near-duplicates: a perceptual hash and exhaustive ORB must find most of them
+    for name in ("phash", "pdq", "orb"):
+        assert q["methods"][name]["per_family"]["copy_light"]["recall_at_1"] >= 0.6, (name, q["methods"][name])
+    assert q["methods"]["orb"]["notes"]["shortlist"] == "all"
+    for key in ("overall", "per_family"):
+        png = Path(q["figures"][key])
+        assert png.parent == out and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_speed_rates_and_ratios(quick_run) -> None:
+    r, _, _ = quick_run
+    s = r["speed"]
+    n = s["listings"]
+    assert n == r["config"]["listings"] == 16
+    rate_keys = ["decode_full_1proc", "decode_draft_1proc", "decode_limit_all_cores", "scan_local", "scan_ray_1w",
+                 "scan_ray_2w", "imagededup_cnn", "imagededup_phash", "imagededup_phash_1proc"]
+    rate_keys += [k for k in s if k.startswith("embed_batch32_")]
+    assert any(k.startswith("embed_batch32_") for k in s)
+    for key in rate_keys:
+        v = s[key]
+        assert "error" not in v, (key, v.get("error"))
+        assert v["median_per_s"] > 0 and all(x > 0 for x in v["runs_per_s"]), key
+    for key in ("decode_full_1proc", "decode_limit_all_cores", "scan_local", "scan_ray_2w", "imagededup_cnn"):
+        assert s[key]["items"] == n, key
+    for key in ("scan_local", "scan_ray_1w", "scan_ray_2w"):
+        assert sum(s[key]["extra"]["verdicts"].values()) == n, key
+    assert s["scan_ray_2w"]["extra"]["workers"] == 2 and s["scan_ray_2w"]["extra"]["engine"] == "ray"
+    cnn = s["imagededup_cnn"]["extra"]
+    assert cnn["weights"].startswith("random") and cnn["encoding_dim"] == 576  # MobileNetV3-small after pooling
+    for key, value in s["ratios"].items():
+        assert value is not None and math.isfinite(value) and value > 0, key
+    lim = s["decode_limit_all_cores"]["median_per_s"]
+    # ratios are stored rounded to 3 decimals
+    assert s["ratios"]["scan_local_vs_decode_limit"] == pytest.approx(s["scan_local"]["median_per_s"] / lim, abs=6e-4)
+
+
+def test_faiss_sizes_factories_and_recall(quick_run) -> None:
+    r, _, _ = quick_run
+    from brandguard.index.store import choose_factory
+
+    f = r["faiss"]
+    assert f["dim"] == r["model"]["embedding_dim"]
+    flat, ivf = f["runs"]
+    assert flat["factory"] == choose_factory(flat["n"]) == "IDMap2,Flat"
+    assert ivf["factory"] == choose_factory(ivf["factory_chosen_for"]) and "IVF" in ivf["factory"]
+    for run in (flat, ivf):
+        assert run["bytes_per_vector"] >= 4 * f["dim"]  # float32 vectors are stored uncompressed
+        assert run["build_s"] >= 0 and run["exact_search_qps"] > 0
+        for row in run["search"]:
+            assert 0.0 <= row["recall_at_1"] <= row["recall_at_10"] <= 1.0
+            assert row["qps"] > 0 and row["qps_1thread"] > 0
+    assert flat["search"][0]["recall_at_1"] == 1.0  # exact search agrees with brute force
+    probes = [row["nprobe"] for row in ivf["search"]]
+    assert probes[0] == 1 and ivf["search"][0]["product_default"] and probes == sorted(probes)
+    recalls = [row["recall_at_1"] for row in ivf["search"]]
+    assert recalls == sorted(recalls)  # probing more lists can only find more true neighbours
+    est = f["estimate_10M"]
+    assert est["factory"] == choose_factory(10_000_000) and not est["measured"]
+    assert 0 < est["memory_gb"] < est["raw_float32_gb"]
+
+
+def test_http_slot_and_markdown(quick_run) -> None:
+    r, _, doc = quick_run
+    assert r["http"]["provided"] and r["http"]["data"]["phases"][0]["images_per_s"] == 123.5
+    text = doc.read_text()
+    for heading in ("## Quality", "## Speed", "## FAISS search", "## HTTP service"):
+        assert heading in text
+    labels = _bench_module("bench_common").LABELS
+    for label in labels.values():
+        assert f"| {label} |" in text, label
+    assert r["model"]["sha256"][:12] in text and f"{r['environment']['cores']} cores" in text
+    assert "| closed_c8 | 8 | 40 | 180.50 | 420.00 | 123.50 | 200: 40 |" in text
+    assert "| checks.all_answered | True |" in text
+    assert "![PR curves, overall](" in text
+
+
+def test_pr_curve_integrates_to_micro_ap() -> None:
+    """The plotted curve is the one µAP integrates (same pooling, dedup and tie order)."""
+    from brandguard.evaluation import Prediction, micro_ap
+
+    pr_curve = _bench_module("bench_quality").pr_curve
+    rng = np.random.default_rng(1)
+    gt = {f"q{i}": {f"r{i}"} for i in range(30)}
+    preds = [Prediction(f"q{q}", f"r{r}", float(rng.integers(0, 5))) for q in range(40) for r in rng.choice(30, 4)]
+    preds += [Prediction(f"q{q}", f"r{q}", 4.0) for q in range(0, 30, 3)]
+    c = pr_curve(preds, gt)
+    area = float(np.sum(np.diff(np.concatenate([[0.0], c.recall])) * c.precision))
+    assert area == pytest.approx(micro_ap(preds, gt)[0], abs=1e-9)
+    assert area > 0
+
+
+def test_hash_baseline_hamming_matches_bit_count() -> None:
+    from brandguard.datasets.baselines import hamming_similarity
+
+    rng = np.random.default_rng(0)
+    q, r = rng.random((5, 64)) > 0.5, rng.random((7, 64)) > 0.5
+    expected = -np.array([[np.count_nonzero(a != b) for b in r] for a in q])
+    assert np.array_equal(hamming_similarity(q, r), expected)
