@@ -13,7 +13,7 @@ EXTRAS := data,train,serve,scale,bench,dev
 TRAIN_MINUTES ?= 15
 PHOTOS ?= ../shared/data/clothing-photos
 
-.PHONY: setup demo test test-all train bench bench-quick clean
+.PHONY: setup browser demo test test-all train bench bench-quick bench-http clean
 
 setup: $(STAMP)
 
@@ -23,15 +23,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
+# The review-page test drives a real headless Chromium (Debian's); install it when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else echo "chromium not found: the browser test will be skipped" >&2; fi; }
+
 demo: setup
 	$(BIN)/brandguard demo --out demo_out
 
 # pytest exit 5 means "no tests collected": a broken suite, not a pass.
-test: setup
+test: setup browser
 	@set +e; $(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-test-all: setup
+test-all: setup browser
 	@set +e; $(BIN)/python -m pytest -m ""; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
@@ -45,6 +52,10 @@ bench: setup
 
 bench-quick: setup
 	$(BIN)/python benchmarks/run.py --quick --out bench_out_quick --no-doc
+
+# HTTP service under load on loopback: 1/8/32 clients, 2x overload, recovery -> bench_out/http.json
+bench-http: setup
+	$(BIN)/python benchmarks/http_load.py --out bench_out/http.json
 
 clean:
 	rm -rf demo_out runs build dist *.egg-info .pytest_cache

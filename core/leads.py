@@ -141,6 +141,7 @@ class LeadInput:
     price: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     model_sha256: str = ""
+    original_path: str | None = None  # the upload's exact bytes, kept as evidence
 
     def validate(self) -> None:
         if not self.listing_id or len(self.listing_id) > 512:
@@ -171,6 +172,7 @@ class Lead:
     model_sha256: str
     created_at: float
     updated_at: float
+    original_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -201,6 +203,7 @@ class Complaint:
     decided_at: float | None
     verdict: dict[str, Any] | None
     lead_id: int | None
+    image_path: str | None = None  # the complained-about upload, kept as evidence
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -261,8 +264,18 @@ def hash_token(token: str) -> str:
 
 # ---------------------------------------------------------------------------- store
 _LEAD_COLS = ("id, listing_id, brand, verdict, confidence, score, reference_id, image_path, seller_id, price, "
-              "evidence, status, model_sha256, created_at, updated_at")
-_COMPLAINT_COLS = "id, brand, listing_id, status, created_at, decided_at, verdict, lead_id"
+              "evidence, status, model_sha256, created_at, updated_at, original_path")
+_COMPLAINT_COLS = "id, brand, listing_id, status, created_at, decided_at, verdict, lead_id, image_path"
+# Columns added after the first release: (table, column, type). Added in place when missing.
+_MIGRATIONS = (("leads", "original_path", "TEXT"), ("complaints", "image_path", "TEXT"))
+
+
+def _record_id(value: int) -> int:
+    """An id as SQLite can take it; anything outside 64 bits cannot exist, so it is not found."""
+    v = int(value)
+    if not (-(2**63) <= v < 2**63):
+        raise NotFoundError(f"record {value} not found")
+    return v
 
 
 def _lead(row: tuple) -> Lead:
@@ -298,6 +311,10 @@ class LeadStore:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
+            for table, column, kind in _MIGRATIONS:
+                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -337,12 +354,12 @@ class LeadStore:
                                   (item.listing_id, item.brand)).fetchone()
             values = (item.verdict, float(item.confidence), item.score, item.reference_id, item.image_path,
                       item.seller_id, item.price, json.dumps(item.evidence, sort_keys=True, default=str),
-                      item.model_sha256)
+                      item.model_sha256, item.original_path)
             if existing is None:
                 cur = db.execute(
                     "INSERT INTO leads (listing_id, brand, verdict, confidence, score, reference_id, image_path, "
-                    "seller_id, price, evidence, model_sha256, status, created_at, updated_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,'new',?,?)",
+                    "seller_id, price, evidence, model_sha256, original_path, status, created_at, updated_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'new',?,?)",
                     (item.listing_id, item.brand, *values, now, now))
                 lead_id, created = int(cur.lastrowid), True
             else:
@@ -350,7 +367,8 @@ class LeadStore:
                 db.execute(
                     "UPDATE leads SET verdict=?, confidence=?, score=?, reference_id=?, "
                     "image_path=COALESCE(?, image_path), seller_id=COALESCE(?, seller_id), "
-                    "price=COALESCE(?, price), evidence=?, model_sha256=?, updated_at=? WHERE id=?",
+                    "price=COALESCE(?, price), evidence=?, model_sha256=?, original_path=COALESCE(?, original_path), "
+                    "updated_at=? WHERE id=?",
                     (*values, now, lead_id))
             row = db.execute(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (lead_id,)).fetchone()
         return _lead(row), created
@@ -360,7 +378,7 @@ class LeadStore:
 
         Another brand's lead is reported as missing, not forbidden: ids must not leak.
         """
-        rows = self._read(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (int(lead_id),))
+        rows = self._read(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (_record_id(lead_id),))
         if not rows or (brand is not None and rows[0][2] != brand):
             raise NotFoundError(f"lead {lead_id} not found")
         return _lead(rows[0])
@@ -396,7 +414,7 @@ class LeadStore:
             raise InputError("note is limited to 4000 characters")
         now = self._clock()
         with self._tx() as db:
-            row = db.execute("SELECT brand, status FROM leads WHERE id = ?", (int(lead_id),)).fetchone()
+            row = db.execute("SELECT brand, status FROM leads WHERE id = ?", (_record_id(lead_id),)).fetchone()
             if row is None or (brand is not None and row[0] != brand):
                 raise NotFoundError(f"lead {lead_id} not found")
             current = row[1]
@@ -405,17 +423,17 @@ class LeadStore:
             db.execute("UPDATE leads SET status = ?, updated_at = ? WHERE id = ?", (status, now, int(lead_id)))
             db.execute("INSERT INTO feedback (lead_id, from_status, status, note, who, at) VALUES (?,?,?,?,?,?)",
                        (int(lead_id), current, status, note, who, now))
-            out = db.execute(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (int(lead_id),)).fetchone()
+            out = db.execute(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (_record_id(lead_id),)).fetchone()
         return _lead(out)
 
     def history(self, lead_id: int) -> list[Feedback]:
         rows = self._read("SELECT lead_id, from_status, status, note, who, at FROM feedback "
-                          "WHERE lead_id = ? ORDER BY id", (int(lead_id),))
+                          "WHERE lead_id = ? ORDER BY id", (_record_id(lead_id),))
         return [Feedback(*r) for r in rows]
 
     # ------------------------------------------------------------------ complaints
     def add_complaint(self, brand: str, listing_id: str, verdict: dict[str, Any] | None, *,
-                      decided: bool, lead_id: int | None = None) -> Complaint:
+                      decided: bool, lead_id: int | None = None, image_path: str | None = None) -> Complaint:
         """Record a brand's complaint; ``decided`` when the automatic check already settled it."""
         validate_brand(brand)
         if not listing_id or len(listing_id) > 512:
@@ -423,15 +441,16 @@ class LeadStore:
         now = self._clock()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO complaints (brand, listing_id, status, created_at, decided_at, verdict, lead_id) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO complaints (brand, listing_id, status, created_at, decided_at, verdict, lead_id, "
+                "image_path) VALUES (?,?,?,?,?,?,?,?)",
                 (brand, listing_id, "decided" if decided else "pending", now, now if decided else None,
-                 json.dumps(verdict, sort_keys=True, default=str) if verdict is not None else None, lead_id))
+                 json.dumps(verdict, sort_keys=True, default=str) if verdict is not None else None, lead_id,
+                 image_path))
             row = db.execute(f"SELECT {_COMPLAINT_COLS} FROM complaints WHERE id = ?", (cur.lastrowid,)).fetchone()
         return _complaint(row)
 
     def get_complaint(self, complaint_id: int, *, brand: str | None = None) -> Complaint:
-        rows = self._read(f"SELECT {_COMPLAINT_COLS} FROM complaints WHERE id = ?", (int(complaint_id),))
+        rows = self._read(f"SELECT {_COMPLAINT_COLS} FROM complaints WHERE id = ?", (_record_id(complaint_id),))
         if not rows or (brand is not None and rows[0][1] != brand):
             raise NotFoundError(f"complaint {complaint_id} not found")
         return _complaint(rows[0])
@@ -440,7 +459,7 @@ class LeadStore:
         """Settle a pending complaint (a human decision after an inconclusive check)."""
         now = self._clock()
         with self._tx() as db:
-            row = db.execute("SELECT status FROM complaints WHERE id = ?", (int(complaint_id),)).fetchone()
+            row = db.execute("SELECT status FROM complaints WHERE id = ?", (_record_id(complaint_id),)).fetchone()
             if row is None:
                 raise NotFoundError(f"complaint {complaint_id} not found")
             if row[0] == "decided":
@@ -448,7 +467,7 @@ class LeadStore:
             db.execute("UPDATE complaints SET status = 'decided', decided_at = ?, verdict = ? WHERE id = ?",
                        (now, json.dumps(verdict, sort_keys=True, default=str), int(complaint_id)))
             out = db.execute(f"SELECT {_COMPLAINT_COLS} FROM complaints WHERE id = ?",
-                             (int(complaint_id),)).fetchone()
+                             (_record_id(complaint_id),)).fetchone()
         return _complaint(out)
 
     def list_complaints(self, *, brand: str | None = None, limit: int = 100) -> list[Complaint]:

@@ -21,7 +21,8 @@ _OVERRIDES = {"bundle": "bundle", "leads_db": "leads_db", "media_dir": "media_di
               "device": "device", "regions": "region_mode", "max_batch": "max_batch", "max_files": "max_files",
               "batch_window_ms": "batch_window_ms", "queue_size": "queue_size",
               "max_upload_bytes": "max_upload_bytes", "max_pixels": "max_pixels",
-              "request_timeout": "request_timeout_s", "decode_threads": "decode_threads"}
+              "request_timeout": "request_timeout_s", "decode_threads": "decode_threads",
+              "max_inflight": "max_inflight", "retry_after": "retry_after_s"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,12 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-files", type=int, default=None, help="images per /v1/check/batch request")
     parser.add_argument("--batch-window-ms", type=float, default=None, help="how long a batch waits to fill")
     parser.add_argument("--queue-size", type=int, default=None, help="images waiting for inference before 503")
+    parser.add_argument("--max-inflight", type=int, default=None,
+                        help="images admitted at once (decode + queue + inference) before 503")
+    parser.add_argument("--retry-after", type=int, default=None, help="Retry-After seconds sent with 503")
     parser.add_argument("--max-upload-bytes", type=int, default=None, help="per image; larger → 413")
     parser.add_argument("--max-pixels", type=int, default=None)
     parser.add_argument("--request-timeout", type=float, default=None, help="seconds to wait for a verdict")
     parser.add_argument("--decode-threads", type=int, default=None, help="threads decoding uploads")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-    parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--no-access-log", action="store_true", help="no per-request JSON log lines")
     sub = parser.add_subparsers(dest="serve_command", metavar="ACTION")
     k = sub.add_parser("create-key", help="create an API key and print its token (shown only this once)",
                        description="Create an API key. ROLE is admin, scanner or brand:<name>. The token is "
@@ -106,8 +110,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.threads < 1:
         print("error: --workers and --threads must be >= 1", file=sys.stderr)
         return EXIT_USAGE
+    from brandguard.serve.logs import log_config
+
+    # Logs are JSON lines; the guard logs each request, so uvicorn's text access log stays off.
     common = dict(host=args.host, port=args.port, loop="asyncio", http="h11", lifespan="on",
-                  log_level=args.log_level, access_log=not args.no_access_log, timeout_keep_alive=5,
+                  log_level=args.log_level, access_log=False, timeout_keep_alive=5,
+                  log_config=log_config(args.log_level, access=not args.no_access_log),
                   timeout_graceful_shutdown=10, server_header=False, proxy_headers=False)
     if args.workers > 1:
         # Worker processes rebuild the app from the environment: hand every setting over there.

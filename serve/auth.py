@@ -6,7 +6,7 @@ the leads database (:class:`brandguard.leads.LeadStore`). Roles:
 - ``admin``: everything, every brand.
 - ``scanner``: checks images; checks that name a listing record leads. Cannot read leads.
 - ``brand:<name>``: checks images (nothing is recorded), reads and works its own brand's
-  leads, files complaints for its own brand. Another brand's lead id answers 404 (ids do not
+  leads, files complaints for its own brand, registers and removes its own references. Another brand's lead id answers 404 (ids do not
   leak); asking to list another brand answers 403.
 """
 
@@ -26,6 +26,7 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "read_leads": frozenset({"admin", "brand"}),
     "complain": frozenset({"admin", "brand"}),
     "decide_complaints": frozenset({"admin"}),
+    "manage_references": frozenset({"admin", "brand"}),
 }
 
 
@@ -132,3 +133,4 @@ Checker = Annotated[Principal, Depends(require("check"))]
 LeadReader = Annotated[Principal, Depends(require("read_leads"))]
 Complainer = Annotated[Principal, Depends(require("complain"))]
 ComplaintDecider = Annotated[Principal, Depends(require("decide_complaints"))]
+ReferenceManager = Annotated[Principal, Depends(require("manage_references"))]

@@ -134,6 +134,16 @@ class MicroBatcher(Generic[Item, Result]):
     async def submit(self, item: Item, timeout_s: float) -> Result:
         return (await self.submit_many([item], timeout_s))[0]
 
+    async def run_exclusive(self, fn: Callable[[], Result]) -> Result:
+        """Run ``fn`` on the inference thread, between batches.
+
+        Index writes go through here: FAISS and the index's SQLite handle are then only ever
+        touched by one thread, and a batch never searches a half-applied change.
+        """
+        if not self.running or self._executor is None:
+            raise BatcherStoppedError("inference is not running")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
     # ------------------------------------------------------------------ the batcher
     async def _collect(self) -> list[_Job[Item]]:
         """Wait for one job, then up to ``window_s`` for the queue to hold a full batch."""

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     max_files: int = Field(default=16, ge=1, le=256, description="images per /v1/check/batch request")
     batch_window_ms: float = Field(default=5.0, ge=0, le=10_000, description="how long a batch waits to fill")
     queue_size: int = Field(default=128, ge=1, description="images waiting for inference; full → 503")
+    max_inflight: int | None = Field(default=None, ge=1, description="image-judging requests (and images) admitted "
+                                     "at once; more → 503 before reading the body; default queue_size, so admitted "
+                                     "work always fits the inference queue")
     request_timeout_s: float = Field(default=15.0, gt=0, description="wait for a verdict; longer → 504")
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 503")
     threads: int = Field(default=1, ge=1, le=256, description="ONNX Runtime / FAISS intra-op threads")
@@ -39,7 +42,13 @@ class Settings(BaseSettings):
         if self.max_files > self.queue_size:
             raise ValueError(f"max_files ({self.max_files}) must be <= queue_size ({self.queue_size}): "
                              "a batch request could never be admitted")
+        if self.max_files > self.inflight_limit:
+            raise ValueError(f"max_files ({self.max_files}) must be <= max_inflight ({self.inflight_limit})")
         return self
+
+    @property
+    def inflight_limit(self) -> int:
+        return self.max_inflight if self.max_inflight is not None else self.queue_size
 
     @property
     def media_path(self) -> Path:

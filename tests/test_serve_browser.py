@@ -1,0 +1,224 @@
+"""The review page in a real browser: headless Chromium driven over the DevTools protocol.
+
+The server is the real app under uvicorn on loopback (as in test_serve.py); Chromium loads
+``/review``, a key is typed into the page, "Load leads" is clicked with real mouse events, the
+card is inspected in the DOM, a feedback button is clicked, and the change is then checked
+through the API and in the SQLite database. A screenshot of the page is saved in the test's
+tmp dir (and copied to ``$BRANDGUARD_SCREENSHOT_DIR`` when set, to look at it).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from brandguard.leads import LeadStore
+from test_serve import serving
+
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+
+def chromium_binary() -> str | None:
+    env = os.environ.get("BRANDGUARD_CHROMIUM")
+    if env:
+        return env if Path(env).is_file() else None
+    return next((p for p in map(shutil.which, CHROMIUM_CANDIDATES) if p), None)
+
+
+class CDP:
+    """A minimal DevTools-protocol client: one page target, commands answered in order, events skipped."""
+
+    def __init__(self, ws_url: str) -> None:
+        from websockets.sync.client import connect
+
+        # No Origin header is sent, so Chromium accepts the connection without --remote-allow-origins.
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=10))
+        self._ids = itertools.count(1)
+
+    def send(self, method: str, timeout: float = 15.0, **params: Any) -> dict[str, Any]:
+        msg_id = next(self._ids)
+        self.ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no answer to {method} within {timeout}s")
+            reply = json.loads(self.ws.recv(timeout=remaining))
+            if reply.get("id") == msg_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+
+    def eval(self, expression: str) -> Any:
+        """Evaluate JS in the page (promises awaited); returns the value, raises on a JS exception."""
+        res = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"JS error in {expression[:80]!r}: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 15.0, what: str = "") -> Any:
+        """Poll a JS expression until it is truthy in JS (bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.eval(f"!!({expression})")
+            if value:
+                return value
+            time.sleep(0.05)
+        page = self.eval("document.body ? document.body.innerText.slice(0, 800) : ''")
+        raise AssertionError(f"timed out waiting for {what or expression}; the page shows:\n{page}")
+
+    def click(self, selector_js: str) -> None:
+        """A real mouse click (press + release) at the centre of the element ``selector_js`` returns."""
+        rect = self.eval(f"(() => {{ const e = {selector_js}; e.scrollIntoView({{block: 'center'}}); "
+                         f"const r = e.getBoundingClientRect(); return {{x: r.x + r.width / 2, y: r.y + r.height / 2}}; }})()")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=rect["x"], y=rect["y"], button="left", clickCount=1)
+
+    def type_into(self, selector_js: str, text: str) -> None:
+        """Focus an input and type ``text`` as keyboard input (the page sees real input events)."""
+        self.click(selector_js)
+        self.send("Input.insertText", text=text)
+
+    def screenshot(self, path: Path) -> Path:
+        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def launch_chromium(binary: str, profile: Path) -> tuple[subprocess.Popen, CDP]:
+    """Start headless Chromium with a fresh profile and connect to its first page target."""
+    proc = subprocess.Popen(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio", "--window-size=1280,900",
+         f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+         "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    port_file = profile / "DevToolsActivePort"  # Chromium writes the port it picked here (no port race)
+    deadline = time.monotonic() + 30
+    while not (port_file.is_file() and len(port_file.read_text().splitlines()) >= 2):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"chromium did not start: {proc.stderr.read().decode(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    port = int(port_file.read_text().splitlines()[0])
+    import httpx
+
+    for _ in range(100):
+        pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json() if t["type"] == "page"]
+        if pages:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("chromium has no page target")
+    return proc, CDP(pages[0]["webSocketDebuggerUrl"])
+
+
+@pytest.fixture
+def browser(tmp_path):
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("no Chromium binary (install Debian's chromium, or set BRANDGUARD_CHROMIUM)")
+    profile = Path(tempfile.mkdtemp(prefix="bg-chromium-", dir=tmp_path))
+    proc, cdp = launch_chromium(binary, profile)
+    try:
+        cdp.send("Page.enable")
+        cdp.send("Runtime.enable")
+        cdp.send("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        yield cdp
+    finally:
+        cdp.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_review_page_shows_lead_and_records_feedback(browser, tiny_bundle, tmp_path):
+    with serving(tiny_bundle, tmp_path / "srv") as s:
+        with s.client("scanner") as c:
+            r = c.post("/v1/check", files={"file": ("l.jpg", s.images["copy_acme"], "image/jpeg")},
+                       data={"listing_id": "WEB-1", "seller_id": "s-77", "price": "9.5"})
+            lead_id = r.json()["lead_id"]
+            c.post("/v1/check", content=s.images["copy_bolt"], params={"listing_id": "WEB-bolt"})
+        assert lead_id
+
+        cdp = browser
+        cdp.send("Page.navigate", url=f"{s.url}/review")
+        cdp.wait_for("document.readyState === 'complete' && !!document.getElementById('load')", what="page load")
+        cdp.type_into("document.getElementById('key')", s.keys["brand:acme"])
+        assert cdp.eval("document.getElementById('key').value") == s.keys["brand:acme"]
+        cdp.click("document.getElementById('load')")
+
+        card = f"document.querySelector('article.card[data-lead-id=\"{lead_id}\"]')"
+        cdp.wait_for(card, what="the lead card")
+        # Both images fetched with the key and decoded by the browser (blob: URLs).
+        cdp.wait_for(f"[...{card}.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)",
+                     what="listing and reference images")
+        info = cdp.eval(f"""(() => {{
+            const c = {card};
+            const imgs = [...c.querySelectorAll('img')].map(i => {{
+                const r = i.getBoundingClientRect();
+                return {{alt: i.alt, src: i.src.slice(0, 5), x: r.x, y: r.y, w: i.naturalWidth, h: i.naturalHeight}};
+            }});
+            return {{imgs, badge: c.querySelector('.badge').textContent, text: c.innerText,
+                    evidence: c.querySelector('.evidence') ? c.querySelector('.evidence').innerText : null,
+                    buttons: [...c.querySelectorAll('.actions button')].map(b => b.textContent),
+                    cards: document.querySelectorAll('article.card').length,
+                    status: document.getElementById('status').textContent}};
+        }})()""")
+        listing, reference = info["imgs"]
+        assert listing["alt"] == "listing WEB-1" and reference["alt"] == "reference acme/logo"
+        assert listing["src"] == reference["src"] == "blob:"
+        assert listing["x"] < reference["x"] and abs(listing["y"] - reference["y"]) < 2  # side by side
+        assert (reference["w"], reference["h"]) == (320, 240)
+        assert info["badge"] == "copy"
+        assert "confidence" in info["text"] and "%" in info["text"] and "seller s-77" in info["text"]
+        assert info["evidence"] and "similarity" in info["evidence"] and "acme/logo" in info["evidence"]
+        assert "bolt/logo" not in info["evidence"]  # other brands' reference ids are not shown to acme
+        assert "download evidence.zip" in info["evidence"]
+        assert info["buttons"] == ["dismissed", "sent"]
+        assert info["cards"] == 1 and "for acme" in info["status"]  # bolt's lead is not shown to acme
+
+        shot = cdp.screenshot(tmp_path / "review.png")
+        assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if os.environ.get("BRANDGUARD_SCREENSHOT_DIR"):
+            out = Path(os.environ["BRANDGUARD_SCREENSHOT_DIR"])
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, out / "review.png")
+
+        cdp.type_into(f"{card}.querySelector('.actions input')", "notice sent from the browser")
+        cdp.click(f"[...{card}.querySelectorAll('.actions button')].find(b => b.textContent === 'sent')")
+        cdp.wait_for(f"{card} && {card}.querySelector('.pill').textContent === 'sent'", what="status pill 'sent'")
+        assert cdp.eval(f"[...{card}.querySelectorAll('.actions button')].map(b => b.textContent)") == \
+            ["dismissed", "test buy"]
+
+        with s.client("brand:acme") as c:
+            lead = c.get(f"/v1/leads/{lead_id}").json()
+        assert lead["status"] == "sent"
+        assert lead["history"][-1]["note"] == "notice sent from the browser"
+        assert lead["history"][-1]["who"].startswith("brand:acme/")
+        store = LeadStore(s.settings.leads_db)
+        try:
+            assert store.get_lead(lead_id).status == "sent"
+            assert [(h.from_status, h.status) for h in store.history(lead_id)] == [("new", "sent")]
+        finally:
+            store.close()
