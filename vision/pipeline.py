@@ -65,7 +65,7 @@ class Pipeline:
         self.region_mode = region_mode
         self.limits = limits
         self.top_k = top_k
-        self.verifier = Verifier()
+        self.verifier = Verifier(min_inliers=calibration.min_inliers)
         self._sources: dict[str, str] = {}
 
     @classmethod
@@ -151,10 +151,11 @@ class Pipeline:
         if ref_path is None:
             return NO_GEOMETRY
         try:
-            query = decode_image(source, target_side=480, limits=self.limits)
+            # A DCT-downscaled decode (>= 300 px short side) is plenty for ORB at WORK_SIDE.
+            query = decode_image(source, target_side=300, limits=self.limits)
             gray, factor = to_work_gray(query.rgb)
             return self.verifier.verify(gray, factor, reference_id,
-                                        lambda: decode_image(ref_path, target_side=480, limits=self.limits).rgb)
+                                        lambda: decode_image(ref_path, target_side=300, limits=self.limits).rgb)
         except ImageDecodeError:
             return NO_GEOMETRY
 

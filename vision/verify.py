@@ -17,7 +17,7 @@ import numpy as np
 
 from brandguard.errors import InputError
 
-WORK_SIDE = 480  # long side both images are brought to before matching
+WORK_SIDE = 400  # long side both images are brought to before matching
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,15 @@ def to_work_gray(rgb: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, fl
 class Verifier:
     """ORB + RANSAC matcher; keeps a small cache of reference keypoints."""
 
-    def __init__(self, n_features: int = 600, ratio: float = 0.8, ransac_px: float = 6.0, cache_size: int = 512):
+    def __init__(self, n_features: int = 400, ratio: float = 0.8, ransac_px: float = 6.0, cache_size: int = 512,
+                 min_inliers: int = 15):
         self._orb = cv2.ORB_create(nfeatures=n_features)
         self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         self.ratio = ratio
         self.ransac_px = ransac_px
         self._cache: dict[str, tuple] = {}
         self._cache_size = cache_size
+        self.min_inliers = min_inliers
 
     def features(self, gray: np.ndarray):
         # A white border lets ORB find corners of marks that touch the image edge.
@@ -111,7 +113,8 @@ class Verifier:
         q = self.features(query_gray)
         straight, flipped, (rh, rw), ref_factor = self.reference_features(ref_key, load_ref_rgb)
         n1, g1, m1 = self._match(q, straight)
-        n2, g2, m2 = self._match(q, flipped)
+        # The mirror test doubles the matching cost; only pay it when the straight match failed.
+        n2, g2, m2 = self._match(q, flipped) if n1 < self.min_inliers else (0, 0, None)
         mirrored = n2 > n1
         inliers, good, m = (n2, g2, m2) if mirrored else (n1, g1, m1)
         if m is None:
