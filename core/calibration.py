@@ -91,24 +91,75 @@ def threshold_at_precision(scored: list[tuple[float, bool]], target: float) -> t
     return best
 
 
-def calibrate(judged: list[Judged], target: float = 0.95, min_inliers: int = 15) -> tuple[Calibration, dict]:
-    """Global thresholds at ``target`` precision, plus the measured precision/recall per family."""
-    flag = [(j.score, bool(j.brand) and j.best_brand == j.brand) for j in judged]
-    t_flag, p_flag, _ = threshold_at_precision(flag, target)
+def calibrate(judged: list[Judged], target: float = 0.95, min_inliers: int | None = None,
+              max_verify_share: float = 0.2) -> tuple[Calibration, dict]:
+    """Calibrate, choosing ``min_inliers`` (unless given) for the most right flags at ``target``."""
+    if min_inliers is not None:
+        return _calibrate(judged, target, min_inliers, max_verify_share)
+    best = None
+    for m in (10, 15, 20, 30, 45):
+        cal, report = _calibrate(judged, target, m, max_verify_share)
+        found = sum(f["flagged_right_brand"] for f in report["per_family"].values())
+        if best is None or found > best[0]:
+            best = (found, cal, report)
+    return best[1], best[2]
+
+
+def _calibrate(judged: list[Judged], target: float, min_inliers: int,
+               max_verify_share: float) -> tuple[Calibration, dict]:
+    """Global thresholds at ``target`` precision, plus the measured precision/recall per family.
+
+    Three numbers: ``knockoff`` (flag on similarity alone), ``copy`` (call a flag a copy), and
+    ``verify_floor``: from there on, a candidate whose local features agree geometrically with
+    its reference (>= ``min_inliers``) is flagged as a copy. The floor is the lowest score that
+    keeps the precision of all flags at ``target``, but no lower than the score above which
+    ``max_verify_share`` of distractors lie, because every verification costs a decode and a
+    keypoint match.
+    """
+    def right(j: Judged) -> bool:
+        return bool(j.brand) and j.best_brand == j.brand
+
+    t_flag, p_flag, _ = threshold_at_precision([(j.score, right(j)) for j in judged], target)
     flagged = [j for j in judged if j.score >= t_flag]
-    copy_scored = [(j.score, j.family in COPY_FAMILIES and j.best_brand == j.brand) for j in flagged]
+    copy_scored = [(j.score, j.family in COPY_FAMILIES and right(j)) for j in flagged]
     t_copy, p_copy, _ = threshold_at_precision(copy_scored, target) if copy_scored else (1.0, 1.0, 0)
+
+    distractor_scores = sorted((j.score for j in judged if not j.brand), reverse=True)
+    cost_floor = distractor_scores[int(len(distractor_scores) * max_verify_share)] if distractor_scores else -1.0
+    # Walk the verified candidates below t_flag from the top down; keep lowering the floor while
+    # the union of flags (score >= t_flag, or verified and score >= floor) stays precise enough.
+    tp = sum(right(j) for j in flagged)
+    n = len(flagged)
+    floor = None
+    extra = sorted((j for j in judged if j.score < t_flag and j.inliers >= min_inliers), key=lambda j: -j.score)
+    for j in extra:
+        if j.score < cost_floor:
+            break
+        tp, n = tp + right(j), n + 1
+        if tp / n >= target:
+            floor = j.score
     cal = Calibration(copy=round(max(t_copy, t_flag), 6), knockoff=round(t_flag, 6), min_inliers=min_inliers,
+                      verify_floor=round(floor, 6) if floor is not None else None,
                       method=f"global, precision {target:.2f} on {len(judged)} held-out queries")
+
+    def is_flag(j: Judged) -> bool:
+        return j.score >= cal.knockoff or (cal.verify_floor is not None and j.score >= cal.verify_floor
+                                           and j.inliers >= min_inliers)
+
+    flags = [j for j in judged if is_flag(j)]
     report = {"target_precision": target, "flag_threshold": cal.knockoff, "flag_precision": round(p_flag, 4),
-              "copy_threshold": cal.copy, "copy_precision": round(p_copy, 4), "n_queries": len(judged),
-              "per_family": {}}
+              "copy_threshold": cal.copy, "copy_precision": round(p_copy, 4), "verify_floor": cal.verify_floor,
+              "precision_all_flags": round(sum(right(j) for j in flags) / len(flags), 4) if flags else None,
+              "verified_share_of_distractors": round(
+                  sum(1 for j in judged if not j.brand and cal.verify_floor is not None
+                      and j.score >= cal.verify_floor) / max(1, len(distractor_scores)), 4),
+              "n_queries": len(judged), "per_family": {}}
     for fam in sorted({j.family for j in judged}):
         js = [j for j in judged if j.family == fam]
-        found = [j for j in js if j.score >= cal.knockoff]
-        right = [j for j in found if j.brand and j.best_brand == j.brand]
-        report["per_family"][fam] = {"n": len(js), "flagged": len(found), "flagged_right_brand": len(right),
-                                     "recall": round(len(right) / len(js), 4) if fam in FLAG_FAMILIES else None}
+        found = [j for j in js if is_flag(j)]
+        good = [j for j in found if right(j)]
+        report["per_family"][fam] = {"n": len(js), "flagged": len(found), "flagged_right_brand": len(good),
+                                     "recall": round(len(good) / len(js), 4) if fam in FLAG_FAMILIES else None}
     return cal, report
 
 

@@ -19,7 +19,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ARTIFACT = 0, 1, 2, 3
 
 EPILOG = """\
 exit codes: 0 success · 1 unexpected failure · 2 bad arguments or input data ·
-            3 bundle or index missing, corrupted or mismatched
+            3 bundle, index or registry version missing, corrupted or mismatched ·
+            4 (train brand) the evaluation gate rejected the candidate
 
 typical workflow:
   brandguard index refs/ --out my_bundle          # register brand imagery (uses the shipped model)
@@ -28,6 +29,8 @@ typical workflow:
   brandguard demo --out demo_out                   # everything above on a generated catalogue
   brandguard serve create-key scanner --leads-db leads.sqlite   # prints an API key once
   brandguard serve --bundle my_bundle --leads-db leads.sqlite   # HTTP API on 127.0.0.1:8080
+  brandguard train brand acme --references refs/ --registry REG --leads-db leads.sqlite
+  brandguard scan catalogue.jsonl --registry REG --out scan/   # what REG's "default" deployment serves
 """
 
 
@@ -44,6 +47,19 @@ def _add_bundle_arg(p: argparse.ArgumentParser, help_extra: str = "") -> None:
     p.add_argument("--bundle", type=Path, default=None,
                    help="bundle folder (model.onnx + model_card.json [+ index]); default: the shipped model"
                    + help_extra)
+
+
+def _add_registry_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", type=Path, default=None,
+                   help="model registry: use the bundle its --deployment currently serves (instead of --bundle)")
+    p.add_argument("--deployment", default="default", help="registry deployment name (default: default)")
+
+
+def _resolve_bundle(args: argparse.Namespace) -> Path | None:
+    """--bundle, or the registry deployment's current version (verified file by file)."""
+    from brandguard.registry import resolve_bundle
+
+    return resolve_bundle(args.bundle, getattr(args, "registry", None), getattr(args, "deployment", "default"))
 
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -86,7 +102,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from brandguard.scanner import ScanOptions, read_results, scan
     from brandguard.vision.pipeline import Pipeline
 
-    pipe = Pipeline.from_bundle(args.bundle, threads=args.threads, device=args.device,
+    pipe = Pipeline.from_bundle(_resolve_bundle(args), threads=args.threads, device=args.device,
                                 region_mode=args.regions, require_index=True)
     opts = ScanOptions(engine=args.engine, workers=args.workers, threads=args.threads, batch_size=args.batch_size,
                        region_mode=args.regions, write_jsonl=args.jsonl, progress=not args.no_progress,
@@ -116,7 +132,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from brandguard.predict import predict
     from brandguard.vision.pipeline import Pipeline
 
-    pipe = Pipeline.from_bundle(args.bundle, threads=args.threads, device=args.device, region_mode=args.regions)
+    pipe = Pipeline.from_bundle(_resolve_bundle(args), threads=args.threads, device=args.device,
+                                region_mode=args.regions)
     t0 = time.perf_counter()
     run = predict(pipe, args.references, args.queries, k=args.k)
     if not run.query_ids or run.n_references == 0:
@@ -181,6 +198,18 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     return corpus.run(args)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from brandguard.training import finetune
+
+    return finetune.run(args)
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from brandguard import registry
+
+    return registry.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="brandguard", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -218,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "after an interruption resumes where it stopped."))
     p.add_argument("catalogue", type=Path)
     _add_bundle_arg(p, "; must hold an index (see `brandguard index`)")
+    _add_registry_arg(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="decode worker processes (default: cores - 1; 0 decodes in-process)")
@@ -256,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regions", choices=("full", "grid"), default="full",
                    help="query regions searched, as in `scan` (grid: + 5 crops, finds small logos)")
     _add_bundle_arg(p)
+    _add_registry_arg(p)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -301,6 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
                            description=(corpus.__doc__ or "").strip())
         corpus.add_arguments(p)
         p.set_defaults(func=cmd_corpus)
+
+    # Importing these is cheap and torch-free (torch loads inside the training functions).
+    from brandguard import registry
+    from brandguard.training import finetune
+
+    p = sub.add_parser("train", help="retrain: `train brand BRAND` fine-tunes, gates and registers a model "
+                       "for one brand; `train base` runs the base recipe into a registry",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=finetune.__doc__)
+    finetune.add_arguments(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("registry", help="model registry: list versions, promote, roll back",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=registry.__doc__)
+    registry.add_arguments(p)
+    p.set_defaults(func=cmd_registry)
     return parser
 
 
@@ -314,10 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from brandguard.errors import BundleError, InputError, ReferenceIndexError
+    from brandguard.registry import RegistryError
 
     try:
         return int(args.func(args) or 0)
-    except (BundleError, ReferenceIndexError) as exc:
+    except (BundleError, ReferenceIndexError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ARTIFACT
     except InputError as exc:

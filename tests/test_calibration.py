@@ -51,3 +51,18 @@ def test_calibrate_cli_on_tiny_corpus(tiny_bundle, tmp_path):
     assert cal.method.startswith("global, precision 0.90") and 0 <= cal.knockoff <= cal.copy <= 1.01
     report = json.loads((bundle / "calibration_report.json").read_text())
     assert report["flag_precision"] >= 0.9 and set(report["per_family"]) >= {"copy_light", "knockoff"}
+
+
+def test_verified_copies_are_flagged_below_the_similarity_threshold():
+    # Copies the embedding ranks low (0.55-0.65) but keypoints verify; distractors 0.5-0.9, no inliers.
+    judged = [Judged(f"c{i}", "copy_strong", "a", "a", 0.55 + i * 0.005, 40) for i in range(20)]
+    judged += [Judged(f"d{i}", "distractor_photo", "", "b", 0.5 + i * 0.02, 0) for i in range(20)]
+    judged += [Judged(f"x{i}", "distractor_photo", "", "b", 0.52, 20) for i in range(1)]  # one bad verification
+    cal, report = calibrate(judged, 0.95, max_verify_share=0.9)
+    assert cal.knockoff > 0.88  # similarity alone cannot flag anything precisely
+    assert cal.verify_floor is not None and cal.verify_floor <= 0.55
+    assert report["per_family"]["copy_strong"]["recall"] == 1.0
+    assert report["precision_all_flags"] >= 0.95
+    # the cost bound: with verification allowed for only 20% of distractors, the floor stays high
+    cal2, _ = calibrate(judged, 0.95, max_verify_share=0.2)
+    assert cal2.verify_floor is None or cal2.verify_floor >= 0.5 + 16 * 0.02 - 1e-9

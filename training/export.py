@@ -239,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         epilog="example:\n  python -m brandguard.training.export --ckpt runs/x/ckpt.pt --dest core/assets/default_bundle\n",
     )
-    p.add_argument("--ckpt", required=True, help="checkpoint written by brandguard.training.train")
+    p.add_argument("--ckpt", required=True,
+                   help="final checkpoint of a brandguard.training.train run (only the final one carries "
+                        "recalibrated BatchNorm statistics; a mid-run one embeds everything alike)")
     p.add_argument("--dest", required=True, help="bundle folder to (over)write: model.onnx + model_card.json")
     p.add_argument("--photos", default=None,
                    help="photo folder for the parity batch (default: the one the run trained with)")

@@ -66,8 +66,16 @@ class Calibration:
     method: str = "default"
     # Inliers of a similarity transform that make a candidate a verified copy.
     min_inliers: int = 15
+    # Lowest similarity at which local features are checked: a verified geometric copy is
+    # flagged from here on, well below ``knockoff``. None = verify only above ``knockoff``.
+    verify_floor: float | None = None
     # Width of the logistic that turns the margin over a threshold into a confidence.
     temperature: float = 0.05
+
+    def verify_from(self, brand: str) -> float:
+        """Score above which a candidate of ``brand`` is worth a local-feature check."""
+        th, _ = self.for_brand(brand)
+        return th.knockoff if self.verify_floor is None else min(self.verify_floor, th.knockoff)
 
     def for_brand(self, brand: str) -> tuple[BrandThresholds, bool]:
         """(thresholds, calibrated?) for ``brand``; uncalibrated brands use the global ones."""
@@ -122,9 +130,9 @@ def decide(hits: Sequence[ReferenceHit], calibration: Calibration,
     t = calibration.temperature
     if best.score >= th.copy:
         kind, brand, conf = "copy", best.brand, _logistic((best.score - th.copy) / t + 2.0)
-    elif best.score >= th.knockoff and verified:
+    elif verified and best.score >= calibration.verify_from(best.brand):
         kind, brand = "copy", best.brand
-        conf = _logistic((best.score - th.knockoff) / t + (geometry.inliers - calibration.min_inliers) / 10.0)
+        conf = _logistic((geometry.inliers - calibration.min_inliers) / 5.0 + 2.0)
         ev["decided_by"] = "geometric verification"
     elif best.score >= th.knockoff:
         kind, brand = "knockoff", best.brand

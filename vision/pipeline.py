@@ -139,8 +139,7 @@ class Pipeline:
             hits, ev = next(merged)
             geometry = None
             if hits and sources is not None and sources[i] is not None:
-                th, _ = self.calibration.for_brand(hits[0].brand)
-                if hits[0].score >= th.knockoff:
+                if hits[0].score >= self.calibration.verify_from(hits[0].brand):
                     geometry = self.verify(sources[i], hits[0].reference_id)
             verdicts.append(decide(hits, self.calibration, ev, geometry))
         return verdicts

@@ -1,0 +1,931 @@
+"""Per-brand retraining: fine-tune the serving model on one brand, re-index, recalibrate, gate,
+register (and promote when the gate says so).
+
+Why fine-tune rather than only index: the base model is trained self-supervised on generic
+marks; a brand's own imagery (its ~100 references, the knockoffs its investigators confirmed)
+is the best signal there is for *that* brand's copies and lookalikes. Why carefully: every other
+brand is served by the same embedding, so the brand's gain must not cost them — the loss keeps
+other brands' embeddings where the parent model put them (distillation), and the gate checks it.
+
+Loss per step (B instances, two views each; views come from ``datasets/augment.py``):
+
+- supervised contrastive over all 2B views: every view of the brand (copies of its references,
+  logo-in-photo and *knockoff* renderings of its mark, confirmed-counterfeit listings) is a
+  positive of every other brand view; each other-brand instance only of its own second view;
+- ``distill`` x mean(1 - cos(student, parent)) on the other brands' views (their embeddings stay).
+
+``head_only`` freezes the backbone (BatchNorm statistics stay frozen in both modes: batches of
+brand views are not the distribution they were estimated on), which is ~3x cheaper per step and
+leaves most of the space untouched by construction.
+
+Feedback from the leads store (``--leads-db``): ``confirmed_counterfeit`` listings are extra
+positives for the brand's imagery (training and calibration); ``genuine`` and ``dismissed`` ones are
+hard negatives for the brand's threshold (calibration only: a genuine listing may show the real
+mark, so it must not be pushed away from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from brandguard.datasets.readers import ReferenceRow
+from brandguard.errors import BrandguardError, BundleError, InputError
+from brandguard.training.gate import (
+    BenchSource,
+    GateConfig,
+    GateReport,
+    build_brand_benchmark,
+    mark_from_reference,
+    other_brand_sources,
+    regression_split,
+    run_gate,
+)
+from brandguard.registry import DEFAULT_DEPLOYMENT, WEIGHTS_FILE, Registry
+from brandguard.vision.bundle import Bundle, ModelCard, atomic_write_bytes, sha256_file, write_bundle
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+class FinetuneError(BrandguardError):
+    """Fine-tuning cannot start or finish (no weights for the parent model, no references...)."""
+
+
+class WeightsMismatchError(FinetuneError):
+    """The torch weights given for a bundle do not reproduce its ONNX model's embeddings."""
+
+
+@dataclass
+class FinetuneConfig:
+    """One brand onboarding / retraining run."""
+
+    brand: str
+    references: str
+    out: str
+    from_bundle: str | None = None
+    registry: str | None = None
+    deployment: str = DEFAULT_DEPLOYMENT
+    weights: str | None = None  # torch weights of the parent (default: registry / bundle weights.pt)
+    leads_db: str | None = None
+    head_only: bool = False
+    minutes: float = 4.0
+    steps: int | None = None
+    batch_size: int = 32
+    brand_fraction: float = 0.4
+    photo_fraction: float = 0.0  # share of other-brand instances that are plain photos (0.3 measured worse: it
+    # pushed logo-in-photo views of the brand away with the photos)
+    lr: float = 1e-3
+    backbone_lr_scale: float = 0.2
+    temperature: float = 0.1
+    distill: float = 2.0
+    holdout: float = 0.2
+    bench_per_reference: int = 2  # queries per held-out reference and family in the gate's brand benchmark
+    anchor_brands: int = 64
+    view_side: int = 256
+    regression: str | None = None
+    cache_dir: str = "data_cache"
+    gate: GateConfig = field(default_factory=GateConfig)
+    target_precision: float = 0.95
+    promote: bool = True
+    seed: int = 0
+    threads: int = 1
+
+    def validate(self) -> None:
+        from brandguard.leads import validate_brand
+
+        validate_brand(self.brand)
+        if (self.from_bundle is None) == (self.registry is None):
+            raise InputError("give exactly one of --from BUNDLE or --registry REG")
+        if self.minutes <= 0 or (self.steps is not None and self.steps < 1):
+            raise InputError("--minutes must be > 0 and --steps >= 1")
+        if self.batch_size < 4 or not 0.05 <= self.brand_fraction <= 0.9:
+            raise InputError("--batch-size >= 4 and brand fraction in [0.05, 0.9]")
+        if not 0.0 < self.holdout < 0.9 or self.distill < 0 or self.threads < 1:
+            raise InputError("--holdout in (0, 0.9), --distill >= 0, --threads >= 1")
+
+
+@dataclass
+class TuneStats:
+    mode: str
+    steps: int
+    seconds: float
+    images: int
+    first_loss: float
+    final_loss: float
+    final_distill: float
+
+
+@dataclass
+class FinetuneResult:
+    brand: str
+    candidate: str
+    parent_version: str | None
+    version: str | None
+    promoted: bool
+    gate: dict[str, Any]
+    timings: dict[str, float]
+    tune: dict[str, Any]
+    calibration: dict[str, Any]
+    training_data: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- references
+
+
+def make_brand_references(slug: str, n: int, out: str | Path, seed: int = 0, size: int = 320) -> Path:
+    """~``n`` genuine-looking reference images of a simple-icons brand (for onboarding demos and
+    tests): the mark in its colour and a few others, on plain canvases and product mock-ups.
+    Writes ``out/<slug>/ref_NNN.png``; returns ``out``."""
+    from brandguard.datasets.augment import reference_views
+    from brandguard.datasets.logos import get_logo_source, render_logo
+
+    src = get_logo_source(slug)
+    rng = np.random.default_rng([seed, 5150])
+    folder = Path(out) / slug
+    folder.mkdir(parents=True, exist_ok=True)
+    palette = [None, "#000000", "#FFFFFF", "#C0C0C0"]
+    seen: set[str] = set()
+    k = 0
+    attempt = 0
+    while k < n and attempt < 4 * n:
+        color = palette[attempt % len(palette)] if attempt % 5 else None
+        if attempt % 7 == 6:
+            color = "#%02X%02X%02X" % tuple(int(c) for c in rng.integers(0, 256, 3))
+        mark = np.asarray(render_logo(src, int(rng.integers(96, 256)), color=color))
+        views = reference_views(rng, mark, size=size)
+        name = "logo_clean" if attempt % 4 == 0 else "logo_product"
+        img = views[name]
+        attempt += 1
+        digest = hashlib.sha256(img.tobytes()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        if ok:
+            (folder / f"ref_{k:03d}.png").write_bytes(buf.tobytes())
+            k += 1
+    return Path(out)
+
+
+def read_brand_references(source: str | Path, brand: str) -> list[ReferenceRow]:
+    """The brand's references from ``DIR/<brand>/*``, ``DIR/*`` (all one brand), or a
+    JSONL/CSV/Parquet/folder that ``read_references`` understands (rows of other brands dropped)."""
+    from brandguard.datasets.readers import read_references
+
+    p = Path(source)
+    if p.is_dir():
+        folder = p / brand if (p / brand).is_dir() else p
+        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        rows = [ReferenceRow(f"{brand}/{f.stem}", brand, str(f.resolve()), kind="brand_reference") for f in files]
+        if not rows:
+            rows = [r for r in read_references(p) if r.brand == brand]
+    else:
+        rows = [r for r in read_references(p) if r.brand == brand]
+    if len(rows) < 2:
+        raise InputError(f"brand {brand!r}: need at least 2 reference images in {source}, found {len(rows)}")
+    return rows
+
+
+def split_holdout(rows: Sequence[ReferenceRow], fraction: float, seed: int) -> tuple[list[ReferenceRow], list[ReferenceRow]]:
+    """(train, held-out) by a stable hash of the reference id: the same references stay held
+    out across retrains, so benchmarks of successive versions are comparable."""
+    def h(r: ReferenceRow) -> float:
+        return int(hashlib.sha256(f"{seed}:{r.reference_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    ranked = sorted(rows, key=h)
+    n_hold = min(len(rows) - 1, max(1, round(fraction * len(rows))))
+    return sorted(ranked[n_hold:], key=lambda r: r.reference_id), sorted(ranked[:n_hold], key=lambda r: r.reference_id)
+
+
+def files_digest(paths: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(sha256_file(Path(p)).encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Labelled listings of the brand from the leads store."""
+
+    positives: list[tuple[str, str | None]]  # (image path, matched reference id) confirmed counterfeit
+    negatives: list[tuple[str, str]]  # (image path, status) genuine / dismissed
+    lead_ids: list[int]
+
+
+def read_feedback(leads_db: str | Path | None, brand: str) -> Feedback:
+    """Confirmed counterfeits (positives) and genuine/dismissed leads (threshold negatives)."""
+    if leads_db is None:
+        return Feedback([], [], [])
+    from brandguard.leads import LeadStore
+
+    if not Path(leads_db).is_file():
+        raise InputError(f"leads database {leads_db} does not exist")
+    store = LeadStore(leads_db)
+    pos: list[tuple[str, str | None]] = []
+    neg: list[tuple[str, str]] = []
+    ids: list[int] = []
+    try:
+        for status in ("confirmed_counterfeit", "genuine", "dismissed"):
+            offset = 0
+            while True:
+                page = store.list_leads(brand=brand, status=status, limit=1000, offset=offset)
+                for lead in page:
+                    path = next((p for p in (lead.original_path, lead.image_path) if p and Path(p).is_file()), None)
+                    if path is None:
+                        continue
+                    ids.append(lead.id)
+                    if status == "confirmed_counterfeit":
+                        pos.append((path, lead.reference_id))
+                    else:
+                        neg.append((path, status))
+                if len(page) < 1000:
+                    break
+                offset += 1000
+    finally:
+        store.close()
+    return Feedback(pos, neg, sorted(ids))
+
+
+# --------------------------------------------------------------------------- parent model
+
+
+@dataclass(frozen=True)
+class Parent:
+    bundle: Bundle
+    weights: Path
+    version: str | None
+
+
+def resolve_parent(cfg: FinetuneConfig) -> Parent:
+    """The bundle being replaced and the torch weights it was exported from."""
+    version = None
+    if cfg.registry is not None:
+        reg = Registry(cfg.registry)
+        version = reg.current_version(cfg.deployment)
+        bundle = reg.verify(version)
+        weights = Path(cfg.weights) if cfg.weights else reg.weights(version)
+    else:
+        bundle = Bundle.load(cfg.from_bundle)  # type: ignore[arg-type]
+        weights = Path(cfg.weights) if cfg.weights else bundle.path / WEIGHTS_FILE
+    if weights is None or not Path(weights).is_file():
+        raise FinetuneError(f"no torch weights for {bundle.path} (pass --weights CKPT; the shipped model's "
+                            "is the training checkpoint it was exported from)")
+    return Parent(bundle, Path(weights), version)
+
+
+def load_parent_model(parent: Parent, tol: float = 1e-3) -> Any:
+    """Rebuild the torch model and prove it is the bundle's model: same embeddings as its ONNX."""
+    import torch
+
+    from brandguard.training.export import ort_embed, ort_session
+    from brandguard.training.train import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(parent.weights)
+    card = parent.bundle.card
+    if model.cfg.input_size != card.input_size or model.cfg.dim != card.embedding_dim:
+        raise WeightsMismatchError(f"{parent.weights}: input {model.cfg.input_size}/dim {model.cfg.dim} but the "
+                                   f"bundle's card says {card.input_size}/{card.embedding_dim}")
+    x = np.random.default_rng(0).normal(size=(4, 3, card.input_size, card.input_size)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    got = ort_embed(ort_session(parent.bundle.model_path.read_bytes()), x)
+    diff = float(np.abs(ref - got).max())
+    if not diff <= tol:
+        raise WeightsMismatchError(f"{parent.weights} does not reproduce {parent.bundle.path}'s model "
+                                   f"(max |diff| {diff:.3g} > {tol:g})")
+    return model
+
+
+def save_weights(model: Any, path: Path) -> None:
+    """State dict + model config only: loadable with ``torch.load(weights_only=True)``."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "model_config": model.cfg.to_dict()}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------- views
+
+
+class ViewSource:
+    """Makes the two views of each instance, from numpy/OpenCV augmentations (no torch)."""
+
+    def __init__(self, brand_images: list[np.ndarray], brand_marks: list[np.ndarray | None],
+                 counterfeit_pairs: list[tuple[np.ndarray, np.ndarray]], anchors: list[np.ndarray],
+                 donors: list[np.ndarray], card: ModelCard, side: int, seed: int,
+                 photo_fraction: float = 0.0) -> None:
+        from brandguard.datasets.photos import PhotoPool
+
+        self.photo_fraction = photo_fraction
+        self.brand_images, self.brand_marks = brand_images, brand_marks
+        self.counterfeits, self.anchors, self.donors = counterfeit_pairs, anchors, donors
+        self.card, self.side, self.seed = card, side, seed
+        self.pool = PhotoPool.from_sources([], split="train", seed=seed, max_side=side)
+
+    def _size(self, img: np.ndarray) -> np.ndarray:
+        from brandguard.datasets.augment import ensure_rgb
+        from brandguard.vision.preprocess import resize_for_model
+
+        return resize_for_model(ensure_rgb(img), self.card)
+
+    def brand_pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        from brandguard.datasets import augment as A
+
+        if self.counterfeits and rng.random() < 0.25:
+            ref, listing = self.counterfeits[int(rng.integers(len(self.counterfeits)))]
+            return self._size(A.copy_light(rng, ref, max_side=self.side)), self._size(A.copy_light(rng, listing, max_side=self.side))
+        i = int(rng.integers(len(self.brand_images)))
+        ref, mark = self.brand_images[i], self.brand_marks[i]
+        v1 = ref if rng.random() < 0.3 else A.copy_light(rng, ref, max_side=self.side)
+        r = rng.random()
+        if mark is not None and r < 0.25:
+            donor = self.donors[int(rng.integers(len(self.donors)))] if self.donors else None
+            photo, _ = self.pool.sample(rng)
+            v2 = A.knockoff(rng, mark, donor, photo, max_side=self.side)
+        elif mark is not None and r < 0.45:
+            photo, _ = self.pool.sample(rng)
+            v2 = A.logo_in_photo(rng, mark, photo, max_side=self.side)
+        else:
+            v2 = A.training_view(rng, ref, self.pool, self.anchors[:4])
+        return self._size(v1), self._size(v2)
+
+    def anchor_pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        from brandguard.datasets import augment as A
+
+        if rng.random() < self.photo_fraction:
+            # Plain listing photos are what most distractors look like: they must stay away from
+            # the brand's cluster, and where the parent model put them.
+            img, _ = self.pool.sample(rng)
+        else:
+            img = self.anchors[int(rng.integers(len(self.anchors)))]
+        return (self._size(A.training_view(rng, img, self.pool, ())),
+                self._size(A.training_view(rng, img, self.pool, ())))
+
+    def batch(self, step: int, n_brand: int, n_anchor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(2B x S x S x 3 uint8 views [first views, then second views], labels (B,), is_anchor (B,))."""
+        rng = np.random.default_rng([self.seed, 777, step])
+        pairs = [self.brand_pair(rng) for _ in range(n_brand)] + [self.anchor_pair(rng) for _ in range(n_anchor)]
+        v = np.stack([p[0] for p in pairs] + [p[1] for p in pairs])
+        labels = np.array([0] * n_brand + list(range(1, n_anchor + 1)))
+        return v, labels, np.array([False] * n_brand + [True] * n_anchor)
+
+
+def anchor_images(parent: Bundle, brand: str, n_brands: int, seed: int, cache_dir: str | None,
+                  side: int) -> tuple[list[np.ndarray], list[str]]:
+    """Other brands' imagery whose embeddings must not move: the parent index's references of
+    other brands (what production matches against), topped up with train-split marks."""
+    from brandguard.datasets.augment import ensure_rgb, reference_views, resize_max
+    from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+
+    imgs: list[np.ndarray] = []
+    desc: list[str] = []
+    if (parent.path / MANIFEST_FILE).is_file():
+        idx = ReferenceIndex.load(parent.path, parent.card)
+        try:
+            recs = [r for r in idx.records() if r.brand != brand]
+        finally:
+            idx.close()
+        rng = np.random.default_rng([seed, 99])
+        for r in [recs[i] for i in rng.permutation(len(recs))[:200]]:
+            p = Path(r.source) if Path(r.source).is_absolute() else parent.path / r.source
+            im = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if im is not None:
+                imgs.append(resize_max(cv2.cvtColor(im, cv2.COLOR_BGR2RGB), side))
+        desc.append(f"{len(imgs)} references of other brands from the parent index")
+    rng = np.random.default_rng([seed, 98])
+    marks = other_brand_sources(n_brands, seed, cache_dir, skip=0, size=side // 2)
+    for _slug, mark in marks:
+        views = reference_views(rng, mark, size=side)
+        imgs.append(views["logo_clean"] if rng.random() < 0.5 else views["logo_product"])
+    desc.append(f"{len(marks)} train-split simple-icons marks (reference views)")
+    return [ensure_rgb(i) for i in imgs], desc
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def supcon(z: Any, labels: Any, temperature: float) -> Any:
+    """Supervised contrastive loss (Khosla et al. 2020) over unit vectors ``z`` (N x D)."""
+    import torch
+
+    sim = z @ z.t() / temperature
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    logp = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    return -(logp.masked_fill(~pos, 0.0).sum(1) / pos.sum(1).clamp(min=1)).mean()
+
+
+def _freeze_bn(model: Any) -> None:
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def finetune_model(model: Any, views: ViewSource, cfg: FinetuneConfig, log_to: Any = sys.stderr) -> tuple[Any, TuneStats]:
+    """Fine-tune ``model`` in place for ``cfg.minutes`` (or ``cfg.steps``); returns it and stats."""
+    import torch
+    import torch.nn.functional as F
+
+    from brandguard.vision.preprocess import normalise_batch
+
+    torch.manual_seed(cfg.seed)
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    head_params = list(model.head.parameters())
+    if cfg.head_only:
+        for p in list(model.backbone.parameters()) + list(model.pool.parameters()):
+            p.requires_grad_(False)
+        groups = [{"params": head_params, "lr": cfg.lr}]
+    else:
+        body = list(model.backbone.parameters()) + list(model.pool.parameters())
+        groups = [{"params": head_params, "lr": cfg.lr}, {"params": body, "lr": cfg.lr * cfg.backbone_lr_scale}]
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    opt = torch.optim.AdamW(groups, weight_decay=1e-4)
+    n_brand = max(2, round(cfg.batch_size * cfg.brand_fraction))
+    n_anchor = max(2, cfg.batch_size - n_brand)
+    budget = cfg.minutes * 60.0
+    t0 = time.perf_counter()
+    step, images = 0, 0
+    first = last = last_d = float("nan")
+    model.train()
+    _freeze_bn(model)
+    if cfg.head_only:
+        model.backbone.eval()
+    while True:
+        elapsed = time.perf_counter() - t0
+        if (cfg.steps is not None and step >= cfg.steps) or elapsed >= budget:
+            break
+        progress = step / cfg.steps if cfg.steps else elapsed / budget
+        warm = min(1.0, (step + 1) / 5)
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+        v, labels, is_anchor = views.batch(step, n_brand, n_anchor)
+        x = torch.from_numpy(normalise_batch(v, views.card))
+        lab = torch.from_numpy(np.concatenate([labels, labels]))
+        anc = torch.from_numpy(np.concatenate([is_anchor, is_anchor]))
+        if cfg.head_only:
+            with torch.no_grad():
+                feats = model.pool(model.backbone(x))
+                t = F.normalize(teacher.head(feats[anc]), dim=1)
+            z = F.normalize(model.head(feats), dim=1)
+        else:
+            z = model(x)
+            with torch.no_grad():
+                t = teacher(x[anc])
+        l_sup = supcon(z, lab, cfg.temperature)
+        l_dis = (1.0 - (z[anc] * t).sum(1)).mean()
+        loss = l_sup + cfg.distill * l_dis
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"fine-tune loss became {loss.item()} at step {step}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 5.0)
+        opt.step()
+        step += 1
+        images += len(v)
+        last, last_d = float(loss.item()), float(l_dis.item())
+        if math.isnan(first):
+            first = last
+        if step % 10 == 0:
+            print(f"[finetune] step {step} loss {last:.4f} supcon {l_sup.item():.4f} distill {last_d:.4f} "
+                  f"{images / (time.perf_counter() - t0):.0f} img/s", file=log_to, flush=True)
+    model.eval()
+    stats = TuneStats("head_only" if cfg.head_only else "full", step, round(time.perf_counter() - t0, 1), images,
+                      round(first, 5), round(last, 5), round(last_d, 5))
+    return model, stats
+
+
+# --------------------------------------------------------------------------- export, index, calibrate
+
+
+def export_candidate(model: Any, parent: Parent, dest: Path, cfg: FinetuneConfig, stats: TuneStats,
+                     training_data: dict[str, Any], threads: int) -> Bundle:
+    """ONNX export with ``training/export.py``'s checks (onnx checker, parity vs torch, copy sanity)."""
+    from brandguard.training.export import check_parity, copy_sanity, export_onnx_bytes, ort_session, parity_images
+
+    data = export_onnx_bytes(model, model.cfg.input_size)
+    pc = parent.bundle.card
+    card = replace(pc, sha256="0" * 64, version=f"{pc.version}+{cfg.brand}",
+                   created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat())
+    sess = ort_session(data, threads)
+    imgs = parity_images(None, 16, cfg.seed)
+    diff = check_parity(model, sess, card, imgs, 1e-3)
+    sanity = copy_sanity(sess, card, 40, cfg.seed)
+    training = {
+        "method": f"per-brand fine-tune ({stats.mode}): supervised contrastive on the brand's references and "
+                  f"copy/knockoff views + distillation to the parent on other brands",
+        "parent_sha256": pc.sha256, "parent_name": pc.name, "brand": cfg.brand,
+        "steps": stats.steps, "seconds": stats.seconds, "seed": cfg.seed, "lr": cfg.lr,
+        "distill": cfg.distill, "temperature": cfg.temperature, "data": training_data,
+        "base": pc.training,
+    }
+    metrics = {"parity_max_abs_diff": diff, "parity_images": len(imgs), "onnx_bytes": len(data),
+               "sanity_copy_vs_different_logos": sanity}
+    card = replace(card, training=training, metrics=metrics)
+    if dest.exists():
+        shutil.rmtree(dest)
+    bundle = write_bundle(dest, data, card)
+    save_weights(model, dest / WEIGHTS_FILE)
+    return bundle
+
+
+def reindex(candidate: Path, parent: Bundle, brand_rows: Sequence[ReferenceRow], threads: int) -> dict[str, Any]:
+    """Index the parent's references (other brands; the brand's are replaced) + the brand's."""
+    from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+    from brandguard.references import build_index
+    from brandguard.vision.pipeline import Pipeline
+
+    rows: list[ReferenceRow] = []
+    if (parent.path / MANIFEST_FILE).is_file():
+        idx = ReferenceIndex.load(parent.path, parent.card)
+        try:
+            for r in idx.records():
+                if r.brand == brand_rows[0].brand:
+                    continue
+                src = Path(r.source) if Path(r.source).is_absolute() else parent.path / r.source
+                rows.append(ReferenceRow(r.reference_id, r.brand, str(src), r.sku, r.kind))
+        finally:
+            idx.close()
+    n_other = len(rows)
+    rows.extend(brand_rows)
+    pipe = Pipeline.from_bundle(candidate, threads=threads)
+    index, rep = build_index(pipe, rows, threads=threads)
+    index.close()
+    return {"references": rep.indexed, "brands": rep.brands, "other_brand_references": n_other,
+            "skipped": rep.skipped, "factory": rep.factory}
+
+
+def calibrate_brand(candidate: Path, parent: Bundle, split: Path, brand: str, target: float,
+                    threads: int) -> dict[str, Any]:
+    """The brand's thresholds from its held-out views (and feedback); global ones kept."""
+    from brandguard.calibration import calibrate, judge_split
+    from brandguard.vision.decide import CALIBRATION_FILE, BrandThresholds, Calibration
+    from brandguard.vision.pipeline import Pipeline
+
+    pipe = Pipeline.from_bundle(candidate, threads=threads)
+    try:
+        judged = judge_split(pipe, split, threads=threads)
+    finally:
+        if pipe.index is not None:
+            pipe.index.close()
+    base = Calibration.load(parent.path)
+    cal, rep = calibrate(judged, target, min_inliers=base.min_inliers)
+    positives_kept = rep["per_family"]
+    n_true = sum(v["flagged_right_brand"] for v in positives_kept.values())
+    per = dict(base.per_brand)
+    if n_true > 0:
+        per[brand] = BrandThresholds(copy=cal.copy, knockoff=cal.knockoff)
+        note = "brand thresholds set"
+    else:
+        per.pop(brand, None)
+        note = "no threshold reaches the target precision with any true flag: brand uses the global thresholds"
+    out = replace(base, per_brand=per)
+    atomic_write_bytes(candidate / CALIBRATION_FILE, out.to_json().encode())
+    return {"brand": brand, "note": note, "thresholds": asdict(per[brand]) if brand in per else None,
+            "global": {"copy": base.copy, "knockoff": base.knockoff, "method": base.method}, "report": rep}
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def _read_rgb(path: str, keep_alpha: bool = False) -> np.ndarray:
+    from brandguard.training.gate import _imread_rgb
+
+    return _imread_rgb(path, keep_alpha)
+
+
+def _png(path: Path, rgb: np.ndarray) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"encoding failed for {path}")
+    path.write_bytes(buf.tobytes())
+    return str(path)
+
+
+def benchmark_inputs(work: Path, cfg: FinetuneConfig) -> tuple[list[BenchSource], list[np.ndarray]]:
+    """Other registered brands (train-split marks not used as anchors) and unregistered marks."""
+    from brandguard.datasets.augment import reference_views
+
+    rng = np.random.default_rng([cfg.seed, 4321])
+    others: list[BenchSource] = []
+    for slug, mark in other_brand_sources(30, cfg.seed, cfg.cache_dir, skip=cfg.anchor_brands, size=128):
+        views = reference_views(rng, mark, size=256)
+        for name in ("logo_clean", "logo_product"):
+            others.append(BenchSource(f"{slug}/{name}", _png(work / "other_refs" / slug / f"{name}.png", views[name])))
+    unreg = [m for _s, m in other_brand_sources(12, cfg.seed, cfg.cache_dir, skip=cfg.anchor_brands + 30, size=128)]
+    return others, unreg
+
+
+def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResult:
+    """Fine-tune → export → index → calibrate → gate → register (→ promote)."""
+    import torch
+
+    cfg.validate()
+    torch.set_num_threads(cfg.threads)
+    cv2.setNumThreads(1)
+    timings: dict[str, float] = {}
+    t_all = t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = round(now - t, 1)
+        t = now
+        print(f"[onboard] {name}: {timings[name]:.1f}s", file=log_to, flush=True)
+
+    work = Path(cfg.out)
+    work.mkdir(parents=True, exist_ok=True)
+    parent = resolve_parent(cfg)
+    model = load_parent_model(parent)
+    rows = read_brand_references(cfg.references, cfg.brand)
+    train_rows, held_rows = split_holdout(rows, cfg.holdout, cfg.seed)
+    feedback = read_feedback(cfg.leads_db, cfg.brand)
+    ref_ids = {r.reference_id for r in rows}
+    ref_path = {r.reference_id: r.path for r in rows}
+    training_data = {
+        "brand": cfg.brand,
+        "references": len(rows), "references_train": len(train_rows), "references_heldout": len(held_rows),
+        "references_sha256": files_digest([r.path for r in rows]),
+        "heldout_ids": [r.reference_id for r in held_rows],
+        "feedback_positive": len(feedback.positives), "feedback_negative": len(feedback.negatives),
+        "feedback_lead_ids_sha256": hashlib.sha256(json.dumps(feedback.lead_ids).encode()).hexdigest(),
+        "feedback_sha256": files_digest([p for p, _ in feedback.positives] + [p for p, _ in feedback.negatives]),
+    }
+    lap("load")
+
+    # Benchmarks first: they only depend on the references, and the brand's is also what the
+    # gate scores the current model on.
+    others, unreg = benchmark_inputs(work, cfg)
+    brand_src = [BenchSource(r.reference_id, r.path) for r in rows]
+    held_src = [BenchSource(r.reference_id, r.path) for r in held_rows]
+    bench = build_brand_benchmark(work / "brand_benchmark", cfg.brand, brand_src, held_src, others, unreg,
+                                  seed=cfg.seed + 1, per_reference=cfg.bench_per_reference,
+                                  distractors=24 * cfg.bench_per_reference)
+    first_ref = rows[0].reference_id
+    extra = [(p, "feedback_counterfeit", rid if rid in ref_ids else first_ref) for p, rid in feedback.positives]
+    extra += [(p, f"feedback_{status}", "") for p, status in feedback.negatives]
+    calib = build_brand_benchmark(work / "calibration_split", cfg.brand, brand_src, held_src, others, unreg,
+                                  seed=cfg.seed + 101, extra_queries=extra)
+    reg_split = regression_split(cfg.regression, cfg.cache_dir, cfg.seed)
+    lap("benchmarks")
+
+    anchors, anchor_desc = anchor_images(parent.bundle, cfg.brand, cfg.anchor_brands, cfg.seed, cfg.cache_dir,
+                                         cfg.view_side)
+    brand_imgs = [_read_rgb(r.path, keep_alpha=True) for r in train_rows]
+    marks = [mark_from_reference(im) for im in brand_imgs]
+    from brandguard.datasets.augment import ensure_rgb, resize_max
+
+    brand_rgb = [resize_max(ensure_rgb(im), cfg.view_side) for im in brand_imgs]
+    marks = [None if m is None else resize_max(m, cfg.view_side // 2) for m in marks]
+    counterfeit = [(resize_max(ensure_rgb(_read_rgb(ref_path.get(rid or "", train_rows[0].path))), cfg.view_side),
+                    resize_max(ensure_rgb(_read_rgb(p)), cfg.view_side)) for p, rid in feedback.positives]
+    training_data["anchors"] = anchor_desc
+    views = ViewSource(brand_rgb, marks, counterfeit, anchors, unreg[:4], parent.bundle.card, cfg.view_side, cfg.seed,
+                       cfg.photo_fraction)
+    lap("views_setup")
+
+    model, stats = finetune_model(model, views, cfg, log_to)
+    lap("finetune")
+    candidate = work / "candidate"
+    export_candidate(model, parent, candidate, cfg, stats, training_data, cfg.threads)
+    lap("export")
+    index_rep = reindex(candidate, parent.bundle, rows, cfg.threads)
+    lap("index")
+    cal_rep = calibrate_brand(candidate, parent.bundle, calib, cfg.brand, cfg.target_precision, cfg.threads)
+    lap("calibrate")
+
+    cache = Path(cfg.registry) / ".cache" / "gate" if cfg.registry else work / "gate_cache"
+    gate_cfg = replace(cfg.gate, threads=cfg.threads)
+    report = run_gate(candidate, parent.bundle.path, candidate / "gate", reg_split, brand=cfg.brand,
+                      brand_benchmark=bench, cfg=gate_cfg, cache_dir=cache)
+    lap("gate")
+    print(f"[onboard] gate {report.decision}: " + "; ".join(report.reasons), file=log_to, flush=True)
+
+    version, promoted = None, False
+    if cfg.registry is not None and report.passed:
+        reg = Registry(cfg.registry)
+        version = reg.register(candidate, parent=parent.version, metadata={
+            "training_data": training_data,
+            "metrics": {"gate": _gate_metrics(report), "tune": asdict(stats), "index": index_rep},
+            "gate": report.to_dict(),
+            "notes": {"brand": cfg.brand, "calibration": {k: v for k, v in cal_rep.items() if k != "report"}},
+        })
+        if cfg.promote:
+            reg.promote(version, cfg.deployment, note=f"brand {cfg.brand}: " + "; ".join(report.reasons))
+            promoted = True
+        lap("register")
+    timings["total"] = round(time.perf_counter() - t_all, 1)
+    result = FinetuneResult(cfg.brand, str(candidate), parent.version, version, promoted, report.to_dict(),
+                            timings, {**asdict(stats), "index": index_rep},
+                            {k: v for k, v in cal_rep.items() if k != "report"}, training_data)
+    atomic_write_bytes(work / "result.json", (json.dumps(asdict(result), indent=2, sort_keys=True, default=str) + "\n").encode())
+    return result
+
+
+def _gate_metrics(report: GateReport) -> dict[str, Any]:
+    return {name: {side: {"micro_ap": b[side].micro_ap, "recall_at_1": b[side].recall_at_1}
+                   for side in ("candidate", "current")} for name, b in report.benchmarks.items()}
+
+
+# --------------------------------------------------------------------------- base model
+
+
+@dataclass
+class BaseResult:
+    version: str
+    promoted: bool
+    gate: dict[str, Any] | None
+    train: dict[str, Any]
+    timings: dict[str, float]
+
+
+def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAULT_DEPLOYMENT,
+               train_args: Sequence[str] = (), promote: bool = False, regression: str | None = None,
+               calibrate_split: str | None = None, threads: int = 1, cache_dir: str = "data_cache",
+               gate: GateConfig = GateConfig(), log_to: Any = sys.stderr) -> BaseResult:
+    """The base recipe (``training/train.py``) into the registry as a new version.
+
+    The current deployment's references are re-indexed with the new model (so the version is
+    servable as is); ``calibrate_split`` sets its global thresholds; with ``promote`` the gate's
+    regression rule must pass (there is no brand to be better for).
+    """
+    from brandguard.training.export import export_bundle
+    from brandguard.training.train import build_parser, config_from_args, train
+
+    reg = Registry(registry, create=True)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    args = build_parser().parse_args(["--out", str(Path(out) / "run"), "--minutes", str(minutes),
+                                      "--threads", str(threads), *train_args])
+    tres = train(config_from_args(args), log_to=log_to)
+    timings["train"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    cand = Path(out) / "candidate"
+    if cand.exists():
+        shutil.rmtree(cand)
+    export_bundle(tres.checkpoint, cand, threads=threads, log_to=log_to)
+    from brandguard.training.train import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(tres.checkpoint)
+    save_weights(model, cand / WEIGHTS_FILE)
+    timings["export"] = round(time.perf_counter() - t, 1)
+    current: Path | None = None
+    parent_version = None
+    try:
+        parent_version = reg.current_version(deployment)
+        current = reg.current(deployment)
+    except BrandguardError:
+        pass
+    from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+
+    t = time.perf_counter()
+    if current is not None and (current / MANIFEST_FILE).is_file():
+        from brandguard.references import build_index
+        from brandguard.vision.pipeline import Pipeline
+
+        cb = Bundle.load(current)
+        idx = ReferenceIndex.load(current, cb.card)
+        rows = [ReferenceRow(r.reference_id, r.brand, str(current / r.source) if not Path(r.source).is_absolute()
+                             else r.source, r.sku, r.kind) for r in idx.records()]
+        idx.close()
+        if rows:
+            pipe = Pipeline.from_bundle(cand, threads=threads)
+            build_index(pipe, rows, threads=threads)[0].close()
+    if calibrate_split is not None:
+        from brandguard.calibration import run_calibration
+
+        run_calibration(cand, Path(calibrate_split), threads=threads)
+    timings["index_calibrate"] = round(time.perf_counter() - t, 1)
+    report = None
+    if current is not None:
+        t = time.perf_counter()
+        report = run_gate(cand, current, Path(out) / "gate", regression_split(regression, cache_dir), cfg=gate,
+                          cache_dir=reg.root / ".cache" / "gate")
+        timings["gate"] = round(time.perf_counter() - t, 1)
+    version = reg.register(cand, parent=parent_version, metadata={
+        "training_data": {"sources": tres.data_sources},
+        "metrics": {"train": {"steps": tres.step, "final_loss": tres.final_loss, "eval": tres.eval}},
+        "gate": report.to_dict() if report is not None else {},
+        "notes": {"kind": "base"},
+    })
+    promoted = False
+    if promote and (report is None or report.passed):
+        reg.promote(version, deployment, note="base model")
+        promoted = True
+    return BaseResult(version, promoted, report.to_dict() if report else None, asdict(tres), timings)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``brandguard train {brand,base}`` (wired from ``brandguard.cli``)."""
+    sub = parser.add_subparsers(dest="train_command", metavar="{brand,base}", required=True)
+    p = sub.add_parser("brand", help="fine-tune the serving model for one brand, gate it, register/promote it",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("brand")
+    p.add_argument("--references", required=True, help="DIR/<brand>/*.png, DIR/*.png, or a references file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from", dest="from_bundle", help="bundle to fine-tune (needs weights.pt or --weights)")
+    src.add_argument("--registry", help="model registry: fine-tune its deployment's current version")
+    p.add_argument("--deployment", default=DEFAULT_DEPLOYMENT)
+    p.add_argument("--weights", default=None, help="torch weights of the parent model (checked against its ONNX)")
+    p.add_argument("--leads-db", default=None, help="leads store: the brand's feedback labels")
+    p.add_argument("--head-only", action="store_true", help="train only the projection head (backbone frozen)")
+    p.add_argument("--minutes", type=float, default=4.0, help="fine-tuning budget (default %(default)s)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--distill", type=float, default=2.0, help="weight of the other-brands distillation loss")
+    p.add_argument("--out", default=None, help="work folder (default runs/brand-<BRAND>)")
+    p.add_argument("--regression", default=None, help="regression benchmark split (default data_cache/corpus_std/val)")
+    p.add_argument("--tolerance", type=float, default=0.01, help="allowed regression µAP drop")
+    p.add_argument("--min-brand-gain", type=float, default=0.0)
+    p.add_argument("--no-promote", action="store_true", help="register a passing candidate without promoting it")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(train_func=_run_brand)
+
+    p = sub.add_parser("base", help="run the base recipe (training/train.py) into the registry as a new version")
+    p.add_argument("--registry", required=True)
+    p.add_argument("--deployment", default=DEFAULT_DEPLOYMENT)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--out", default="runs/base")
+    p.add_argument("--promote", action="store_true", help="promote if the regression gate passes")
+    p.add_argument("--regression", default=None)
+    p.add_argument("--calibrate-split", default=None, help="labelled split for global thresholds (e.g. corpus val)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: options of training/train.py")
+    p.set_defaults(train_func=_run_base)
+
+
+def _run_brand(args: argparse.Namespace) -> int:
+    cfg = FinetuneConfig(
+        brand=args.brand, references=args.references, out=args.out or f"runs/brand-{args.brand}",
+        from_bundle=args.from_bundle, registry=args.registry, deployment=args.deployment, weights=args.weights,
+        leads_db=args.leads_db, head_only=args.head_only, minutes=args.minutes, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, distill=args.distill, regression=args.regression,
+        gate=GateConfig(tolerance=args.tolerance, min_brand_gain=args.min_brand_gain, threads=args.threads),
+        promote=not args.no_promote, seed=args.seed, threads=args.threads)
+    res = onboard_brand(cfg)
+    print(json.dumps({"brand": res.brand, "decision": res.gate["decision"], "reasons": res.gate["reasons"],
+                      "version": res.version, "promoted": res.promoted, "timings": res.timings,
+                      "report": str(Path(res.candidate) / "gate" / "gate_report.md")}, indent=2))
+    return 0 if res.gate["decision"] == "promote" else 4
+
+
+def _run_base(args: argparse.Namespace) -> int:
+    extra = [a for a in args.train_args if a != "--"]
+    res = train_base(args.registry, args.out, args.minutes, args.deployment, extra, args.promote, args.regression,
+                     args.calibrate_split, args.threads)
+    print(json.dumps({"version": res.version, "promoted": res.promoted, "timings": res.timings,
+                      "gate": res.gate["decision"] if res.gate else None}, indent=2))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args.train_func(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m brandguard.training.finetune")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (BundleError, FinetuneError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (InputError, BrandguardError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,482 @@
+"""Evaluation gate: a retrained bundle is promoted only if it is better for its brand and not
+worse for everyone else.
+
+Why two benchmarks: a per-brand fine-tune can buy the brand's recall by bending the embedding
+space under the other brands' references. So the candidate and the bundle it would replace are
+both run (real pipeline: ONNX Runtime, region search, FAISS) over
+
+(a) the brand's benchmark, generated from its references with the corpus augmentation families
+    (copy_light, copy_strong, logo_in_photo, knockoff) plus distractors (photos and unregistered
+    marks), scored at the *brand* level (a query's predictions collapse to the best score per
+    brand; the true pair is (query, brand)): with ~100 near-identical references of one mark,
+    "which brand" is the decision the verdict makes, not "which of its 100 images";
+(b) a fixed cross-brand regression benchmark (``data_cache/corpus_std/val`` when present, else a
+    tiny corpus built deterministically by ``build_corpus(..., size="tiny")``), scored with the
+    standard image-level µAP of DISC21.
+
+Rules (``GateConfig``): promote iff brand µAP(candidate) >= brand µAP(current) + ``min_brand_gain``
+and strictly greater (or both at the ceiling), and regression µAP(candidate) >=
+regression µAP(current) - ``tolerance``. The report is written as JSON, a Markdown table and a
+PNG of the PR curves. Torch-free: it only compares exported bundles.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from brandguard.errors import BrandguardError, InputError
+from brandguard.evaluation import Prediction, evaluate, list_images, micro_ap, read_ground_truth, read_query_families
+from brandguard.vision.bundle import atomic_write_bytes
+
+REPORT_JSON = "gate_report.json"
+REPORT_MD = "gate_report.md"
+REPORT_PNG = "gate_pr_curves.png"
+BENCH_FORMAT = "brandguard-brand-benchmark/1"
+DEFAULT_REGRESSION = Path("data_cache") / "corpus_std" / "val"
+MARK_FAMILIES = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
+
+
+class GateError(BrandguardError):
+    """The gate could not run (missing benchmark, unreadable bundle...)."""
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Promotion rules and evaluation settings."""
+
+    tolerance: float = 0.01  # allowed regression-µAP drop
+    min_brand_gain: float = 0.0  # required brand-µAP gain (on top of "strictly better")
+    ceiling: float = 0.999  # both at or above: "not worse" is enough for the brand
+    k: int = 10
+    threads: int = 1
+    region_mode: str = "full"
+
+    def validate(self) -> None:
+        if not 0 <= self.tolerance < 1 or self.min_brand_gain < 0 or self.k < 1:
+            raise InputError("gate: tolerance in [0,1), min_brand_gain >= 0, k >= 1")
+
+
+@dataclass
+class BenchScore:
+    """One bundle on one benchmark."""
+
+    micro_ap: float
+    recall_at_p90: float
+    recall_at_1: float
+    n_queries: int
+    level: str  # "brand" or "image"
+    per_family: dict[str, Any] = field(default_factory=dict)
+    model_sha256: str = ""
+    pr: dict[str, list[float]] = field(default_factory=dict)  # precision/recall points, for the plot
+
+
+@dataclass
+class GateReport:
+    decision: str  # "promote" | "reject"
+    reasons: list[str]
+    brand: str | None
+    candidate_sha256: str
+    current_sha256: str
+    config: dict[str, Any]
+    benchmarks: dict[str, dict[str, Any]]  # name -> {"candidate": BenchScore, "current": BenchScore, "split": str}
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.decision == "promote"
+
+    def to_dict(self, with_curves: bool = False) -> dict[str, Any]:
+        d = asdict(self)
+        if not with_curves:
+            for b in d["benchmarks"].values():
+                for side in ("candidate", "current"):
+                    if isinstance(b.get(side), dict):
+                        b[side].pop("pr", None)
+        return d
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def pr_curve(predictions: Sequence[Prediction], gt: dict[str, set[str]], max_points: int = 400) -> dict[str, list[float]]:
+    """Pooled precision/recall after each prediction (as µAP sees them), downsampled."""
+    n_gt = sum(len(v) for v in gt.values())
+    best: dict[tuple[str, str], float] = {}
+    for p in predictions:
+        key = (p.query_id, p.reference_id)
+        if key not in best or p.score > best[key]:
+            best[key] = p.score
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not ranked or n_gt == 0:
+        return {"precision": [], "recall": []}
+    hits = np.array([r in gt.get(q, ()) for (q, r), _ in ranked], dtype=np.float64)
+    tp = np.cumsum(hits)
+    prec = tp / np.arange(1, len(hits) + 1)
+    rec = tp / n_gt
+    idx = np.unique(np.linspace(0, len(hits) - 1, min(max_points, len(hits))).astype(int))
+    return {"precision": [round(float(x), 5) for x in prec[idx]], "recall": [round(float(x), 5) for x in rec[idx]]}
+
+
+def to_brand_level(predictions: Sequence[Prediction], gt: dict[str, set[str]]) -> tuple[list[Prediction], dict[str, set[str]]]:
+    """Collapse (query, reference) predictions to (query, brand) with the best score; brand = the
+    reference id's first path component."""
+    best: dict[tuple[str, str], float] = {}
+    for p in predictions:
+        key = (p.query_id, p.reference_id.split("/")[0])
+        if key not in best or p.score > best[key]:
+            best[key] = p.score
+    preds = [Prediction(q, b, s) for (q, b), s in best.items()]
+    bgt = {q: {r.split("/")[0] for r in refs} for q, refs in gt.items()}
+    return preds, bgt
+
+
+def split_fingerprint(split_dir: Path) -> str:
+    """Identifies a benchmark's content cheaply: its CSVs and its file list with sizes."""
+    h = hashlib.sha256()
+    for name in ("ground_truth.csv", "queries.csv"):
+        p = split_dir / name
+        if p.is_file():
+            h.update(p.read_bytes())
+    for sub in ("references", "queries"):
+        for ident, path in list_images(split_dir / sub):
+            h.update(f"{sub}/{ident}:{path.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def score_bundle(bundle_dir: Path, split_dir: Path, level: str, cfg: GateConfig,
+                 cache_dir: Path | None = None) -> BenchScore:
+    """Run one bundle over one benchmark split (cached by model sha256 + split fingerprint)."""
+    from brandguard.predict import predict
+    from brandguard.vision.bundle import Bundle
+    from brandguard.vision.pipeline import Pipeline
+
+    if level not in ("brand", "image"):
+        raise InputError(f"level must be brand or image, got {level!r}")
+    card = Bundle.load(bundle_dir).card
+    key = None
+    if cache_dir is not None:
+        key = hashlib.sha256(f"{card.sha256}|{split_fingerprint(split_dir)}|{level}|{cfg.k}|{cfg.region_mode}".encode()
+                             ).hexdigest()[:32]
+        cached = cache_dir / f"{key}.json"
+        if cached.is_file():
+            return BenchScore(**json.loads(cached.read_text()))
+    pipe = Pipeline.from_bundle(bundle_dir, threads=cfg.threads, region_mode=cfg.region_mode)
+    try:
+        run = predict(pipe, split_dir / "references", split_dir / "queries", k=cfg.k)
+    finally:
+        if pipe.index is not None:
+            pipe.index.close()
+    gt = read_ground_truth(split_dir / "ground_truth.csv")
+    fams = read_query_families(split_dir / "queries.csv") if (split_dir / "queries.csv").is_file() else None
+    preds = run.predictions
+    if level == "brand":
+        preds, gt = to_brand_level(preds, gt)
+    m = evaluate(preds, gt, run.query_ids, fams)
+    score = BenchScore(micro_ap=m["micro_ap"], recall_at_p90=m["recall_at_p90"], recall_at_1=m["recall_at_1"],
+                       n_queries=m["n_queries"], level=level, per_family=m.get("per_family", {}),
+                       model_sha256=card.sha256, pr=pr_curve(preds, gt))
+    if key is not None and cache_dir is not None:
+        atomic_write_bytes(cache_dir / f"{key}.json", json.dumps(asdict(score)).encode())
+    return score
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def mark_from_reference(image: np.ndarray) -> np.ndarray | None:
+    """Cut the mark out of a reference: its own alpha when it has one, else everything that
+    differs from the (median) border colour. None when that does not look like a mark on a
+    plain background (a photo): knockoffs need a mark to alter."""
+    from brandguard.datasets.augment import ensure_rgb
+
+    if image.ndim == 3 and image.shape[2] == 4:
+        alpha = image[..., 3]
+        rgb = image[..., :3]
+    else:
+        rgb = ensure_rgb(image)
+        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+        bg = np.median(border, axis=0)
+        if np.abs(border - bg).sum(axis=1).mean() > 30:  # busy border: not a plain canvas
+            return None
+        dist = np.abs(rgb.astype(np.int16) - bg).sum(axis=2)
+        alpha = np.where(dist > 60, 255, 0).astype(np.uint8)
+    share = float((alpha > 128).mean())
+    if not 0.01 <= share <= 0.8:
+        return None
+    ys, xs = np.nonzero(alpha > 128)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return np.ascontiguousarray(np.dstack([rgb, alpha])[y0:y1, x0:x1])
+
+
+def _imread_rgb(path: str | Path, keep_alpha: bool = False) -> np.ndarray:
+    flag = cv2.IMREAD_UNCHANGED if keep_alpha else cv2.IMREAD_COLOR
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        raise InputError(f"cannot read image {path}")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _write_image(path: Path, rgb: np.ndarray, jpeg: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg" if jpeg else ".png", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95] if jpeg else [])
+    if not ok:
+        raise InputError(f"encoding failed for {path}")
+    path.write_bytes(buf.tobytes())
+
+
+@dataclass(frozen=True)
+class BenchSource:
+    """A reference image for a generated benchmark: ``reference_id`` = ``<brand>/<name>``."""
+
+    reference_id: str
+    path: str
+
+
+def other_brand_sources(n_brands: int, seed: int, cache_dir: str | None, skip: int = 0,
+                        size: int = 256) -> list[tuple[str, np.ndarray]]:
+    """(slug, RGBA mark) of train-split simple-icons brands (never a val/test brand: those are
+    the regression benchmark and the onboarding targets). Cached renders."""
+    from brandguard.datasets.logos import render_logo, sources_for_split
+
+    srcs = sources_for_split("train", seed)[skip:skip + n_brands]
+    out = []
+    for s in srcs:
+        try:
+            out.append((s.slug, np.asarray(render_logo(s, size))))
+        except Exception:  # noqa: BLE001 - one broken SVG skips one brand
+            continue
+    return out
+
+
+def build_brand_benchmark(out: Path, brand: str, references: Sequence[BenchSource],
+                          query_references: Sequence[BenchSource], others: Sequence[BenchSource],
+                          unregistered: Sequence[np.ndarray], seed: int, per_reference: int = 1,
+                          distractors: int = 24, max_side: int = 384,
+                          extra_queries: Sequence[tuple[str, str, str]] = ()) -> Path:
+    """Write a DISC21-format split for one brand.
+
+    ``references`` (all of the brand's) and ``others`` (other registered brands) form the
+    references folder; queries are made from ``query_references`` (the brand's held-out ones):
+    per reference ``per_reference`` copy_light, copy_strong, logo_in_photo and knockoff queries
+    (the last two from the mark cut out of the reference, when one can be), each pointing at
+    the reference it came from; plus ``distractors`` photos and unregistered marks with no row.
+    ``extra_queries`` = (path, family, reference_id or "") appends real labelled listings
+    (feedback): a reference id makes it a positive, "" a hard negative.
+    """
+    from brandguard.datasets import augment as A
+    from brandguard.datasets.photos import PhotoPool
+
+    if not references or not query_references:
+        raise InputError(f"brand {brand!r}: no references to build a benchmark from")
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "queries").mkdir(parents=True)
+    for src in list(references) + list(others):
+        dest = out / "references" / f"{src.reference_id}.png"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        img = _imread_rgb(src.path)
+        _write_image(dest, img, jpeg=False)
+    pool = PhotoPool.from_sources([], split="val", seed=seed, max_side=max_side)
+    other_imgs = [_imread_rgb(s.path) for s in list(others)[:8]]
+    rows: list[dict[str, str]] = []
+
+    def add(img: np.ndarray, family: str, ref_id: str, brand_: str, log: list[str]) -> None:
+        qid = f"q{len(rows):05d}"
+        _write_image(out / "queries" / f"{qid}.jpg", A.ensure_rgb(img), jpeg=True)
+        rows.append({"query_id": qid, "family": family, "brand": brand_, "transform": "+".join(log),
+                     "reference_id": ref_id})
+
+    for i, src in enumerate(query_references):
+        rng = np.random.default_rng([seed, 31, i])
+        ref = _imread_rgb(src.path, keep_alpha=True)
+        rgb = A.ensure_rgb(ref)
+        mark = mark_from_reference(ref)
+        for _ in range(per_reference):
+            log: list[str] = []
+            add(A.copy_light(rng, rgb, log, max_side=max_side), "copy_light", src.reference_id, brand, log)
+            log = []
+            add(A.copy_strong(rng, rgb, other_imgs, log, max_side=max_side), "copy_strong", src.reference_id, brand, log)
+            log = []
+            photo, _ = pool.sample(rng)
+            add(A.logo_in_photo(rng, mark if mark is not None else rgb, photo, log, max_side=max_side),
+                "logo_in_photo", src.reference_id, brand, log)
+            if mark is not None:
+                log = []
+                donor = unregistered[int(rng.integers(len(unregistered)))] if len(unregistered) else None
+                photo, _ = pool.sample(rng)
+                add(A.knockoff(rng, mark, donor, photo, log, max_side=max_side), "knockoff", src.reference_id, brand, log)
+    rng = np.random.default_rng([seed, 37])
+    for j in range(distractors):
+        log = []
+        photo, _ = pool.sample(rng)
+        if j % 2 == 0 or not len(unregistered):
+            add(A.distractor_photo(rng, photo, log, max_side=max_side), "distractor_photo", "", "", log)
+        else:
+            mark = unregistered[j % len(unregistered)]
+            add(A.distractor_unregistered(rng, mark, photo, log, max_side=max_side), "distractor_unregistered",
+                "", "", log)
+    for path, family, ref_id in extra_queries:
+        try:
+            img = _imread_rgb(path)
+        except InputError:
+            continue
+        add(img, family, ref_id, brand if ref_id else "", [f"feedback:{Path(path).name}"])
+    _write_csv(out / "queries.csv", ["query_id", "family", "brand", "transform"], rows)
+    _write_csv(out / "ground_truth.csv", ["query_id", "reference_id"], [r for r in rows if r["reference_id"]])
+    (out / "benchmark.json").write_text(json.dumps({
+        "format": BENCH_FORMAT, "brand": brand, "seed": seed, "references": len(references),
+        "other_references": len(others), "query_references": len(query_references), "queries": len(rows),
+        "families": {f: sum(r["family"] == f for r in rows) for f in sorted({r["family"] for r in rows})},
+    }, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(header), lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def regression_split(path: str | os.PathLike[str] | None = None, cache_root: str | os.PathLike[str] = "data_cache",
+                     seed: int = 0) -> Path:
+    """The fixed cross-brand benchmark: ``path`` if given, ``data_cache/corpus_std/val`` if it
+    exists, else a tiny corpus's val split built once, deterministically, under ``cache_root``."""
+    if path is not None:
+        p = Path(path)
+        if not (p / "ground_truth.csv").is_file():
+            raise GateError(f"{p} is not a benchmark split (no ground_truth.csv)")
+        return p
+    std = Path(cache_root) / "corpus_std" / "val"
+    if (std / "ground_truth.csv").is_file():
+        return std
+    tiny = Path(cache_root) / f"corpus_gate_tiny_s{seed}"
+    if not (tiny / "val" / "ground_truth.csv").is_file():
+        from brandguard.datasets.corpus import build_corpus
+
+        build_corpus(tiny, "tiny", seed, [], workers=1, splits=["val"], progress=False)
+    return tiny / "val"
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def decide(brand_scores: tuple[BenchScore, BenchScore] | None, regression: tuple[BenchScore, BenchScore],
+           cfg: GateConfig) -> tuple[str, list[str]]:
+    """Apply the rules to (candidate, current) scores; returns (decision, reasons)."""
+    reasons: list[str] = []
+    ok = True
+    if brand_scores is not None:
+        cand, cur = brand_scores
+        gain = cand.micro_ap - cur.micro_ap
+        at_ceiling = cand.micro_ap >= cfg.ceiling and cur.micro_ap >= cfg.ceiling
+        better = (gain > 0 and gain >= cfg.min_brand_gain) or at_ceiling
+        reasons.append(f"brand µAP {cur.micro_ap:.4f} -> {cand.micro_ap:.4f} ({gain:+.4f}): "
+                       + ("better" if better else f"not better (needs > 0 and >= {cfg.min_brand_gain:+.4f})"))
+        ok &= better
+    cand, cur = regression
+    drop = cur.micro_ap - cand.micro_ap
+    kept = drop <= cfg.tolerance + 1e-12
+    reasons.append(f"regression µAP {cur.micro_ap:.4f} -> {cand.micro_ap:.4f} ({-drop:+.4f}): "
+                   + ("within tolerance" if kept else f"drops more than {cfg.tolerance:.4f}"))
+    ok &= kept
+    return ("promote" if ok else "reject"), reasons
+
+
+def run_gate(candidate: str | os.PathLike[str], current: str | os.PathLike[str], out: str | os.PathLike[str],
+             regression: str | os.PathLike[str], brand: str | None = None,
+             brand_benchmark: str | os.PathLike[str] | None = None, cfg: GateConfig = GateConfig(),
+             cache_dir: str | os.PathLike[str] | None = None) -> GateReport:
+    """Score both bundles, decide, and write the report (JSON, Markdown, PNG) into ``out``."""
+    from brandguard.vision.bundle import Bundle
+
+    cfg.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cand_b, cur_b = Bundle.load(candidate), Bundle.load(current)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    benches: dict[str, dict[str, Any]] = {}
+    brand_pair = None
+    if brand_benchmark is not None:
+        bb = Path(brand_benchmark)
+        brand_pair = (score_bundle(cand_b.path, bb, "brand", cfg, cache), score_bundle(cur_b.path, bb, "brand", cfg, cache))
+        benches["brand"] = {"split": str(bb), "candidate": brand_pair[0], "current": brand_pair[1]}
+    reg = Path(regression)
+    reg_pair = (score_bundle(cand_b.path, reg, "image", cfg, cache), score_bundle(cur_b.path, reg, "image", cfg, cache))
+    benches["regression"] = {"split": str(reg), "candidate": reg_pair[0], "current": reg_pair[1]}
+    decision, reasons = decide(brand_pair, reg_pair, cfg)
+    report = GateReport(decision=decision, reasons=reasons, brand=brand, candidate_sha256=cand_b.card.sha256,
+                        current_sha256=cur_b.card.sha256, config=asdict(cfg), benchmarks=benches)
+    report.files = {"json": str(out / REPORT_JSON), "markdown": str(out / REPORT_MD), "png": str(out / REPORT_PNG)}
+    atomic_write_bytes(out / REPORT_JSON, (json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str) + "\n").encode())
+    atomic_write_bytes(out / REPORT_MD, markdown_report(report).encode("utf-8"))
+    plot_pr(report, out / REPORT_PNG)
+    return report
+
+
+def markdown_report(report: GateReport) -> str:
+    """A table a reviewer can read in a pull request or a ticket."""
+    lines = [f"# Gate: **{report.decision.upper()}**" + (f" — brand `{report.brand}`" if report.brand else ""), "",
+             f"candidate `{report.candidate_sha256[:12]}` vs current `{report.current_sha256[:12]}`", "",
+             "| benchmark | level | metric | current | candidate | Δ |", "|---|---|---|---:|---:|---:|"]
+    for name, b in report.benchmarks.items():
+        cand, cur = b["candidate"], b["current"]
+        for metric in ("micro_ap", "recall_at_p90", "recall_at_1"):
+            c, p = getattr(cand, metric), getattr(cur, metric)
+            lines.append(f"| {name} (n={cand.n_queries}) | {cand.level} | {metric} | {p:.4f} | {c:.4f} | {c - p:+.4f} |")
+        for fam in sorted(set(cand.per_family) & set(cur.per_family)):
+            c, p = cand.per_family[fam].get("micro_ap"), cur.per_family[fam].get("micro_ap")
+            if c is not None and p is not None:
+                lines.append(f"| {name} | {cand.level} | µAP {fam} | {p:.4f} | {c:.4f} | {c - p:+.4f} |")
+    lines += ["", "Rules:", ""] + [f"- {r}" for r in report.reasons]
+    c = report.config
+    lines += ["", f"(tolerance {c['tolerance']}, min brand gain {c['min_brand_gain']}, k {c['k']}, "
+                  f"regions {c['region_mode']})", ""]
+    return "\n".join(lines)
+
+
+def plot_pr(report: GateReport, png: Path) -> None:
+    """PR curves of candidate and current on each benchmark (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report.benchmarks)
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), dpi=100, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        b = report.benchmarks[name]
+        for side, style in (("current", "--"), ("candidate", "-")):
+            s: BenchScore = b[side]
+            ax.plot(s.pr.get("recall", []), s.pr.get("precision", []), style, lw=1.6,
+                    label=f"{side} µAP {s.micro_ap:.3f}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_title(f"{name} ({b['candidate'].level}-level, {b['candidate'].n_queries} queries)")
+        ax.legend(loc="lower left")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"gate: {report.decision}" + (f" — {report.brand}" if report.brand else ""))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(png, buf.getvalue())
