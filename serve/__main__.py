@@ -17,7 +17,7 @@ from pathlib import Path
 EXIT_OK, EXIT_USAGE, EXIT_ARTIFACT = 0, 2, 3
 
 # CLI flag -> Settings field, for the values that override the environment.
-_OVERRIDES = {"bundle": "bundle", "leads_db": "leads_db", "media_dir": "media_dir", "threads": "threads",
+_OVERRIDES = {"bundle": "bundle", "registry": "registry", "deployment": "deployment", "leads_db": "leads_db", "media_dir": "media_dir", "threads": "threads",
               "device": "device", "regions": "region_mode", "max_batch": "max_batch", "max_files": "max_files",
               "batch_window_ms": "batch_window_ms", "queue_size": "queue_size",
               "max_upload_bytes": "max_upload_bytes", "max_pixels": "max_pixels",
@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="ONNX Runtime / FAISS / OpenCV threads per worker (default 1)")
     parser.add_argument("--bundle", type=Path, default=None, help="indexed bundle folder [BRANDGUARD_BUNDLE]")
+    parser.add_argument("--registry", type=Path, default=None,
+                        help="model registry: serve its deployment's current version [BRANDGUARD_REGISTRY]")
+    parser.add_argument("--deployment", default=None, help="registry deployment (default: default)")
     parser.add_argument("--leads-db", type=Path, default=None,
                         help="SQLite file of leads, complaints and API keys [BRANDGUARD_LEADS_DB]")
     parser.add_argument("--media-dir", type=Path, default=None, help="thumbnails of flagged uploads")

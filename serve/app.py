@@ -895,7 +895,7 @@ def create_app(settings: Settings) -> FastAPI:
         limits = DecodeLimits(max_pixels=settings.max_pixels, max_bytes=settings.max_upload_bytes)
 
         def load():
-            pipe = Pipeline.from_bundle(settings.bundle, threads=settings.threads, device=settings.device,
+            pipe = Pipeline.from_bundle(settings.bundle_path(), threads=settings.threads, device=settings.device,
                                         region_mode=settings.region_mode, require_index=True, limits=limits)
             # Sources are stored relative to the bundle (copied in at index time) or absolute.
             return pipe, _reference_map(pipe)

@@ -18,7 +18,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BRANDGUARD_", extra="ignore", frozen=True)
 
-    bundle: Path = Field(description="indexed bundle folder (model.onnx, model_card.json, index)")
+    bundle: Path | None = Field(default=None, description="indexed bundle folder (model.onnx, model_card.json, "
+                                "index); or give registry")
+    registry: Path | None = Field(default=None, description="model registry: serve its deployment's current version")
+    deployment: str = Field(default="default", description="registry deployment to serve")
     leads_db: Path = Field(default=Path("brandguard-leads.sqlite"), description="SQLite file of leads and keys")
     media_dir: Path | None = Field(default=None, description="flagged listing thumbnails; default: next to leads_db")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="per image; larger → 413")
@@ -36,6 +39,18 @@ class Settings(BaseSettings):
     decode_threads: int = Field(default=2, ge=1, le=64, description="threads decoding uploads off the event loop")
     device: Literal["cpu", "cuda"] = "cpu"
     region_mode: Literal["full", "grid"] = "full"
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> "Settings":
+        if (self.bundle is None) == (self.registry is None):
+            raise ValueError("give exactly one of bundle (BRANDGUARD_BUNDLE) or registry (BRANDGUARD_REGISTRY)")
+        return self
+
+    def bundle_path(self) -> Path:
+        """The bundle to serve: ``bundle``, or the registry deployment's current (verified) version."""
+        from brandguard.registry import resolve_bundle
+
+        return resolve_bundle(self.bundle, self.registry, self.deployment)
 
     @model_validator(mode="after")
     def _batch_fits_queue(self) -> "Settings":

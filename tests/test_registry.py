@@ -151,6 +151,13 @@ def test_indexed_version_serves_through_resolve_bundle(reg: Registry, tiny_bundl
         resolve_bundle(tiny_bundle, reg.root)
     with pytest.raises(RegistryError):
         Registry(tmp_path / "not_a_registry")
+    # The service takes a registry instead of a bundle and serves the current version.
+    from brandguard.serve.settings import Settings
+
+    settings = Settings(registry=reg.root, leads_db=tmp_path / "leads.sqlite")
+    assert settings.bundle_path() == path
+    with pytest.raises(ValueError):
+        Settings(registry=reg.root, bundle=tiny_bundle, leads_db=tmp_path / "l.sqlite")
 
 
 def test_registry_and_gate_import_without_torch() -> None:
