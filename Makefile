@@ -2,7 +2,7 @@
 #   make demo   - build a demo catalogue from real logos, index it with the shipped model, scan, report
 #   make test   - the fast test suite (what CI runs)
 #   make test-all - every test, slow ones included
-#   make train  - retrain the shipped default model (CPU, bounded time)
+#   make train  - retrain the shipped default model (CPU, bounded time), export, calibrate
 #   make bench  - benchmarks; results in bench_out/results.json and docs/BENCHMARKS.md
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -13,7 +13,7 @@ EXTRAS := data,train,serve,scale,bench,dev
 TRAIN_MINUTES ?= 15
 PHOTOS ?= ../shared/data/clothing-photos
 
-.PHONY: setup browser demo test test-all train bench bench-quick bench-http clean
+.PHONY: setup browser demo test test-all train calibrate bench bench-quick bench-http clean
 
 setup: $(STAMP)
 
@@ -42,9 +42,18 @@ test-all: setup browser
 	@set +e; $(BIN)/python -m pytest -m ""; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
+# Retrain the shipped model from scratch: train (bounded CPU time), export with the parity check,
+# build the held-out val split if missing, calibrate the thresholds on it.
 train: setup
-	$(BIN)/python -m brandguard.training.train --out runs/default --minutes $(TRAIN_MINUTES) \
-		$(if $(wildcard $(PHOTOS)),--photos $(PHOTOS)/train,) --export core/assets/default_bundle
+	$(BIN)/python -m brandguard.training.train --out runs/default --minutes $(TRAIN_MINUTES) --input-size 128 \
+		--dim 256 $(if $(wildcard $(PHOTOS)),--photos $(PHOTOS)/train,)
+	$(BIN)/python -m brandguard.training.export --ckpt runs/default/ckpt.pt --dest core/assets/default_bundle
+	$(MAKE) calibrate
+
+calibrate: setup
+	@test -d data_cache/corpus_std/val || $(BIN)/brandguard corpus --size standard --out data_cache/corpus_std \
+		$(if $(wildcard $(PHOTOS)),--photos $(PHOTOS),)
+	$(BIN)/brandguard calibrate --bundle core/assets/default_bundle --split data_cache/corpus_std/val
 
 # Speed benchmarks: medians over repeats, ratios against the decode-only limit.
 bench: setup

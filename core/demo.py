@@ -32,7 +32,8 @@ def run_demo(out: Path, threads: int = 1, workers: int = 1, seed: int = 0) -> in
     print(f"[3/3] scanning the catalogue ...")
     scan_dir = out / "scan"
     rc = cli_main(["scan", str(cat_dir / "catalogue.jsonl"), "--bundle", str(out / "bundle"), "--out",
-                   str(scan_dir), "--threads", str(threads), "--workers", str(workers), "--no-progress"])
+                   str(scan_dir), "--threads", str(threads), "--workers", str(workers), "--no-progress",
+                   "--leads-db", str(out / "leads.sqlite")])
     if rc != EXIT_OK:
         return rc
     agreement = compare_with_expected(scan_dir, cat_dir / "expected.csv")
