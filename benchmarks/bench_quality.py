@@ -47,20 +47,12 @@ class PRCurve:
 
 
 def pr_curve(preds: list, gt: dict[str, set[str]], queries: set[str] | None = None) -> PRCurve:
-    """Pooled PR curve over unique (query, reference) pairs sorted by score, ties by ids."""
-    n_gt = sum(len(v) for v in gt.values())
-    best: dict[tuple[str, str], float] = {}
-    for p in preds:
-        if queries is not None and p.query_id not in queries:
-            continue
-        key = (p.query_id, p.reference_id)
-        if key not in best or p.score > best[key]:
-            best[key] = p.score
-    ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
-    hits = np.array([r in gt.get(q, ()) for (q, r), _ in ranked], float)
-    tp = np.cumsum(hits)
-    rank = np.arange(1, len(hits) + 1)
-    return PRCurve(tp / max(n_gt, 1), tp / rank if len(rank) else np.zeros(0))
+    """Pooled PR curve (brandguard.evaluation.pr_curve), optionally restricted to ``queries``."""
+    from brandguard.evaluation import pr_curve as evaluation_pr_curve
+
+    kept = preds if queries is None else [p for p in preds if p.query_id in queries]
+    recall, precision = evaluation_pr_curve(kept, gt)
+    return PRCurve(np.asarray(recall, float), np.asarray(precision, float))
 
 
 def _orb_subset(ds: Dataset, n: int, seed: int = 0) -> list[str] | None:

@@ -87,30 +87,45 @@ def read_query_families(path: str | os.PathLike[str]) -> dict[str, str]:
         return {row["query_id"]: row["family"] for row in reader}
 
 
-def micro_ap(predictions: Sequence[Prediction], gt: Mapping[str, set[str]]) -> tuple[float, float]:
-    """(µAP, recall at 90% precision) of pooled predictions against ``gt``.
+def ranked_hits(predictions: Sequence[Prediction], gt: Mapping[str, set[str]]) -> list[bool]:
+    """Whether each unique (query, reference) pair is a true match, best score first.
 
-    Duplicate (query, reference) pairs count once (the highest score), as in ISC 2021.
-    Ties are broken by ids so the result does not depend on input order.
+    Duplicate pairs count once (the highest score), as in ISC 2021; ties are broken by ids so
+    the order does not depend on input order. µAP and every PR curve are built on this.
     """
-    n_gt = sum(len(v) for v in gt.values())
-    if n_gt == 0:
-        return 0.0, 0.0
     best: dict[tuple[str, str], float] = {}
     for p in predictions:
         key = (p.query_id, p.reference_id)
         if key not in best or p.score > best[key]:
             best[key] = p.score
     ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
-    tp = 0
-    ap = 0.0
-    prev_recall = 0.0
-    recall_at_p90 = 0.0
-    for i, ((q, r), _score) in enumerate(ranked, start=1):
-        if r in gt.get(q, ()):
-            tp += 1
-        precision = tp / i
-        recall = tp / n_gt
+    return [r in gt.get(q, ()) for (q, r), _ in ranked]
+
+
+def pr_curve(predictions: Sequence[Prediction], gt: Mapping[str, set[str]],
+             max_points: int | None = None) -> tuple[list[float], list[float]]:
+    """Pooled (recall, precision) after each ranked prediction, optionally downsampled."""
+    n_gt = sum(len(v) for v in gt.values())
+    hits = ranked_hits(predictions, gt)
+    recall, precision, tp = [], [], 0
+    for i, hit in enumerate(hits, start=1):
+        tp += hit
+        recall.append(tp / n_gt if n_gt else 0.0)
+        precision.append(tp / i)
+    if max_points is not None and len(hits) > max_points:
+        step = (len(hits) - 1) / (max_points - 1)
+        keep = sorted({round(i * step) for i in range(max_points)})
+        recall, precision = [recall[i] for i in keep], [precision[i] for i in keep]
+    return recall, precision
+
+
+def micro_ap(predictions: Sequence[Prediction], gt: Mapping[str, set[str]]) -> tuple[float, float]:
+    """(µAP, recall at 90% precision) of pooled predictions against ``gt``."""
+    n_gt = sum(len(v) for v in gt.values())
+    if n_gt == 0:
+        return 0.0, 0.0
+    ap, prev_recall, recall_at_p90 = 0.0, 0.0, 0.0
+    for recall, precision in zip(*pr_curve(predictions, gt)):
         ap += (recall - prev_recall) * precision
         prev_recall = recall
         if precision >= 0.9:

@@ -311,7 +311,8 @@ def _plan_queries(split: str, reg: list[LogoSource], unreg: list[LogoSource], cf
 # --------------------------------------------------------------------------- writing
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
+def write_csv(path: Path, header: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
+    """Deterministic CSV (fixed column order, \\n line ends) of the benchmark format's tables."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(header), lineterminator="\n", extrasaction="ignore")
     w.writeheader()
@@ -412,9 +413,9 @@ def build_corpus(
         ref_rows.sort(key=lambda r: r["reference_id"])
         q_jobs = _plan_queries(split, reg, unreg, cfg, seed)
         q_rows = sorted(_run_jobs(_do_query, q_jobs, workers, init_args, f"{split} queries", progress), key=lambda r: r["query_id"])
-        _write_csv(split_dir / "references.csv", ["reference_id", "brand", "sku", "kind", "source", "license"], ref_rows)
-        _write_csv(split_dir / "queries.csv", ["query_id", "family", "brand", "transform"], q_rows)
-        _write_csv(split_dir / "ground_truth.csv", ["query_id", "reference_id"], [r for r in q_rows if r["reference_id"]])
+        write_csv(split_dir / "references.csv", ["reference_id", "brand", "sku", "kind", "source", "license"], ref_rows)
+        write_csv(split_dir / "queries.csv", ["query_id", "family", "brand", "transform"], q_rows)
+        write_csv(split_dir / "ground_truth.csv", ["query_id", "reference_id"], [r for r in q_rows if r["reference_id"]])
         _contact_sheets(split_dir, q_rows, ref_rows)
         fam_counts = Counter(r["family"] for r in q_rows)
         counts[split] = SplitCounts(

@@ -37,6 +37,8 @@ import numpy as np
 
 from brandguard.errors import BrandguardError, InputError
 from brandguard.evaluation import Prediction, evaluate, list_images, micro_ap, read_ground_truth, read_query_families
+from brandguard.evaluation import pr_curve as evaluation_pr_curve
+from brandguard.datasets.corpus import write_csv
 from brandguard.vision.bundle import atomic_write_bytes
 
 REPORT_JSON = "gate_report.json"
@@ -111,21 +113,8 @@ class GateReport:
 
 def pr_curve(predictions: Sequence[Prediction], gt: dict[str, set[str]], max_points: int = 400) -> dict[str, list[float]]:
     """Pooled precision/recall after each prediction (as µAP sees them), downsampled."""
-    n_gt = sum(len(v) for v in gt.values())
-    best: dict[tuple[str, str], float] = {}
-    for p in predictions:
-        key = (p.query_id, p.reference_id)
-        if key not in best or p.score > best[key]:
-            best[key] = p.score
-    ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
-    if not ranked or n_gt == 0:
-        return {"precision": [], "recall": []}
-    hits = np.array([r in gt.get(q, ()) for (q, r), _ in ranked], dtype=np.float64)
-    tp = np.cumsum(hits)
-    prec = tp / np.arange(1, len(hits) + 1)
-    rec = tp / n_gt
-    idx = np.unique(np.linspace(0, len(hits) - 1, min(max_points, len(hits))).astype(int))
-    return {"precision": [round(float(x), 5) for x in prec[idx]], "recall": [round(float(x), 5) for x in rec[idx]]}
+    recall, precision = evaluation_pr_curve(predictions, gt, max_points)
+    return {"precision": [round(x, 5) for x in precision], "recall": [round(x, 5) for x in recall]}
 
 
 def to_brand_level(predictions: Sequence[Prediction], gt: dict[str, set[str]]) -> tuple[list[Prediction], dict[str, set[str]]]:
@@ -337,22 +326,14 @@ def build_brand_benchmark(out: Path, brand: str, references: Sequence[BenchSourc
         except InputError:
             continue
         add(img, family, ref_id, brand if ref_id else "", [f"feedback:{Path(path).name}"])
-    _write_csv(out / "queries.csv", ["query_id", "family", "brand", "transform"], rows)
-    _write_csv(out / "ground_truth.csv", ["query_id", "reference_id"], [r for r in rows if r["reference_id"]])
+    write_csv(out / "queries.csv", ["query_id", "family", "brand", "transform"], rows)
+    write_csv(out / "ground_truth.csv", ["query_id", "reference_id"], [r for r in rows if r["reference_id"]])
     (out / "benchmark.json").write_text(json.dumps({
         "format": BENCH_FORMAT, "brand": brand, "seed": seed, "references": len(references),
         "other_references": len(others), "query_references": len(query_references), "queries": len(rows),
         "families": {f: sum(r["family"] == f for r in rows) for f in sorted({r["family"] for r in rows})},
     }, indent=2, sort_keys=True) + "\n")
     return out
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[dict[str, str]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(header), lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    path.write_text(buf.getvalue(), encoding="utf-8")
 
 
 def regression_split(path: str | os.PathLike[str] | None = None, cache_root: str | os.PathLike[str] = "data_cache",
