@@ -105,6 +105,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     pipe = Pipeline.from_bundle(_resolve_bundle(args), threads=args.threads, device=args.device,
                                 region_mode=args.regions, require_index=True)
     opts = ScanOptions(engine=args.engine, workers=args.workers, threads=args.threads, batch_size=args.batch_size,
+                       part_size=args.part_size,
                        region_mode=args.regions, write_jsonl=args.jsonl, progress=not args.no_progress,
                        leads_db=args.leads_db, brand_info=args.brand_info)
     summary = scan(args.catalogue, pipe, args.out, opts)
@@ -252,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="decode worker processes (default: cores - 1; 0 decodes in-process)")
     p.add_argument("--batch-size", type=int, default=64, help="images per ONNX Runtime batch (default 64)")
+    p.add_argument("--part-size", type=int, default=2048,
+                   help="results per checkpointed part file (default 2048): at most this much work is redone "
+                        "after an interruption")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: decode worker processes + one embedder; ray: --workers Ray actors, each with "
                         "its own model and index (set RAY_ADDRESS to use a cluster)")

@@ -216,6 +216,8 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
             raise InputError(f"{out_dir} holds a scan of other inputs ({previous}); use a new --out folder")
     else:
         state_path.write_text(json.dumps(state, indent=2) + "\n")
+    for debris in parts_dir.glob(".part-*.tmp"):  # a part being written when a previous run was killed
+        debris.unlink()
     done, n_parts = _existing_parts(parts_dir)
 
     rows = list(read_catalogue(cat))
