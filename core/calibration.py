@@ -138,6 +138,9 @@ def _calibrate(judged: list[Judged], target: float, min_inliers: int,
         tp, n = tp + right(j), n + 1
         if tp / n >= target:
             floor = j.score
+    # A target no cut reaches yields a threshold just above the top score; clamp so the file
+    # stays valid (similarities never exceed 1, so 1.0 means "never on similarity alone").
+    t_flag, t_copy = min(t_flag, 1.0), min(t_copy, 1.0)
     cal = Calibration(copy=round(max(t_copy, t_flag), 6), knockoff=round(t_flag, 6), min_inliers=min_inliers,
                       verify_floor=round(floor, 6) if floor is not None else None,
                       method=f"global, precision {target:.2f} on {len(judged)} held-out queries")

@@ -62,8 +62,19 @@ def _resolve_bundle(args: argparse.Namespace) -> Path | None:
     return resolve_bundle(args.bundle, getattr(args, "registry", None), getattr(args, "deployment", "default"))
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 or negative sizes would loop or divide by zero)."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime / FAISS / OpenCV threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="ONNX Runtime / FAISS / OpenCV threads (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda uses onnxruntime's CUDA provider when installed, else falls back to cpu")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (for logs)")
@@ -136,7 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     pipe = Pipeline.from_bundle(_resolve_bundle(args), threads=args.threads, device=args.device,
                                 region_mode=args.regions)
     t0 = time.perf_counter()
-    run = predict(pipe, args.references, args.queries, k=args.k)
+    run = predict(pipe, args.references, args.queries, k=args.k, verify_top=args.verify_top)
     if not run.query_ids or run.n_references == 0:
         print("error: references and queries must each hold at least one readable image", file=sys.stderr)
         return EXIT_USAGE
@@ -154,6 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         fams = read_query_families(args.query_info) if args.query_info else None
         metrics = evaluate(run.predictions, gt, run.query_ids, fams)
         metrics.update(model_sha256=pipe.card.sha256, k=args.k, seconds=round(dt, 2), regions=args.regions,
+                       verify_top=args.verify_top,
                        unreadable_queries=len(run.unreadable_queries))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print(f"µAP {metrics['micro_ap']:.4f} · recall@P90 {metrics['recall_at_p90']:.4f} · "
@@ -252,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="decode worker processes (default: cores - 1; 0 decodes in-process)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per ONNX Runtime batch (default 64)")
-    p.add_argument("--part-size", type=int, default=2048,
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per ONNX Runtime batch (default 64)")
+    p.add_argument("--part-size", type=positive_int, default=2048,
                    help="results per checkpointed part file (default 2048): at most this much work is redone "
                         "after an interruption")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -286,9 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-info", type=Path, default=None,
                    help="CSV with query_id,family for per-family metrics (the corpus's queries.csv)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--k", type=int, default=10, help="predictions per query (default 10)")
+    p.add_argument("--k", type=positive_int, default=10, help="predictions per query (default 10)")
     p.add_argument("--regions", choices=("full", "grid"), default="full",
                    help="query regions searched, as in `scan` (grid: + 5 crops, finds small logos)")
+    p.add_argument("--verify-top", type=int, default=0,
+                   help="check the N best references of each query with local features (ORB + RANSAC), as "
+                        "the verdict step does, and rank geometrically verified ones first (default 0: off)")
     _add_bundle_arg(p)
     _add_registry_arg(p)
     _add_runtime_args(p)
@@ -310,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="build a demo catalogue from real logos, index, scan, report")
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_demo)
 
@@ -357,12 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     # Thread counts must be in the environment before numpy/OpenCV load their pools, and
     # building the parser imports subcommand modules: read --threads first.
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--threads", type=int, default=1)
+    pre.add_argument("--threads", type=positive_int, default=1)
     known, _ = pre.parse_known_args(argv)
     set_threads(max(1, known.threads))
     parser = build_parser()
     args = parser.parse_args(argv)
-    from brandguard.errors import BundleError, InputError, ReferenceIndexError
+    from brandguard.errors import BrandguardError, BundleError, InputError, ReferenceIndexError
     from brandguard.registry import RegistryError
 
     try:
@@ -373,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrandguardError as exc:  # training, gate and other typed failures: still no traceback
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ARTIFACT
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -26,10 +26,14 @@ class PredictionRun:
     unreadable_references: list[str] = field(default_factory=list)
 
 
-def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch: int = 64) -> PredictionRun:
+def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch: int = 64,
+            verify_top: int = 0) -> PredictionRun:
     """Top-``k`` (query, reference, score) per query against an exact scratch index of ``references``.
 
     The bundle's own index is never touched; brand = first folder of a reference id.
+    ``verify_top`` > 0 checks the best hits with local features, as the verdict step does: a
+    geometrically verified reference (>= the calibration's ``min_inliers``) is scored
+    1 + inliers/1000, above any cosine similarity, so the ranking reflects the copy decision.
     """
     refs, qs = list_images(references), list_images(queries)
     rvec, rerr = pipe.embed_sources([str(p) for _, p in refs])
@@ -39,8 +43,9 @@ def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch:
     saved = pipe.index
     with tempfile.TemporaryDirectory() as tmp:
         pipe.index = ReferenceIndex.build(tmp, pipe.card, rvec[ok],
-                                          [ReferenceRecord(refs[i][0], refs[i][0].split("/")[0]) for i in ok],
-                                          factory="IDMap2,Flat")
+                                          [ReferenceRecord(refs[i][0], refs[i][0].split("/")[0], source=str(refs[i][1].resolve()))
+                                           for i in ok],
+                                          factory="IDMap2,Flat", threads=pipe.embedder.info.threads)
         top_k, pipe.top_k = pipe.top_k, k
         try:
             for start in range(0, len(qs), batch):
@@ -56,8 +61,15 @@ def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch:
                 import numpy as np
 
                 vecs = pipe.embed_crops(np.concatenate([it.crops for _, it in items]))
+                paths = dict(chunk)
                 for (qid, _), (hits, _ev) in zip(items, pipe.search_merged([it for _, it in items], vecs)):
-                    run.predictions.extend(Prediction(qid, h.reference_id, h.score) for h in hits)
+                    scores = {h.reference_id: h.score for h in hits}
+                    if verify_top > 0 and hits:
+                        top = [h.reference_id for h in hits[:verify_top]]
+                        for rid, g in zip(top, pipe.verify_many(str(paths[qid]), top)):
+                            if g.inliers >= pipe.calibration.min_inliers:
+                                scores[rid] = 1.0 + min(g.inliers, 999) / 1000.0
+                    run.predictions.extend(Prediction(qid, rid, sc) for rid, sc in scores.items())
         finally:
             pipe.index.close()
             pipe.index, pipe.top_k = saved, top_k

@@ -109,11 +109,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
+# Files that readers create at run time (SQLite's WAL and shared memory, the service's write
+# lock): they are not content, and hashing them would flag every opened version as tampered.
+_RUNTIME_SUFFIXES = (".tmp", "-wal", "-shm", ".lock")
+
+
 def _tree_hashes(root: Path) -> dict[str, str]:
-    """sha256 of every regular file under ``root`` except ``version.json`` and temp files."""
+    """sha256 of every regular file under ``root`` except ``version.json`` and run-time files."""
     out: dict[str, str] = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != VERSION_FILE and not p.name.endswith(".tmp"):
+        if p.is_file() and p.name != VERSION_FILE and not p.name.endswith(_RUNTIME_SUFFIXES):
             out[p.relative_to(root).as_posix()] = sha256_file(p)
     return out
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from brandguard.datasets.readers import ListingRow, read_catalogue
 from brandguard.errors import ImageDecodeError, InputError
-from brandguard.vision.bundle import ModelCard
+from brandguard.vision.bundle import ModelCard, atomic_write_bytes
 from brandguard.vision.decide import Verdict
 from brandguard.vision.decode import DecodeLimits
 from brandguard.vision.pipeline import Pipeline, PreparedImage, prepare_image
@@ -65,6 +65,12 @@ class ScanOptions:
     leads_db: Path | None = None  # flagged listings become leads there (status "new")
     brand_info: Path | None = None  # authorised sellers and reference prices per brand
 
+    def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise InputError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.batch_size < 1 or self.part_size < 1 or self.threads < 1 or self.workers < 0:
+            raise InputError("batch_size, part_size and threads must be >= 1 and workers >= 0")
+
 
 @dataclass
 class ScanSummary:
@@ -80,6 +86,8 @@ class ScanSummary:
     leads: int = 0
     new_leads: int = 0
     authorized: int = 0
+    removed: int = 0  # listings in earlier results that left the catalogue
+    lead_errors: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     images_per_second: float = 0.0
     model_sha256: str = ""
@@ -178,9 +186,15 @@ def _existing_parts(parts_dir: Path) -> tuple[dict[str, Fingerprint], int]:
 
 
 def _unchanged(row: ListingRow, old: Fingerprint) -> bool:
-    """True when ``row``'s image is the one already scanned (cheap stat first, hash if needed)."""
-    if row.error or old.sha256 is None:
-        return True  # a bad row or unreadable image already has its inconclusive result
+    """True when ``row``'s image is the one already scanned (cheap stat first, hash if needed).
+
+    A row whose earlier result had no image (missing file, bad row, unreadable) is rescanned
+    once it is a valid row: the file may have arrived since. A row still in error is not.
+    """
+    if old.sha256 is None:
+        return row.error is not None
+    if row.error:
+        return False  # was judged, now the row itself is broken: record that
     try:
         st = os.stat(row.image)
     except OSError:
@@ -211,11 +225,14 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
     state = _state(cat, pipeline, opts)
     state_path = out_dir / STATE_FILE
     if state_path.exists():
-        previous = json.loads(state_path.read_text())
+        try:
+            previous = json.loads(state_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{state_path} is unreadable ({exc}); remove it to restart the scan") from exc
         if previous != state:
             raise InputError(f"{out_dir} holds a scan of other inputs ({previous}); use a new --out folder")
     else:
-        state_path.write_text(json.dumps(state, indent=2) + "\n")
+        atomic_write_bytes(state_path, (json.dumps(state, indent=2) + "\n").encode())
     for debris in parts_dir.glob(".part-*.tmp"):  # a part being written when a previous run was killed
         debris.unlink()
     done, n_parts = _existing_parts(parts_dir)
@@ -259,7 +276,7 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
     bar.close()
     summary.seconds = round(time.perf_counter() - t0, 3)
     summary.images_per_second = round(summary.scanned / summary.seconds, 2) if summary.seconds > 0 else 0.0
-    _finalise(out_dir, parts_dir, summary, opts)
+    _finalise(out_dir, parts_dir, summary, opts, {r.listing_id for r in rows})
     return summary
 
 
@@ -294,16 +311,21 @@ def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOpt
         yield judge()
 
 
-def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOptions) -> None:
+def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOptions,
+              current_ids: set[str]) -> None:
+    """Merge parts into results (latest result per listing still in the catalogue), rank, write,
+    then record leads: the results never depend on the leads store being writable."""
     parts = sorted(parts_dir.glob("part-*.parquet"))
     table = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else RESULT_SCHEMA.empty_table()
     ids = table.column("listing_id").to_pylist()
-    if len(ids) != len(set(ids)):
-        # A rescanned (changed) listing appears in an older and a newer part: keep the newest.
-        last = {lid: i for i, lid in enumerate(ids)}
-        table = table.take(sorted(last.values()))
+    # A rescanned (changed) listing appears in an older and a newer part: keep the newest; a
+    # listing that left the catalogue is dropped (its parts stay, for the record).
+    last = {lid: i for i, lid in enumerate(ids)}
+    summary.removed = sum(1 for lid in last if lid not in current_ids)
+    table = table.take(sorted(i for lid, i in last.items() if lid in current_ids))
     rows = table.to_pylist()
-    rows = _rank_and_record_leads(rows, opts, summary)
+    confirmed = _confirmed_by_seller(opts.leads_db) if opts.leads_db is not None else {}
+    _rank(rows, opts, summary, confirmed)
     table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA.append(pa.field("lead", pa.string()))
                                  .append(pa.field("risk", pa.float64())).append(pa.field("risk_parts", pa.string())))
     tmp = out_dir / ".results.parquet.tmp"
@@ -317,55 +339,72 @@ def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOp
         os.replace(tmp_j, out_dir / "results.jsonl")
     summary.verdicts = dict(Counter(r["verdict"] for r in rows))
     summary.inconclusive_reasons = dict(Counter(r["reason"] for r in rows if r["verdict"] == "inconclusive"))
-    (out_dir / "summary.json").write_text(summary.to_json())
+    if opts.leads_db is not None:
+        _record_leads(rows, opts.leads_db, summary)
+    atomic_write_bytes(out_dir / "summary.json", summary.to_json().encode())
 
 
-def _rank_and_record_leads(rows: list[dict], opts: ScanOptions, summary: ScanSummary) -> list[dict]:
-    """Add ``lead`` (lead | authorized | empty) and ``risk`` to every row; upsert leads.
+def _confirmed_by_seller(db: Path) -> dict[str, int]:
+    from brandguard.leads import LeadStore
 
-    Upserts are keyed by (listing_id, brand), so re-finalising after a resume or an
-    incremental rescan never duplicates a lead nor resets its workflow status.
-    """
+    store = LeadStore(db)
+    try:
+        out: dict[str, int] = {}
+        for lead in _all_leads(store, "confirmed_counterfeit"):
+            if lead.seller_id:
+                out[lead.seller_id] = out.get(lead.seller_id, 0) + 1
+        return out
+    finally:
+        store.close()
+
+
+def _rank(rows: list[dict], opts: ScanOptions, summary: ScanSummary, confirmed: dict[str, int]) -> None:
+    """Add ``lead`` (lead | authorized | empty), ``risk`` and its parts to every row."""
     from brandguard.risk import load_brand_info, reference_price, risk_score
 
     info = load_brand_info(opts.brand_info)
-    store = None
-    confirmed: dict[str, int] = {}
-    if opts.leads_db is not None:
-        from brandguard.leads import LeadInput, LeadStore
+    for r in rows:
+        r["lead"], r["risk"], r["risk_parts"] = "", None, None
+        if r["verdict"] not in ("copy", "knockoff") or not r["brand"]:
+            continue
+        binfo = info.get(r["brand"])
+        if binfo is not None and r["seller_id"] and r["seller_id"] in binfo.authorized_sellers:
+            r["lead"] = "authorized"
+            summary.authorized += 1
+            continue
+        tops = json.loads(r["top_references"] or "[]")
+        sku = tops[0].get("sku") if tops else None
+        risk, parts = risk_score(r["verdict"], r["confidence"] or 0.0, r["price"],
+                                 reference_price(binfo, sku), confirmed.get(r["seller_id"] or "", 0))
+        r["lead"], r["risk"], r["risk_parts"] = "lead", risk, json.dumps(parts, sort_keys=True)
+        summary.leads += 1
 
-        store = LeadStore(opts.leads_db)
-        for lead in _all_leads(store, "confirmed_counterfeit"):
-            if lead.seller_id:
-                confirmed[lead.seller_id] = confirmed.get(lead.seller_id, 0) + 1
+
+def _record_leads(rows: list[dict], db: Path, summary: ScanSummary) -> None:
+    """Upsert every lead; keyed by (listing_id, brand), so re-finalising after a resume or an
+    incremental rescan never duplicates a lead nor resets its workflow status. A row the store
+    refuses (e.g. a brand name it does not accept) is counted, not fatal."""
+    from brandguard.errors import BrandguardError
+    from brandguard.leads import LeadInput, LeadStore
+
+    store = LeadStore(db)
     try:
         for r in rows:
-            r["lead"], r["risk"], r["risk_parts"] = "", None, None
-            if r["verdict"] not in ("copy", "knockoff") or not r["brand"]:
+            if r["lead"] != "lead":
                 continue
-            binfo = info.get(r["brand"])
-            if binfo is not None and r["seller_id"] and r["seller_id"] in binfo.authorized_sellers:
-                r["lead"] = "authorized"
-                summary.authorized += 1
-                continue
-            tops = json.loads(r["top_references"] or "[]")
-            sku = tops[0].get("sku") if tops else None
-            risk, parts = risk_score(r["verdict"], r["confidence"] or 0.0, r["price"],
-                                     reference_price(binfo, sku), confirmed.get(r["seller_id"] or "", 0))
-            r["lead"], r["risk"], r["risk_parts"] = "lead", risk, json.dumps(parts, sort_keys=True)
-            summary.leads += 1
-            if store is not None:
-                evidence = {**json.loads(r["evidence"] or "{}"), "risk": risk, "risk_parts": parts}
+            evidence = {**json.loads(r["evidence"] or "{}"), "risk": r["risk"],
+                        "risk_parts": json.loads(r["risk_parts"] or "{}")}
+            try:
                 _, created = store.upsert_lead(LeadInput(
                     listing_id=r["listing_id"], brand=r["brand"], verdict=r["verdict"],
                     confidence=float(r["confidence"] or 0.0), score=r["score"], reference_id=r["top_reference_id"],
                     image_path=r["image"], seller_id=r["seller_id"] or None, price=r["price"], evidence=evidence,
                     model_sha256=r["model_sha256"] or ""))
                 summary.new_leads += int(created)
+            except BrandguardError as exc:
+                summary.lead_errors[type(exc).__name__] = summary.lead_errors.get(type(exc).__name__, 0) + 1
     finally:
-        if store is not None:
-            store.close()
-    return rows
+        store.close()
 
 
 def _all_leads(store, status: str):

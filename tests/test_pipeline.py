@@ -97,11 +97,14 @@ def test_incremental_scan_only_new_or_changed(tiny_bundle, catalogue):
     save(blob_image(103), catalogue / "listings" / "new.jpg", quality=80)
     with open(catalogue / "catalogue.jsonl", "a") as f:
         f.write(json.dumps({"listing_id": "new", "image": "listings/new.jpg"}) + "\n")
+    # ...and the image of listing "gone", missing yesterday, has arrived.
+    save(blob_image(101)[0:220, 0:300], catalogue / "listings" / "missing.jpg", quality=80)
     s2 = scan(catalogue / "catalogue.jsonl", pipe, out, opts)
-    assert (s2.scanned, s2.changed) == (2, 1)
-    assert s2.unchanged == s2.total - 2
+    assert (s2.scanned, s2.changed) == (3, 2)  # new + replaced photo + the arrived one
+    assert s2.unchanged == s2.total - 3
     rows = {r["listing_id"]: r for r in read_results(out)}
     assert len(rows) == 12
+    assert rows["gone"]["verdict"] == "copy" and rows["gone"]["brand"] == "bolt"
     assert rows["other_1"]["verdict"] == "copy" and rows["other_1"]["brand"] == "cora"
     assert rows["new"]["brand"] == "dune" and len(rows["new"]["image_sha256"]) == 64
 
@@ -269,3 +272,26 @@ def test_scan_cli_writes_report_with_thumbnails_and_jsonl(tiny_bundle, catalogue
     assert len(lines) == 11 and all(json.loads(x)["verdict"] for x in lines)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdicts"]["inconclusive"] == 4 and summary["inconclusive_reasons"]["missing_file"] == 1
+
+
+def test_eval_verify_top_ranks_geometric_copies_first(tiny_bundle, tmp_path):
+    import cv2
+
+    refs, queries = tmp_path / "R", tmp_path / "Q"
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        tex = cv2.GaussianBlur((rng.random((240, 320, 3)) * 255).astype(np.uint8), (3, 3), 0)
+        save(tex, refs / f"brand{i}" / "logo.png")
+        scene = blob_image(50 + i, 480, 640)
+        scene[120:345, 150:450] = cv2.resize(tex, (300, 225))  # the reference, shrunk, inside a photo
+        save(scene, queries / f"q{i}.jpg", quality=92)
+    gt = tmp_path / "gt.csv"
+    gt.write_text("query_id,reference_id\n" + "".join(f"q{i},brand{i}/logo\n" for i in range(4)))
+    out = tmp_path / "eval"
+    assert main(["eval", "--references", str(refs), "--queries", str(queries), "--ground-truth", str(gt),
+                 "--out", str(out), "--bundle", str(tiny_bundle), "--k", "4", "--verify-top", "4"]) == EXIT_OK
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["recall_at_1"] == 1.0 and m["micro_ap"] == pytest.approx(1.0) and m["verify_top"] == 4
+    rows = [line.split(",") for line in (out / "predictions.csv").read_text().splitlines()[1:]]
+    verified = [(q, r) for q, r, s in rows if float(s) > 1.0]
+    assert sorted(verified) == [(f"q{i}", f"brand{i}/logo") for i in range(4)]

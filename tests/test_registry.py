@@ -145,6 +145,8 @@ def test_indexed_version_serves_through_resolve_bundle(reg: Registry, tiny_bundl
     assert len(pipe.index) == 4 and pipe.index.brands() == ["acme"]
     verdict, = pipe.check([str(refs / "acme" / "r2.png")])
     assert verdict.verdict == "copy" and verdict.top[0].reference_id == "acme/r2"
+    # While a reader holds the index open (SQLite WAL files appear), the version still verifies.
+    assert resolve_bundle(None, reg.root) == path
     pipe.index.close()
     assert resolve_bundle(tiny_bundle, None) == tiny_bundle
     with pytest.raises(RegistryError):

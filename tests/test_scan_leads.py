@@ -81,3 +81,23 @@ def test_scan_creates_ranked_leads_and_respects_authorised_sellers(tiny_bundle, 
     html = page.read_text()
     assert html.index("l2</code>") < html.index("l3</code>") < html.index("l1</code>")  # risk order, authorised last
     assert "authorised seller" in html
+
+
+def test_results_survive_a_leads_store_that_refuses_rows_and_removed_listings_drop(tiny_bundle, tmp_path):
+    save(blob_image(100), tmp_path / "refs" / "Hermès & Co" / "logo.png")  # not a valid lead-store brand name
+    save(blob_image(100)[5:235, 5:315], tmp_path / "l" / "a.jpg", quality=80)
+    save(blob_image(901), tmp_path / "l" / "b.jpg", quality=80)
+    cat = tmp_path / "cat.jsonl"
+    cat.write_text(json.dumps({"listing_id": "a", "image": "l/a.jpg"}) + "\n"
+                   + json.dumps({"listing_id": "b", "image": "l/b.jpg"}) + "\n")
+    assert main(["index", str(tmp_path / "refs"), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "b")]) == 0
+    pipe = Pipeline.from_bundle(tmp_path / "b", require_index=True)
+    opts = ScanOptions(workers=0, progress=False, leads_db=tmp_path / "leads.sqlite")
+    s = scan(cat, pipe, tmp_path / "out", opts)
+    res = {r["listing_id"]: r for r in read_results(tmp_path / "out")}
+    assert res["a"]["verdict"] == "copy" and res["a"]["lead"] == "lead"
+    assert s.lead_errors == {"InputError": 1} and s.new_leads == 0
+    # listing b leaves the catalogue: the next results no longer hold it
+    cat.write_text(json.dumps({"listing_id": "a", "image": "l/a.jpg"}) + "\n")
+    s2 = scan(cat, pipe, tmp_path / "out", opts)
+    assert s2.removed == 1 and [r["listing_id"] for r in read_results(tmp_path / "out")] == ["a"]

@@ -99,8 +99,9 @@ class Calibration:
             cal = cls(per_brand=per, **d)
         except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{path} is not a valid calibration file: {exc}") from exc
-        if not (0 <= cal.knockoff <= cal.copy <= 1):
-            raise BundleError(f"{path}: thresholds must satisfy 0 <= knockoff <= copy <= 1")
+        for name, th in [("global", cal), *cal.per_brand.items()]:
+            if not (0 <= th.knockoff <= th.copy <= 1):
+                raise BundleError(f"{path}: {name} thresholds must satisfy 0 <= knockoff <= copy <= 1")
         return cal
 
 

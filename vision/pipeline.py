@@ -146,17 +146,29 @@ class Pipeline:
 
     def verify(self, source: bytes | str | os.PathLike[str], reference_id: str) -> Geometry:
         """Local-feature evidence of ``source`` against one indexed reference (no match: 0 inliers)."""
-        ref_path = self.reference_path(reference_id)
-        if ref_path is None:
-            return NO_GEOMETRY
+        return self.verify_many(source, [reference_id])[0]
+
+    def verify_many(self, source: bytes | str | os.PathLike[str], reference_ids: Sequence[str]) -> list[Geometry]:
+        """Evidence against several references, decoding and describing the query once."""
         try:
             # A DCT-downscaled decode (>= 300 px short side) is plenty for ORB at WORK_SIDE.
             query = decode_image(source, target_side=300, limits=self.limits)
-            gray, factor = to_work_gray(query.rgb)
-            return self.verifier.verify(gray, factor, reference_id,
-                                        lambda: decode_image(ref_path, target_side=300, limits=self.limits).rgb)
         except ImageDecodeError:
-            return NO_GEOMETRY
+            return [NO_GEOMETRY] * len(reference_ids)
+        gray, factor = to_work_gray(query.rgb)
+        features = self.verifier.features(gray)
+        out = []
+        for rid in reference_ids:
+            ref_path = self.reference_path(rid)
+            if ref_path is None:
+                out.append(NO_GEOMETRY)
+                continue
+            try:
+                out.append(self.verifier.verify(gray, factor, rid, lambda p=ref_path: decode_image(
+                    p, target_side=300, limits=self.limits).rgb, query_features=features))
+            except ImageDecodeError:
+                out.append(NO_GEOMETRY)
+        return out
 
     def reference_path(self, reference_id: str) -> Path | None:
         """Where a reference's image lives: stored inside the bundle, or its original path."""

@@ -105,12 +105,13 @@ class Verifier:
             return 0, len(good), None
         return int(mask.sum()), len(good), m
 
-    def verify(self, query_gray: np.ndarray, query_factor: float, ref_key: str, load_ref_rgb) -> Geometry:
+    def verify(self, query_gray: np.ndarray, query_factor: float, ref_key: str, load_ref_rgb,
+               query_features=None) -> Geometry:
         """Match a query (work-size grey, with its scale factor) against a reference.
 
         ``scale`` in the result is reference size to listing size, in original pixels.
         """
-        q = self.features(query_gray)
+        q = query_features if query_features is not None else self.features(query_gray)
         straight, flipped, (rh, rw), ref_factor = self.reference_features(ref_key, load_ref_rgb)
         n1, g1, m1 = self._match(q, straight)
         # The mirror test doubles the matching cost; only pay it when the straight match failed.
