@@ -348,10 +348,14 @@ class Service:
         self.info = self._describe()
         log.info("index reloaded", extra={"generation": fresh.generation, "count": len(fresh)})
 
-    def judge_batch(self, items: Sequence) -> list:
-        """What the batcher runs: pick up other workers' index changes, then judge."""
+    def judge_batch(self, items: Sequence[tuple]) -> list:
+        """What the batcher runs: pick up other workers' index changes, then judge.
+
+        Items are (prepared image or decode error, upload bytes): the bytes let candidates be
+        verified with local features exactly as the scanner does, so both give one verdict.
+        """
         self.reload_if_changed()
-        return self.pipeline.judge(items)
+        return self.pipeline.judge([p for p, _ in items], [d for _, d in items])
 
     # ------------------------------------------------------------------ references (writes)
     def _add_reference_sync(self, data: bytes, ref: NewReference, suffix: str) -> tuple[ReferenceSource, int]:
@@ -442,7 +446,7 @@ class Service:
         async with anyio.create_task_group() as tg:
             for i, data in enumerate(images):
                 tg.start_soon(one, i, data)
-        verdicts = await self.batcher.submit_many(prepared, self.settings.request_timeout_s)
+        verdicts = await self.batcher.submit_many(list(zip(prepared, images)), self.settings.request_timeout_s)
         for v in verdicts:
             self.metrics.verdicts[v.verdict] = self.metrics.verdicts.get(v.verdict, 0) + 1
         return verdicts

@@ -45,3 +45,53 @@ def test_hostile_file_names_and_listing_ids_stay_inside_the_service(served):
     assert not outside
     for p in media.rglob("*"):
         assert p.resolve().is_relative_to(media)
+
+
+def test_service_and_scanner_give_the_same_verdict_with_geometric_evidence(tiny_bundle, tmp_path):
+    """The service verifies candidates with local features exactly as the scanner does."""
+    import cv2
+    import numpy as np
+
+    from brandguard.cli import main
+    from brandguard.leads import LeadStore
+    from brandguard.scanner import ScanOptions, read_results, scan
+    from brandguard.serve.app import create_app
+    from brandguard.serve.settings import Settings
+    from brandguard.vision.decide import Calibration
+    from brandguard.vision.pipeline import Pipeline
+    from test_serve import LiveServer
+    from tests_helpers import blob_image, save
+
+    rng = np.random.default_rng(0)
+    tex = cv2.GaussianBlur((rng.random((240, 320, 3)) * 255).astype(np.uint8), (3, 3), 0)
+    save(tex, tmp_path / "refs" / "tex" / "logo.png")
+    bundle = tmp_path / "bundle"
+    assert main(["index", str(tmp_path / "refs"), "--bundle", str(tiny_bundle), "--out", str(bundle)]) == 0
+    # thresholds that only a geometric verification can pass
+    (bundle / "calibration.json").write_text(Calibration(copy=1.0, knockoff=1.0, verify_floor=0.0,
+                                                         min_inliers=15, method="test").to_json())
+    scene = blob_image(777, 480, 640)
+    scene[100:340, 200:520] = tex
+    save(scene, tmp_path / "l" / "scene.jpg", quality=90)
+    (tmp_path / "cat.jsonl").write_text('{"listing_id": "s", "image": "l/scene.jpg"}\n')
+    scan(tmp_path / "cat.jsonl", Pipeline.from_bundle(bundle, require_index=True), tmp_path / "out",
+         ScanOptions(workers=0, progress=False))
+    (row,) = read_results(tmp_path / "out")
+    settings = Settings(bundle=bundle, leads_db=tmp_path / "leads.sqlite", threads=1)
+    store = LeadStore(settings.leads_db)
+    token, _ = store.create_key("scanner")
+    store.close()
+    import httpx
+
+    with LiveServer(create_app(settings)) as srv, httpx.Client(base_url=srv.url, timeout=30,
+                                                               headers={"Authorization": f"Bearer {token}"}) as c:
+        r = c.post("/v1/check", files={"file": ("scene.jpg", (tmp_path / "l" / "scene.jpg").read_bytes(),
+                                                "image/jpeg")})
+    assert r.status_code == 200
+    body = r.json()
+    assert row["verdict"] == body["verdict"] == "copy" and row["brand"] == body["brand"] == "tex"
+    import json as _json
+
+    scan_geometry = _json.loads(row["evidence"])["geometry"]
+    assert body["evidence"]["geometry"]["inliers"] == scan_geometry["inliers"] >= 15
+    assert body["evidence"]["decided_by"] == "geometric verification"
