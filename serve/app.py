@@ -512,8 +512,8 @@ class Service:
         out = []
         for data, v, listing in zip(images, verdicts, listings):
             lead_id = await self.maybe_record(data, v, listing, None) if record else None
-            out.append({"listing_id": listing.listing_id, **v.to_dict(), "lead_id": lead_id,
-                        "model_sha256": self.info.get("model_sha256")})
+            out.append({"listing_id": listing.listing_id, **scrub_verdict(v.to_dict(), principal.row_scope()),
+                        "lead_id": lead_id, "model_sha256": self.info.get("model_sha256")})
         return out
 
     # ------------------------------------------------------------------ evidence packages
@@ -562,7 +562,7 @@ class Service:
         pkg.add_file(f"listing/original{original.suffix if original else ''}", original, "listing upload (original)")
         pkg.add_file("listing/thumbnail.jpg", self._media_file(lead.image_path), "listing thumbnail")
         refs = self._add_references(pkg, lead.brand, lead.evidence, lead.reference_id)
-        pkg.add_json("verdict.json", lead.evidence)
+        pkg.add_json("verdict.json", scrub_verdict(lead.evidence, lead.brand))
         view = {k: v for k, v in lead.to_dict().items() if k not in ("image_path", "original_path", "evidence")}
         pkg.add_json("lead.json", {**view, "matched_references": refs,
                                    "history": [f.to_dict() for f in self.store.history(lead.id)]})
@@ -582,7 +582,7 @@ class Service:
             except NotFoundError:
                 lead = None
         refs = self._add_references(pkg, complaint.brand, complaint.verdict, lead.reference_id if lead else None)
-        pkg.add_json("verdict.json", complaint.verdict)
+        pkg.add_json("verdict.json", scrub_verdict(complaint.verdict, complaint.brand))
         view = {k: v for k, v in complaint.to_dict().items() if k not in ("image_path", "verdict")}
         pkg.add_json("complaint.json", {**view, "matched_references": refs,
                                         "lead_status": lead.status if lead else None})
@@ -866,8 +866,26 @@ _LISTING_FIELDS = {"listing_id": {"type": "string", "maxLength": 512}, "seller_i
                    "price": {"type": "number", "minimum": 0}}
 
 
-def _complaint_view(c: Complaint) -> dict[str, Any]:
+def scrub_verdict(d: dict[str, Any], brand: str | None) -> dict[str, Any]:
+    """What a ``brand:<name>`` key may see of a verdict: its own brand's matches only.
+
+    Checks search every registered brand; another brand's reference ids, SKUs and scores are
+    that brand's business. A verdict for another brand reads as ``clear`` for this brand.
+    """
+    if brand is None or not isinstance(d, dict) or "verdict" not in d:
+        return d
+    out = dict(d)
+    out["top"] = [h for h in d.get("top") or [] if isinstance(h, dict) and h.get("brand") == brand]
+    if d.get("brand") not in (None, brand):
+        out.update(verdict="clear", brand=None, score=None, confidence=1.0,
+                   evidence={"note": "no match among this brand's references"})
+    return out
+
+
+def _complaint_view(c: Complaint, principal: Principal | None = None) -> dict[str, Any]:
     d = c.to_dict()
+    if principal is not None and principal.row_scope() is not None:
+        d["verdict"] = scrub_verdict(d.get("verdict"), principal.row_scope())
     d.pop("image_path", None)  # a server path
     d["evidence_url"] = f"/v1/complaints/{c.id}/evidence.zip"
     return d
@@ -1101,7 +1119,7 @@ def create_app(settings: Settings) -> FastAPI:
             lambda: service.store.add_complaint(brand, listing.listing_id or "", record,
                                                 decided=verdict.verdict != "inconclusive", lead_id=lead_id,
                                                 image_path=image_path))
-        return _complaint_view(complaint)
+        return _complaint_view(complaint, principal)
 
     @app.get("/v1/complaints/report", tags=["complaints"])
     def complaints_report(principal: Complainer, store: StoreDep, brand: str | None = None,
@@ -1113,7 +1131,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/complaints/{complaint_id}", tags=["complaints"])
     def get_complaint(complaint_id: RecordId, principal: Complainer, store: StoreDep) -> dict[str, Any]:
-        return _complaint_view(store.get_complaint(complaint_id, brand=principal.row_scope()))
+        return _complaint_view(store.get_complaint(complaint_id, brand=principal.row_scope()), principal)
 
     @app.get("/v1/complaints/{complaint_id}/evidence.zip", tags=["complaints"], response_class=Response,
              responses={200: {"content": {"application/zip": {}}}})

@@ -169,10 +169,17 @@ def test_check_finds_copy_and_records_one_lead(served):
         store.close()
 
 
-def test_brand_key_checks_without_recording(served):
+def test_brand_key_checks_without_recording_and_sees_only_its_brand(served):
     with served.client("brand:acme") as c:
-        v = c.post("/v1/check", content=served.images["copy_cora"], params={"listing_id": "L-by-brand"}).json()
-    assert v["verdict"] == "copy" and v["brand"] == "cora" and v["lead_id"] is None
+        own = c.post("/v1/check", content=served.images["copy_acme"], params={"listing_id": "L-by-brand"}).json()
+        other = c.post("/v1/check", content=served.images["copy_cora"], params={"listing_id": "L-by-brand2"}).json()
+    assert own["verdict"] == "copy" and own["brand"] == "acme" and own["lead_id"] is None
+    assert own["top"] and all(h["brand"] == "acme" for h in own["top"])
+    # another brand's copy: acme learns nothing about cora's references
+    assert other["verdict"] == "clear" and other["brand"] is None and "cora" not in json.dumps(other)
+    with served.client("scanner") as c:
+        full = c.post("/v1/check", content=served.images["copy_cora"]).json()
+    assert full["verdict"] == "copy" and full["brand"] == "cora"
 
 
 def test_garbage_is_inconclusive_with_reason(served):
