@@ -46,7 +46,7 @@ test-all: setup browser
 # build the held-out val split if missing, calibrate the thresholds on it.
 train: setup
 	$(BIN)/python -m brandguard.training.train --out runs/default --minutes $(TRAIN_MINUTES) --input-size 128 \
-		--dim 256 $(if $(wildcard $(PHOTOS)),--photos $(PHOTOS)/train,)
+		--dim 256 $(if $(wildcard $(PHOTOS)),--photos $(PHOTOS),)
 	$(BIN)/python -m brandguard.training.export --ckpt runs/default/ckpt.pt --dest core/assets/default_bundle
 	$(MAKE) calibrate
 
