@@ -22,7 +22,8 @@ STD_SPLIT = REPO / "data_cache" / "corpus_std" / "test"
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "clothing-photos"
 
 LABELS = {
-    "brandguard": "brandguard (shipped model)",
+    "brandguard": "brandguard, embedding search (shipped model)",
+    "brandguard_verified": "brandguard + keypoint verification of the top 3",
     "phash": "pHash (imagehash)", "dhash": "dHash (imagehash)", "whash": "wHash (imagehash)",
     "pdq": "PDQ 256-bit (pdqhash)",
     "imagededup_phash": "imagededup PHash", "imagededup_dhash": "imagededup DHash",

@@ -76,12 +76,15 @@ def _orb_subset(ds: Dataset, n: int, seed: int = 0) -> list[str] | None:
     return sorted(out)
 
 
-def run_brandguard(ds: Dataset, cfg: BenchConfig, bundle: Path, out: Path) -> MethodQuality:
+def run_brandguard(ds: Dataset, cfg: BenchConfig, bundle: Path, out: Path, method: str = "brandguard",
+                   verify_top: int = 0) -> MethodQuality:
+    """``brandguard eval`` as a user runs it; ``verify_top`` adds the verdict step's keypoint check."""
     from brandguard.cli import main as cli_main
     from brandguard.evaluation import read_predictions
 
     argv = ["eval", "--references", str(ds.references), "--queries", str(ds.queries), "--out", str(out),
-            "--k", str(cfg.k), "--bundle", str(bundle), "--threads", str(cfg.threads), "--no-progress"]
+            "--k", str(cfg.k), "--bundle", str(bundle), "--threads", str(cfg.threads), "--no-progress",
+            "--verify-top", str(verify_top)]
     if ds.ground_truth:
         argv += ["--ground-truth", str(ds.ground_truth)]
     if ds.query_info:
@@ -90,10 +93,10 @@ def run_brandguard(ds: Dataset, cfg: BenchConfig, bundle: Path, out: Path) -> Me
     rc = cli_main(argv)
     dt = time.perf_counter() - t0
     if rc != 0:
-        return MethodQuality("brandguard", LABELS["brandguard"], dt, 0, 0, None, None, "", error=f"exit code {rc}")
+        return MethodQuality(method, LABELS[method], dt, 0, 0, None, None, "", error=f"exit code {rc}")
     preds = read_predictions(out / "predictions.csv")
     m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else None
-    return MethodQuality("brandguard", LABELS["brandguard"], round(dt, 2), m["n_queries"] if m else
+    return MethodQuality(method, LABELS[method], round(dt, 2), m["n_queries"] if m else
                          len({p.query_id for p in preds}), len(preds),
                          {k: m[k] for k in HEADLINE} if m else None, m.get("per_family") if m else None,
                          str(out / "predictions.csv"), {"model_sha256": m.get("model_sha256") if m else None})
@@ -148,6 +151,8 @@ def _run_method(method: str, ds: Dataset, cfg: BenchConfig, bundle: Path, out: P
     try:
         if method == "brandguard":
             r = run_brandguard(ds, cfg, bundle, out / "brandguard")
+        elif method == "brandguard_verified":
+            r = run_brandguard(ds, cfg, bundle, out / "brandguard_verified", method, verify_top=3)
         else:
             r = run_baseline_method(method, ds, cfg, out)
     except Exception as exc:  # noqa: BLE001 - one broken method must not lose the others' numbers
@@ -173,8 +178,9 @@ def plot_pr_curves(results: list[MethodQuality], ds: Dataset, out: Path) -> dict
     subsets = {r.method: {p.query_id for p in preds[r.method]} for r in ok}
     figures: dict[str, str] = {}
     palette = plt.get_cmap("tab10").colors
-    others = [r.method for r in ok if r.method != "brandguard"]
-    colours = {m: palette[i % len(palette)] for i, m in enumerate(others)} | {"brandguard": "black"}
+    others = [r.method for r in ok if not r.method.startswith("brandguard")]
+    colours = ({m: palette[i % len(palette)] for i, m in enumerate(others)}
+               | {"brandguard": "dimgray", "brandguard_verified": "black"})
 
     def draw(ax, family: str | None) -> None:  # noqa: ANN001
         distractors = {q for q in fams if q not in gt}
@@ -186,8 +192,8 @@ def plot_pr_curves(results: list[MethodQuality], ds: Dataset, out: Path) -> dict
             if scope is not None:
                 fam_gt = {q: v for q, v in fam_gt.items() if q in scope}
             c = pr_curve(preds[r.method], fam_gt, qs)
-            style = "-" if r.method == "brandguard" else "--" if r.method in ("orb", "tiny") else ":"
-            width = 2.4 if r.method == "brandguard" else 1.3
+            style = "-" if r.method.startswith("brandguard") else "--" if r.method in ("orb", "tiny") else ":"
+            width = 2.4 if r.method.startswith("brandguard") else 1.3
             ax.plot(c.recall, c.precision, style, lw=width, color=colours[r.method], label=r.label + (" †" if r.notes.get("query_subset") else ""))
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
