@@ -66,3 +66,15 @@ def test_verified_copies_are_flagged_below_the_similarity_threshold():
     # the cost bound: with verification allowed for only 20% of distractors, the floor stays high
     cal2, _ = calibrate(judged, 0.95, max_verify_share=0.2)
     assert cal2.verify_floor is None or cal2.verify_floor >= 0.5 + 16 * 0.02 - 1e-9
+
+
+def test_per_brand_thresholds_pick_the_brand_that_clears_its_own_threshold():
+    from brandguard.vision.decide import BrandThresholds, ReferenceHit, decide
+
+    cal = Calibration(copy=0.97, knockoff=0.95, per_brand={"b": BrandThresholds(copy=0.85, knockoff=0.80)},
+                      method="test")
+    hits = [ReferenceHit("a/r", "a", "", "", 0.90), ReferenceHit("b/r", "b", "", "", 0.89)]
+    v = decide(hits, cal)
+    assert v.verdict == "copy" and v.brand == "b"  # 0.89 clears b's own 0.85; 0.90 misses the global 0.95
+    only_global = decide(hits, Calibration(copy=0.97, knockoff=0.95, method="test"))
+    assert only_global.verdict == "clear"

@@ -109,6 +109,22 @@ def _logistic(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
 
 
+def candidate(hits: Sequence[ReferenceHit], calibration: Calibration) -> ReferenceHit | None:
+    """The hit to judge: the best hit of the brand whose own flag threshold it clears most.
+
+    With global thresholds only this is simply the top hit; with per-brand thresholds a brand
+    scoring 0.89 against its own 0.80 outranks another scoring 0.90 against a global 0.95.
+    """
+    if not hits:
+        return None
+    best_per_brand: dict[str, ReferenceHit] = {}
+    for h in hits:
+        if h.brand not in best_per_brand or h.score > best_per_brand[h.brand].score:
+            best_per_brand[h.brand] = h
+    return max(best_per_brand.values(),
+               key=lambda h: (h.score - calibration.for_brand(h.brand)[0].knockoff, h.score))
+
+
 def decide(hits: Sequence[ReferenceHit], calibration: Calibration,
            evidence: dict[str, Any] | None = None, geometry: Geometry | None = None) -> Verdict:
     """Verdict from the merged, best-first hits of one image.
@@ -119,9 +135,9 @@ def decide(hits: Sequence[ReferenceHit], calibration: Calibration,
     ``clear``: nothing registered is close.
     """
     ev = dict(evidence or {})
-    if not hits:
+    best = candidate(hits, calibration)
+    if best is None:
         return Verdict("clear", confidence=1.0, evidence={**ev, "note": "no references indexed"})
-    best = hits[0]
     th, calibrated = calibration.for_brand(best.brand)
     ev.update(calibrated=calibrated, thresholds={"copy": th.copy, "knockoff": th.knockoff},
               calibration=calibration.method)

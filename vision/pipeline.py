@@ -16,7 +16,7 @@ import numpy as np
 
 from brandguard.errors import ImageDecodeError, InputError
 from brandguard.vision.bundle import Bundle, ModelCard, default_bundle_path
-from brandguard.vision.decide import Calibration, ReferenceHit, Verdict, decide
+from brandguard.vision.decide import Calibration, ReferenceHit, Verdict, candidate, decide
 from brandguard.vision.decode import DecodeLimits, decode_image
 from brandguard.vision.embedder import Embedder
 from brandguard.vision.preprocess import normalise_batch, resize_for_model
@@ -138,9 +138,10 @@ class Pipeline:
                 continue
             hits, ev = next(merged)
             geometry = None
-            if hits and sources is not None and sources[i] is not None:
-                if hits[0].score >= self.calibration.verify_from(hits[0].brand):
-                    geometry = self.verify(sources[i], hits[0].reference_id)
+            best = candidate(hits, self.calibration)
+            if best is not None and sources is not None and sources[i] is not None:
+                if best.score >= self.calibration.verify_from(best.brand):
+                    geometry = self.verify(sources[i], best.reference_id)
             verdicts.append(decide(hits, self.calibration, ev, geometry))
         return verdicts
 
