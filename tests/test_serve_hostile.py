@@ -95,3 +95,20 @@ def test_service_and_scanner_give_the_same_verdict_with_geometric_evidence(tiny_
     scan_geometry = _json.loads(row["evidence"])["geometry"]
     assert body["evidence"]["geometry"]["inliers"] == scan_geometry["inliers"] >= 15
     assert body["evidence"]["decided_by"] == "geometric verification"
+
+
+def test_malformed_multipart_is_a_client_error(served):
+    """Broken multipart framing is answered with a 4xx, never a 5xx or a hang."""
+    bodies = [
+        (b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\nabc",  # no end
+         "multipart/form-data; boundary=XYZ"),
+        (b"garbage without any boundary", "multipart/form-data; boundary=XYZ"),
+        (b"--XYZ--\r\n", "multipart/form-data; boundary=XYZ"),  # no parts at all
+        (b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--XYZ--\r\n",
+         "multipart/form-data"),  # boundary missing from the header
+    ]
+    with served.client("scanner") as c:
+        for body, ctype in bodies:
+            r = c.post("/v1/check", content=body, headers={"Content-Type": ctype})
+            assert 400 <= r.status_code < 500, (body[:40], r.status_code, r.text[:200])
+        assert c.get("/healthz").status_code == 200
