@@ -19,7 +19,7 @@ brand views are not the distribution they were estimated on), which is ~3x cheap
 leaves most of the space untouched by construction.
 
 Feedback from the leads store (``--leads-db``): ``confirmed_counterfeit`` listings are extra
-positives for the brand's imagery (training and calibration); ``genuine`` and ``dismissed`` ones are
+positives for the brand's imagery (half train the model, the other half calibrate its threshold); ``genuine`` and ``dismissed`` ones are
 hard negatives for the brand's threshold (calibration only: a genuine listing may show the real
 mark, so it must not be pushed away from it).
 """
@@ -688,7 +688,13 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
                                   seed=cfg.seed + 1, per_reference=cfg.bench_per_reference,
                                   distractors=24 * cfg.bench_per_reference)
     first_ref = rows[0].reference_id
-    extra = [(p, "feedback_counterfeit", rid if rid in ref_ids else first_ref) for p, rid in feedback.positives]
+    # Confirmed counterfeits either train the model or calibrate its threshold, never both:
+    # calibrating on training data would overstate the brand's precision.
+    train_pos = [(p, rid) for p, rid in feedback.positives
+                 if int(hashlib.sha1(f"{cfg.seed}:{p}".encode()).hexdigest(), 16) % 2 == 0]
+    calib_pos = [x for x in feedback.positives if x not in train_pos]
+    training_data["feedback_split"] = {"train_positives": len(train_pos), "calibration_positives": len(calib_pos)}
+    extra = [(p, "feedback_counterfeit", rid if rid in ref_ids else first_ref) for p, rid in calib_pos]
     extra += [(p, f"feedback_{status}", "") for p, status in feedback.negatives]
     calib = build_brand_benchmark(work / "calibration_split", cfg.brand, brand_src, held_src, others, unreg,
                                   seed=cfg.seed + 101, extra_queries=extra)
@@ -704,7 +710,7 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
     brand_rgb = [resize_max(ensure_rgb(im), cfg.view_side) for im in brand_imgs]
     marks = [None if m is None else resize_max(m, cfg.view_side // 2) for m in marks]
     counterfeit = [(resize_max(ensure_rgb(_read_rgb(ref_path.get(rid or "", train_rows[0].path))), cfg.view_side),
-                    resize_max(ensure_rgb(_read_rgb(p)), cfg.view_side)) for p, rid in feedback.positives]
+                    resize_max(ensure_rgb(_read_rgb(p)), cfg.view_side)) for p, rid in train_pos]
     training_data["anchors"] = anchor_desc
     views = ViewSource(brand_rgb, marks, counterfeit, anchors, unreg[:4], parent.bundle.card, cfg.view_side, cfg.seed,
                        cfg.photo_fraction)
