@@ -43,7 +43,7 @@ test-all: setup browser
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # Retrain the shipped model from scratch: train (bounded CPU time), export with the parity check,
-# build the held-out val split if missing, calibrate the thresholds on it.
+# build the corpus if missing, store a score background (train-split distractors), calibrate on val.
 train: setup
 	$(BIN)/python -m brandguard.training.train --out runs/default --minutes $(TRAIN_MINUTES) --input-size 128 \
 		--dim 256 $(if $(wildcard $(PHOTOS)),--photos $(PHOTOS),)
@@ -53,6 +53,7 @@ train: setup
 calibrate: setup
 	@test -d data_cache/corpus_std/val || $(BIN)/brandguard corpus --size standard --out data_cache/corpus_std \
 		$(if $(wildcard $(PHOTOS)),--photos $(PHOTOS),)
+	$(BIN)/brandguard background --bundle core/assets/default_bundle --split data_cache/corpus_std/train
 	$(BIN)/brandguard calibrate --bundle core/assets/default_bundle --split data_cache/corpus_std/val
 
 # Speed benchmarks: medians over repeats, ratios against the decode-only limit.

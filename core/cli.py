@@ -176,6 +176,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------------- background
+def cmd_background(args: argparse.Namespace) -> int:
+    import csv
+
+    from brandguard.evaluation import list_images
+    from brandguard.vision.background import write_background
+    from brandguard.vision.pipeline import Pipeline
+
+    paths: list[str] = []
+    if args.split is not None:
+        with open(args.split / "queries.csv", newline="", encoding="utf-8") as f:
+            paths += [str(args.split / "queries" / f"{r['query_id']}.jpg") for r in csv.DictReader(f)
+                      if r["family"].startswith("distractor")]
+    for folder in args.images or []:
+        paths += [str(p) for _, p in list_images(folder)]
+    paths = paths[: args.max]
+    if len(paths) < args.k:
+        print(f"error: need at least {args.k} background images, found {len(paths)}", file=sys.stderr)
+        return EXIT_USAGE
+    pipe = Pipeline.from_bundle(args.bundle, threads=args.threads, device=args.device)
+    vecs, errors = pipe.embed_sources(paths)
+    keep = [i for i, e in enumerate(errors) if e is None]
+    meta = write_background(pipe.bundle.path, pipe.card, vecs[keep], k=args.k, beta=args.beta,
+                            source=f"{len(keep)} images: " + ", ".join(
+                                str(x) for x in ([args.split] if args.split else []) + list(args.images or [])))
+    print(f"background of {meta.count} images (k={meta.k}, beta={meta.beta}) written to {pipe.bundle.path}; "
+          f"recalibrate: scores are now normalised")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------------- calibrate
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from brandguard.calibration import run_calibration
@@ -308,6 +338,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_registry_arg(p)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("background", help="store background vectors that normalise scores (SSCD-style)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+                           "Embed images that show no registered mark (a corpus split's distractor queries with\n"
+                           "--split, and/or folders with --images) and store them in the bundle. Scores become\n"
+                           "cosine minus the mean of the query's k nearest background similarities (x beta),\n"
+                           "which makes one threshold fit busy and plain images alike. Recalibrate afterwards."))
+    p.add_argument("--bundle", type=Path, required=True, help="bundle to write the background into")
+    p.add_argument("--split", type=Path, default=None, help="corpus split whose distractor queries are used")
+    p.add_argument("--images", type=Path, action="append", help="folder of background images (repeatable)")
+    p.add_argument("--k", type=positive_int, default=5, help="nearest background images averaged (default 5)")
+    p.add_argument("--beta", type=float, default=0.25,
+                   help="weight of the background term (default 0.25, chosen on the val split: µAP 0.126 -> 0.134)")
+    p.add_argument("--max", type=positive_int, default=20000, help="at most this many images (default 20000)")
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_background)
 
     p = sub.add_parser("calibrate", help="set verdict thresholds for a target precision on labelled held-out data",
                        formatter_class=argparse.RawDescriptionHelpFormatter, description=(

@@ -16,6 +16,8 @@ from brandguard.datasets.readers import ReferenceRow
 from brandguard.errors import InputError
 from brandguard.index.store import ReferenceIndex, ReferenceRecord
 from brandguard.vision.bundle import CARD_FILE, MODEL_FILE, Bundle, sha256_file
+from brandguard.vision.background import META_FILE as BACKGROUND_META
+from brandguard.vision.background import VECTORS_FILE as BACKGROUND_VECTORS
 from brandguard.vision.decide import CALIBRATION_FILE
 from brandguard.vision.pipeline import Pipeline
 
@@ -37,9 +39,10 @@ def new_bundle_from(model_bundle: Bundle, out: Path) -> Path:
     if out.resolve() != model_bundle.path.resolve():
         for name in (MODEL_FILE, CARD_FILE):
             shutil.copyfile(model_bundle.path / name, out / name)
-        # The model's global thresholds travel with it (they were calibrated for this model).
-        if (model_bundle.path / CALIBRATION_FILE).is_file():
-            shutil.copyfile(model_bundle.path / CALIBRATION_FILE, out / CALIBRATION_FILE)
+        # The model's global thresholds and score background travel with it (both belong to it).
+        for name in (CALIBRATION_FILE, BACKGROUND_VECTORS, BACKGROUND_META):
+            if (model_bundle.path / name).is_file():
+                shutil.copyfile(model_bundle.path / name, out / name)
     return out
 
 

@@ -78,3 +78,33 @@ def test_per_brand_thresholds_pick_the_brand_that_clears_its_own_threshold():
     assert v.verdict == "copy" and v.brand == "b"  # 0.89 clears b's own 0.85; 0.90 misses the global 0.95
     only_global = decide(hits, Calibration(copy=0.97, knockoff=0.95, method="test"))
     assert only_global.verdict == "clear"
+
+
+def test_background_normalises_scores_and_is_verified(tiny_bundle, tmp_path):
+    import numpy as np
+
+    from brandguard.errors import BundleError
+    from brandguard.vision.background import Background
+    from brandguard.vision.bundle import Bundle
+    from brandguard.vision.pipeline import Pipeline
+    from tests_helpers import blob_image, save
+
+    for i in range(3):
+        save(blob_image(60 + i), tmp_path / "refs" / f"b{i}" / "logo.png")
+    for i in range(12):
+        save(blob_image(300 + i), tmp_path / "bg" / f"{i}.jpg")
+    bundle = tmp_path / "bundle"
+    assert main(["index", str(tmp_path / "refs"), "--bundle", str(tiny_bundle), "--out", str(bundle)]) == EXIT_OK
+    raw = Pipeline.from_bundle(bundle).check([str(tmp_path / "refs" / "b1" / "logo.png")])[0]
+    assert main(["background", "--bundle", str(bundle), "--images", str(tmp_path / "bg"), "--k", "3"]) == EXIT_OK
+    pipe = Pipeline.from_bundle(bundle)
+    assert pipe.background is not None and pipe.background.meta.count == 12
+    (norm,) = pipe.check([str(tmp_path / "refs" / "b1" / "logo.png")])
+    q = pipe.embed_crops(pipe.prepare(str(tmp_path / "refs" / "b1" / "logo.png")).crops)
+    expected = raw.score - float(np.sort(q @ pipe.background.vectors.T, axis=1)[0, -3:].mean())
+    assert norm.score == pytest.approx(expected, abs=1e-4) and norm.evidence["cosine"] == pytest.approx(raw.score,
+                                                                                                        abs=1e-5)
+    # a background built with another model is refused
+    other = Bundle.load(tiny_bundle).card
+    with pytest.raises(BundleError, match="built with model"):
+        Background.load(bundle, type(other)(**{**other.__dict__, "sha256": "f" * 64}))

@@ -100,8 +100,9 @@ class Calibration:
         except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{path} is not a valid calibration file: {exc}") from exc
         for name, th in [("global", cal), *cal.per_brand.items()]:
-            if not (0 <= th.knockoff <= th.copy <= 1):
-                raise BundleError(f"{path}: {name} thresholds must satisfy 0 <= knockoff <= copy <= 1")
+            # Background-normalised scores (cosine minus background similarity) may be negative.
+            if not (-1 <= th.knockoff <= th.copy <= 1):
+                raise BundleError(f"{path}: {name} thresholds must satisfy -1 <= knockoff <= copy <= 1")
         return cal
 
 

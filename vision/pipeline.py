@@ -21,6 +21,7 @@ from brandguard.vision.decode import DecodeLimits, decode_image
 from brandguard.vision.embedder import Embedder
 from brandguard.vision.preprocess import normalise_batch, resize_for_model
 from brandguard.vision.regions import Box, crop, region_boxes
+from brandguard.vision.background import Background
 from brandguard.vision.verify import NO_GEOMETRY, Geometry, Verifier, to_work_gray
 
 
@@ -67,6 +68,7 @@ class Pipeline:
         self.top_k = top_k
         self.verifier = Verifier(min_inliers=calibration.min_inliers)
         self._sources: dict[str, str] = {}
+        self.background = Background.load(bundle.path, bundle.card)
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike[str] | None = None, *, threads: int = 1, device: str = "cpu",
@@ -96,27 +98,38 @@ class Pipeline:
         return np.concatenate(out) if out else np.zeros((0, self.card.embedding_dim), np.float32)
 
     def search_merged(self, items: Sequence[PreparedImage], vectors: np.ndarray) -> list[tuple[list[ReferenceHit], dict]]:
-        """Search every crop, merge per reference (best crop wins), best first, top_k kept."""
+        """Search every crop, merge per reference (best crop wins), best first, top_k kept.
+
+        With a background in the bundle, scores are normalised: cosine minus the crop's
+        background similarity (see ``vision/background.py``); the raw cosine stays in evidence.
+        """
         if self.index is None:
             raise InputError("this bundle has no reference index: build one with `brandguard index`")
         per_crop = self.index.search(vectors, k=self.top_k)
+        offsets = self.background.offsets(vectors) if self.background is not None and len(vectors) else None
         out, pos = [], 0
         for item in items:
             n = len(item.boxes)
-            best: dict[str, tuple[ReferenceHit, Box]] = {}
-            for box, hits in zip(item.boxes, per_crop[pos:pos + n]):
+            best: dict[str, tuple[ReferenceHit, Box, float]] = {}
+            for c, (box, hits) in enumerate(zip(item.boxes, per_crop[pos:pos + n])):
+                off = float(offsets[pos + c]) if offsets is not None else 0.0
                 for m in hits:
                     self._sources[m.reference_id] = m.source
+                    score = m.score - off
                     cur = best.get(m.reference_id)
-                    if cur is None or m.score > cur[0].score:
-                        best[m.reference_id] = (ReferenceHit(m.reference_id, m.brand, m.sku, m.kind, m.score), box)
+                    if cur is None or score > cur[0].score:
+                        best[m.reference_id] = (ReferenceHit(m.reference_id, m.brand, m.sku, m.kind, score), box,
+                                                m.score)
             pos += n
             ranked = sorted(best.values(), key=lambda hb: (-hb[0].score, hb[0].reference_id))[: self.top_k]
             evidence = {"region": ranked[0][1].name, "region_box": ranked[0][1].as_list(),
                         "image_size": list(item.size)} if ranked else {"image_size": list(item.size)}
+            if ranked and self.background is not None:
+                evidence["cosine"] = round(ranked[0][2], 6)
+                evidence["background_normalised"] = True
             if item.notes:
                 evidence["decode_notes"] = list(item.notes)
-            out.append(([h for h, _ in ranked], evidence))
+            out.append(([h for h, _, _ in ranked], evidence))
         return out
 
     def judge(self, items: Sequence[PreparedImage | ImageDecodeError],
