@@ -101,7 +101,7 @@ def test_background_normalises_scores_and_is_verified(tiny_bundle, tmp_path):
     assert pipe.background is not None and pipe.background.meta.count == 12
     (norm,) = pipe.check([str(tmp_path / "refs" / "b1" / "logo.png")])
     q = pipe.embed_crops(pipe.prepare(str(tmp_path / "refs" / "b1" / "logo.png")).crops)
-    expected = raw.score - float(np.sort(q @ pipe.background.vectors.T, axis=1)[0, -3:].mean())
+    expected = raw.score - pipe.background.meta.beta * float(np.sort(q @ pipe.background.vectors.T, axis=1)[0, -3:].mean())
     assert norm.score == pytest.approx(expected, abs=1e-4) and norm.evidence["cosine"] == pytest.approx(raw.score,
                                                                                                         abs=1e-5)
     # a background built with another model is refused
