@@ -44,10 +44,15 @@ class Judged:
     best_brand: str
     score: float
     inliers: int
+    verdict: str = ""
 
 
-def judge_split(pipe: Pipeline, split_dir: Path, threads: int = 1) -> list[Judged]:
-    """Run the pipeline over a split's queries against an index of its references."""
+def judge_split(pipe: Pipeline, split_dir: Path, threads: int = 1,
+                calibration: Calibration | None = None) -> list[Judged]:
+    """Run the pipeline over a split's queries against an index of its references.
+
+    Without ``calibration``, every candidate is verified (to calibrate); with one, the verdicts
+    are the production ones (to report them)."""
     queries_csv = split_dir / "queries.csv"
     if not queries_csv.is_file():
         raise InputError(f"{split_dir} has no queries.csv (family per query); is it a corpus split?")
@@ -59,7 +64,7 @@ def judge_split(pipe: Pipeline, split_dir: Path, threads: int = 1) -> list[Judge
                                        region_mode=pipe.region_mode)
         build_index(scratch, read_references(split_dir / "references"), threads=threads)
         # Judge with verification always on: thresholds must not gate the evidence they calibrate.
-        scratch.calibration = Calibration(copy=1.01, knockoff=-1.0, method="calibrating")
+        scratch.calibration = calibration or Calibration(copy=1.0, knockoff=-1.0, method="calibrating")
         out: list[Judged] = []
         queries = list_images(split_dir / "queries")
         for start in range(0, len(queries), 64):
@@ -71,7 +76,8 @@ def judge_split(pipe: Pipeline, split_dir: Path, threads: int = 1) -> list[Judge
                 brand = next(iter(refs)).split("/")[0] if refs else ""
                 g = v.evidence.get("geometry") or {}
                 out.append(Judged(qid, row.get("family", ""), brand, v.brand or (v.top[0].brand if v.top else ""),
-                                  float(v.score) if v.score is not None else -1.0, int(g.get("inliers", 0))))
+                                  float(v.score) if v.score is not None else -1.0, int(g.get("inliers", 0)),
+                                  v.verdict))
         scratch.index.close()
     return out
 
@@ -164,6 +170,50 @@ def _calibrate(judged: list[Judged], target: float, min_inliers: int,
         report["per_family"][fam] = {"n": len(js), "flagged": len(found), "flagged_right_brand": len(good),
                                      "recall": round(len(good) / len(js), 4) if fam in FLAG_FAMILIES else None}
     return cal, report
+
+
+EXPECTED_VERDICT = {"copy_light": "copy", "copy_strong": "copy", "knockoff": "knockoff",
+                    "logo_in_photo": "knockoff", "distractor_photo": "clear", "distractor_unregistered": "clear"}
+
+
+def verdict_report(judged: list[Judged]) -> dict:
+    """Verdicts vs what each query was built to be: confusion matrix, precision and recall.
+
+    A flag (copy or knockoff) counts as right only with the right brand. ``logo_in_photo``
+    (the mark on a product, no reference image reused) is expected as ``knockoff``.
+    """
+    found_kinds = ("copy", "knockoff", "clear", "inconclusive")
+    confusion = {e: {f: 0 for f in found_kinds} for e in ("copy", "knockoff", "clear")}
+    per_family: dict[str, dict] = {}
+    for j in judged:
+        expected = EXPECTED_VERDICT.get(j.family, "clear" if not j.brand else "copy")
+        confusion[expected][j.verdict if j.verdict in found_kinds else "inconclusive"] += 1
+        f = per_family.setdefault(j.family, {"n": 0, "flagged": 0, "flagged_right_brand": 0, "exact_verdict": 0})
+        f["n"] += 1
+        flagged = j.verdict in ("copy", "knockoff")
+        f["flagged"] += flagged
+        f["flagged_right_brand"] += flagged and bool(j.brand) and j.best_brand == j.brand
+        f["exact_verdict"] += j.verdict == expected and (expected == "clear" or j.best_brand == j.brand)
+    flags = [j for j in judged if j.verdict in ("copy", "knockoff")]
+    right = [j for j in flags if j.brand and j.best_brand == j.brand]
+    for fam, f in per_family.items():
+        f["recall"] = round(f["flagged_right_brand"] / f["n"], 4) if EXPECTED_VERDICT.get(fam) != "clear" else None
+        f["false_flag_rate"] = round(f["flagged"] / f["n"], 4) if EXPECTED_VERDICT.get(fam) == "clear" else None
+    copies = [j for j in flags if j.verdict == "copy"]
+    return {"n_queries": len(judged), "confusion": confusion,
+            "flag_precision": round(len(right) / len(flags), 4) if flags else None,
+            "copy_precision": round(sum(EXPECTED_VERDICT.get(j.family) == "copy" and j.best_brand == j.brand
+                                        for j in copies) / len(copies), 4) if copies else None,
+            "per_family": per_family}
+
+
+def run_verdict_report(bundle_dir: Path, split_dir: Path, threads: int = 1, region_mode: str = "full") -> dict:
+    """Production verdicts of ``bundle_dir`` (its own calibration) on a labelled split."""
+    t0 = time.perf_counter()
+    pipe = Pipeline.from_bundle(Bundle.load(bundle_dir).path, threads=threads, region_mode=region_mode)
+    report = verdict_report(judge_split(pipe, split_dir, threads=threads, calibration=pipe.calibration))
+    report.update(split=str(split_dir), calibration=pipe.calibration.method, seconds=round(time.perf_counter() - t0, 1))
+    return report
 
 
 def run_calibration(bundle_dir: Path, split_dir: Path, target: float = 0.95, threads: int = 1,

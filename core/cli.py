@@ -217,6 +217,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
           f"({report['n_queries']} queries, {report['seconds']:.0f}s) -> {args.bundle / 'calibration.json'}")
     for fam, m in report["per_family"].items():
         print(f"  {fam:<24} n={m['n']:<5} flagged {m['flagged']:<5} right brand {m['flagged_right_brand']}")
+    if args.report_split is not None:
+        from brandguard.calibration import run_verdict_report
+
+        vr = run_verdict_report(args.bundle, args.report_split, threads=args.threads, region_mode=args.regions)
+        dest = args.bundle / f"verdicts_{args.report_split.name}.json"
+        dest.write_text(json.dumps(vr, indent=2, sort_keys=True) + "\n")
+        print(f"verdicts on {args.report_split}: flag precision {vr['flag_precision']}, copy precision "
+              f"{vr['copy_precision']} -> {dest}")
+        print("  expected \\ found   " + "".join(f"{k:>14}" for k in ("copy", "knockoff", "clear", "inconclusive")))
+        for exp, row in vr["confusion"].items():
+            print(f"  {exp:<18}" + "".join(f"{row[k]:>14}" for k in ("copy", "knockoff", "clear", "inconclusive")))
+        for fam, m in vr["per_family"].items():
+            print(f"  {fam:<24} n={m['n']:<5} recall {m['recall']}  false-flag rate {m['false_flag_rate']}")
     return EXIT_OK
 
 
@@ -365,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", type=Path, required=True, help="bundle whose model is calibrated (written into)")
     p.add_argument("--split", type=Path, required=True, help="labelled corpus split, e.g. data_cache/corpus_std/val")
     p.add_argument("--target", type=float, default=0.95, help="precision to reach (default 0.95)")
+    p.add_argument("--report-split", type=Path, default=None,
+                   help="then judge this labelled split (e.g. the test split) with the new thresholds and write "
+                        "BUNDLE/verdicts_<split>.json: copy/knockoff/clear confusion matrix, precision, recall")
     p.add_argument("--regions", choices=("full", "grid"), default="full")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_calibrate)

@@ -46,7 +46,11 @@ def test_calibrate_cli_on_tiny_corpus(tiny_bundle, tmp_path):
     assert main(["index", str(tmp_path / "corpus" / "val" / "references"), "--bundle", str(tiny_bundle),
                  "--out", str(bundle)]) == EXIT_OK
     assert main(["calibrate", "--bundle", str(bundle), "--split", str(tmp_path / "corpus" / "val"),
-                 "--target", "0.9"]) == EXIT_OK
+                 "--target", "0.9", "--report-split", str(tmp_path / "corpus" / "val")]) == EXIT_OK
+    vr = json.loads((bundle / "verdicts_val.json").read_text())
+    n = sum(sum(row.values()) for row in vr["confusion"].values())
+    assert n == vr["n_queries"] == sum(f["n"] for f in vr["per_family"].values()) > 0
+    assert set(vr["confusion"]) == {"copy", "knockoff", "clear"}
     cal = Calibration.load(bundle)
     assert cal.method.startswith("global, precision 0.90") and 0 <= cal.knockoff <= cal.copy <= 1.01
     report = json.loads((bundle / "calibration_report.json").read_text())
@@ -108,3 +112,19 @@ def test_background_normalises_scores_and_is_verified(tiny_bundle, tmp_path):
     other = Bundle.load(tiny_bundle).card
     with pytest.raises(BundleError, match="built with model"):
         Background.load(bundle, type(other)(**{**other.__dict__, "sha256": "f" * 64}))
+
+
+def test_verdict_report_by_hand():
+    from brandguard.calibration import verdict_report
+
+    judged = [Judged("a", "copy_light", "x", "x", 0.9, 30, "copy"),
+              Judged("b", "knockoff", "x", "x", 0.8, 0, "copy"),       # knockoff called copy
+              Judged("c", "logo_in_photo", "y", "z", 0.7, 0, "knockoff"),  # wrong brand
+              Judged("d", "distractor_photo", "", "x", 0.2, 0, "clear"),
+              Judged("e", "distractor_photo", "", "x", 0.96, 0, "knockoff")]  # false flag
+    r = verdict_report(judged)
+    assert r["confusion"]["copy"]["copy"] == 1 and r["confusion"]["knockoff"]["copy"] == 1
+    assert r["confusion"]["knockoff"]["knockoff"] == 1 and r["confusion"]["clear"]["knockoff"] == 1
+    assert r["flag_precision"] == pytest.approx(2 / 4) and r["copy_precision"] == pytest.approx(1 / 2)
+    assert r["per_family"]["distractor_photo"]["false_flag_rate"] == 0.5
+    assert r["per_family"]["logo_in_photo"]["recall"] == 0.0
