@@ -54,7 +54,8 @@ calibrate: setup
 	@test -d data_cache/corpus_std/val || $(BIN)/brandguard corpus --size standard --out data_cache/corpus_std \
 		$(if $(wildcard $(PHOTOS)),--photos $(PHOTOS),)
 	$(BIN)/brandguard background --bundle core/assets/default_bundle --split data_cache/corpus_std/train
-	$(BIN)/brandguard calibrate --bundle core/assets/default_bundle --split data_cache/corpus_std/val
+	$(BIN)/brandguard calibrate --bundle core/assets/default_bundle --split data_cache/corpus_std/val \
+		--report-split data_cache/corpus_std/test
 
 # Speed benchmarks: medians over repeats, ratios against the decode-only limit.
 bench: setup
