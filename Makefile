@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := data,train,serve,scale,bench,dev
-TRAIN_MINUTES ?= 15
+TRAIN_MINUTES ?= 90
 PHOTOS ?= ../shared/data/clothing-photos
 
 .PHONY: setup browser demo test test-all train calibrate bench bench-quick bench-http clean
