@@ -102,7 +102,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     for ref_id, reason in report.skipped:
         print(f"warning: reference {ref_id} skipped: {reason}", file=sys.stderr)
     print(f"{verb} {report.indexed} references of {report.brands} brands into {args.out} "
-          f"({report.factory}, generation {report.generation}, {time.perf_counter() - t0:.1f}s)"
+          f"({report.factory}{', rebuilt by the size rule' if report.rebuilt else ''}, "
+          f"generation {report.generation}, {time.perf_counter() - t0:.1f}s)"
           + (f"; {len(report.skipped)} unreadable, listed above" if report.skipped else ""))
     return EXIT_USAGE if report.skipped and args.strict else EXIT_OK
 

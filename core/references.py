@@ -31,6 +31,7 @@ class IndexReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (reference_id, reason)
     factory: str = ""
     generation: int = 0
+    rebuilt: bool = False
 
 
 def new_bundle_from(model_bundle: Bundle, out: Path) -> Path:
@@ -96,6 +97,10 @@ def add_references(pipe: Pipeline, rows: Sequence[ReferenceRow]) -> IndexReport:
     vecs, records = _embed_rows(pipe, rows, report)
     if records:
         report.generation = pipe.index.add(vecs, records)
+        if pipe.index.needs_rebuild():  # grown past what its factory is good for: re-choose by size
+            pipe.index = pipe.index.rebuilt(pipe.card, threads=pipe.embedder.info.threads)
+            report.generation = pipe.index.generation
+            report.rebuilt = True
     report.indexed, report.brands = len(records), len({r.brand for r in records})
     report.factory = pipe.index.manifest.factory
     return report

@@ -351,6 +351,30 @@ class ReferenceIndex:
         """True when the size rule now picks another factory (e.g. grown past exact search)."""
         return choose_factory(len(self)) != self.manifest.factory
 
+    def rebuilt(self, card: ModelCard, factory: str | None = None, threads: int = 1) -> "ReferenceIndex":
+        """A new index over the same live references with ``factory`` (default: the size rule).
+
+        Vectors come back out of the current index (flat and IVF-flat codes are exact), so no
+        image is re-embedded; the new index replaces this one atomically, like any build.
+        """
+        try:
+            ivf = faiss.extract_index_ivf(self._index)
+            ivf.make_direct_map()
+        except RuntimeError:
+            pass  # not an IVF index: reconstruct works as is
+        g = self.generation
+        rows = self._db.execute(f"SELECT id, reference_id, brand, sku, kind, source FROM refs WHERE {_VISIBLE} "
+                                "ORDER BY id", (g, g)).fetchall()
+        try:
+            vecs = np.vstack([self._index.reconstruct(int(r[0])) for r in rows]) if rows else \
+                np.zeros((0, self.manifest.dim), np.float32)
+        except RuntimeError as exc:
+            raise ReferenceIndexError(f"factory {self.manifest.factory!r} cannot give its vectors back; "
+                                      "rebuild with `brandguard index` from the images") from exc
+        records = [ReferenceRecord(*r[1:]) for r in rows]
+        self.close()
+        return ReferenceIndex.build(self.folder, card, vecs, records, factory=factory, threads=threads)
+
     def _apply(self, change, new_gen: int) -> None:
         """Apply ``change`` to the in-memory index and commit it; on failure reload the last commit."""
         old_file = self.manifest.index_file

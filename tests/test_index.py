@@ -206,3 +206,19 @@ def test_ivf_index_is_searched_with_enough_lists(tmp_path):
     hits = loaded.search(queries, k=1)
     recall = np.mean([h[0].reference_id == records(4000)[i].reference_id for i, h in enumerate(hits)])
     assert recall > 0.95
+
+
+def test_growing_past_exact_search_rebuilds_with_the_size_rule(tmp_path):
+    rng = np.random.default_rng(11)
+    vecs = unit(rng, 100_010)
+    recs = [ReferenceRecord(f"b{i % 50}/r{i}", f"b{i % 50}") for i in range(100_010)]
+    idx = ReferenceIndex.build(tmp_path, card(), vecs[:99_990], recs[:99_990])
+    assert idx.manifest.factory == "IDMap2,Flat" and not idx.needs_rebuild()
+    idx.add(vecs[99_990:], recs[99_990:])
+    assert idx.needs_rebuild()
+    new = idx.rebuilt(card())
+    assert new.manifest.factory.startswith("IDMap2,IVF") and len(new) == 100_010
+    hits = new.search(vecs[[5, 99_995]], k=1)  # the stored vectors came back exactly
+    assert [h[0].reference_id for h in hits] == ["b5/r5", "b45/r99995"] and hits[0][0].score > 0.999
+    new.close()
+    assert ReferenceIndex.load(tmp_path, card()).manifest.factory == new.manifest.factory

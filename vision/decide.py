@@ -141,7 +141,9 @@ def decide(hits: Sequence[ReferenceHit], calibration: Calibration,
         return Verdict("clear", confidence=1.0, evidence={**ev, "note": "no references indexed"})
     th, calibrated = calibration.for_brand(best.brand)
     ev.update(calibrated=calibrated, thresholds={"copy": th.copy, "knockoff": th.knockoff},
-              calibration=calibration.method)
+              calibration=calibration.method,
+              # a brand without thresholds of its own uses the global ones, and the evidence says so
+              threshold_scope="brand" if best.brand in calibration.per_brand else "global")
     if geometry is not None:
         ev["geometry"] = geometry.to_dict()
     verified = geometry is not None and geometry.inliers >= calibration.min_inliers
