@@ -150,7 +150,8 @@ def environment() -> dict:
 
 
 def snapshot_bundle(src: Path | None, dest: Path, attempts: int = 5) -> Path:
-    """Copy the model bundle (model.onnx + model_card.json) and verify the copy's hash.
+    """Copy the model bundle (model, card, and the thresholds and score background that belong to
+    the model) and verify the copy's hash.
 
     Retries while the source is being rewritten (card and model briefly disagree).
     """
@@ -164,8 +165,9 @@ def snapshot_bundle(src: Path | None, dest: Path, attempts: int = 5) -> Path:
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
         try:
-            for name in ("model.onnx", "model_card.json"):
-                shutil.copyfile(src / name, dest / name)
+            from brandguard.references import new_bundle_from
+
+            new_bundle_from(Bundle.load(src), dest)
             Bundle.load(dest)
             return dest
         except (BundleError, OSError) as exc:

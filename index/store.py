@@ -59,16 +59,18 @@ _VISIBLE = "added_gen <= ? AND (removed_gen IS NULL OR removed_gen > ?)"
 DEFAULT_NPROBE = 32
 
 
-def tune_search(index: faiss.Index, nprobe: int = DEFAULT_NPROBE) -> None:
+def tune_search(index: faiss.Index, nprobe: int | None = None) -> None:
     """Set IVF ``nprobe`` (FAISS defaults to 1: recall@1 ~0.5 at 100k); no-op for exact indexes.
 
-    32 lists reach recall@1 ~0.97 against exact search at 100k references (make bench).
+    Default: 32 lists, or 1/32 of them for bigger indexes (make bench: nprobe 32 gives recall@1
+    0.96 at 100k / IVF1024 but 0.85 at 1M / IVF4096, where 128 keeps the same share).
     """
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
         return
-    ivf.nprobe = min(int(nprobe), int(ivf.nlist))
+    n = nprobe if nprobe is not None else max(DEFAULT_NPROBE, int(ivf.nlist) // 32)
+    ivf.nprobe = min(int(n), int(ivf.nlist))
 
 
 def choose_factory(n_vectors: int) -> str:
