@@ -123,8 +123,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     summary = scan(args.catalogue, pipe, args.out, opts)
     rows = read_results(args.out)
     if not args.no_report:
-        refs = {r.reference_id: str(pipe.bundle.path / r.source) if not Path(r.source).is_absolute() else r.source
-                for r in pipe.index.records()}
+        refs = {r.reference_id: pipe.source_path(r.source) for r in pipe.index.records()}
         page = write_html_report(rows, refs, Path(args.out) / "report.html",
                                  title=f"brandguard scan of {Path(args.catalogue).name}",
                                  summary=json.loads(summary.to_json()))

@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from brandguard.errors import ImageDecodeError
 from brandguard.evaluation import Prediction, list_images
 from brandguard.index.store import ReferenceIndex, ReferenceRecord
@@ -58,8 +60,6 @@ def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch:
                         run.unreadable_queries.append(qid)
                 if not items:
                     continue
-                import numpy as np
-
                 vecs = pipe.embed_crops(np.concatenate([it.crops for _, it in items]))
                 paths = dict(chunk)
                 for (qid, _), (hits, _ev) in zip(items, pipe.search_merged([it for _, it in items], vecs)):

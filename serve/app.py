@@ -271,8 +271,7 @@ def _reference_map(pipe) -> dict[str, ReferenceSource]:
     """id → ReferenceSource for every visible reference (sources made absolute)."""
     out = {}
     for r in pipe.index.records():
-        src = r.source if not r.source or Path(r.source).is_absolute() else str(pipe.bundle.path / r.source)
-        out[r.reference_id] = ReferenceSource(r.brand, src, r.sku, r.kind)
+        out[r.reference_id] = ReferenceSource(r.brand, pipe.source_path(r.source), r.sku, r.kind)
     return out
 
 
@@ -379,8 +378,7 @@ class Service:
                 raise InputError(f"the reference image cannot be used: {report.skipped[0][1]}")
             self._index_stamp = self._manifest_stamp()
             (rec,) = [r for r in self.pipeline.index.records(ref.brand) if r.reference_id == ref.reference_id]
-            src = rec.source if Path(rec.source).is_absolute() else str(self.pipeline.bundle.path / rec.source)
-            source = ReferenceSource(rec.brand, src, rec.sku, rec.kind)
+            source = ReferenceSource(rec.brand, self.pipeline.source_path(rec.source), rec.sku, rec.kind)
             self.references = {**self.references, ref.reference_id: source}
             self.info = self._describe()
             return source, report.generation

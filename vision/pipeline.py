@@ -184,13 +184,18 @@ class Pipeline:
                 out.append(NO_GEOMETRY)
         return out
 
+    def source_path(self, source: str) -> str:
+        """A reference's stored ``source`` as a usable path: relative ones live inside the bundle."""
+        if not source or Path(source).is_absolute():
+            return source
+        return str(self.bundle.path / source)
+
     def reference_path(self, reference_id: str) -> Path | None:
         """Where a reference's image lives: stored inside the bundle, or its original path."""
         src = self._sources.get(reference_id)
         if not src:
             return None
-        p = Path(src)
-        p = p if p.is_absolute() else self.bundle.path / p
+        p = Path(self.source_path(src))
         return p if p.is_file() else None
 
     def check(self, sources: Sequence[bytes | str | os.PathLike[str]]) -> list[Verdict]:
