@@ -4,6 +4,7 @@
 #   make test-all - every test, slow ones included
 #   make train  - retrain the shipped default model (CPU, bounded time), export, calibrate
 #   make bench  - benchmarks; results in bench_out/results.json and docs/BENCHMARKS.md
+#   make ablation - what each training ingredient adds; docs/ABLATION.md
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,7 @@ EXTRAS := data,train,serve,scale,bench,dev
 TRAIN_MINUTES ?= 90
 PHOTOS ?= ../shared/data/clothing-photos
 
-.PHONY: setup browser demo test test-all train calibrate bench bench-quick bench-http clean
+.PHONY: setup browser demo test test-all train calibrate ablation bench bench-quick bench-http clean
 
 setup: $(STAMP)
 
@@ -56,6 +57,11 @@ calibrate: setup
 	$(BIN)/brandguard background --bundle core/assets/default_bundle --split data_cache/corpus_std/train
 	$(BIN)/brandguard calibrate --bundle core/assets/default_bundle --split data_cache/corpus_std/val \
 		--report-split data_cache/corpus_std/test
+
+# Training ablation: each ingredient of the recipe switched off (or on) at a fixed step budget,
+# scored on the test split -> bench_out/ablation/results.json + docs/ABLATION.md (~45 min on 2 cores).
+ablation: setup
+	$(BIN)/python benchmarks/ablation.py $(if $(wildcard runs/long/bundle27),--length-bundles runs/long/bundle27,)
 
 # Speed benchmarks: medians over repeats, ratios against the decode-only limit.
 bench: setup

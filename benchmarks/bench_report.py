@@ -87,6 +87,7 @@ def _quality(q: dict, doc: Path) -> list[str]:
 
 SPEED_ROWS = [
     ("decode_full_1proc", "decode only, full size, 1 process"),
+    ("decode_full_all_cores", "decode only, full size, all cores"),
     ("decode_draft_1proc", "decode only, DCT-downscaled (scanner path), 1 process"),
     ("decode_limit_all_cores", "**decode-only limit**: DCT-downscaled, all cores"),
     ("scan_local", "`brandguard scan`, local engine"),
@@ -124,6 +125,17 @@ def _speed(s: dict) -> list[str]:
         r = v.get("median_per_s")
         lines.append(f"| {label} | {_f(r, 1)} | {', '.join(f'{x:.0f}' for x in v.get('runs_per_s', []))} | "
                      f"{_f(r / lim if r and lim else None, 3)} | {settings} |")
+    stages = s.get("stages") or {}
+    if stages.get("stages_cpu_ms_per_listing"):
+        lines += ["", "**Where the CPU goes** (one process, one thread, CPU ms per listing, best of the repeats; "
+                  "`judge` is the scanner's main-process work: normalise, embed, search, decide, keypoint "
+                  "verification of candidates):", "", "| stage | CPU ms / listing |", "|---|---:|"]
+        for k, v in stages["stages_cpu_ms_per_listing"].items():
+            lines.append(f"| {k.replace('_', ' ')} | {_f(v, 3)} |")
+        lines += [f"| **total (read + sha256 + decode + resize + judge)** | **{_f(stages.get('total_cpu_ms_per_listing'), 3)}** |",
+                  "", f"CPU-bound ceiling on {s['cores_used']} cores: **{_f(stages.get('ceiling_per_s'), 1)} img/s**; "
+                  f"the best scan-vs-decode-limit ratio any schedule of these stages could reach on CPU is "
+                  f"decode / total = **{_f(stages.get('ceiling_vs_decode_only'), 3)}**."]
     lines += ["", "| ratio | value |", "|---|---:|"]
     for k, v in (s.get("ratios") or {}).items():
         lines.append(f"| {k.replace('_', ' ')} | {_f(v)} |")

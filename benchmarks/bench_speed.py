@@ -78,6 +78,7 @@ def _init_decoder() -> None:
 
 
 def bench_decode(paths: list[str], side: int, cfg: BenchConfig) -> dict[str, Rate]:
+    """``side``: the scanner's decode side (``decode_side``), so the limit decodes exactly as it does."""
     out = {
         "decode_full_1proc": timed(lambda: sum(1 for p in paths if _decode_full(p)), cfg.repeats),
         "decode_draft_1proc": timed(lambda: sum(1 for p in paths if _decode_draft((p, side))), cfg.repeats),
@@ -87,8 +88,80 @@ def bench_decode(paths: list[str], side: int, cfg: BenchConfig) -> dict[str, Rat
         pool.map(_decode_draft, [(paths[0], side)] * procs)  # warm the workers
         out["decode_limit_all_cores"] = timed(
             lambda: sum(1 for _ in pool.imap_unordered(_decode_draft, [(p, side) for p in paths], chunksize=4)),
-            cfg.repeats, {"processes": procs, "path": "brandguard.vision.decode.decode_image(target_side=input)"})
+            cfg.repeats, {"processes": procs, "path": f"brandguard.vision.decode.decode_image(target_side={side})"})
+        out["decode_full_all_cores"] = timed(
+            lambda: sum(1 for _ in pool.imap_unordered(_decode_full, paths, chunksize=4)),
+            cfg.repeats, {"processes": procs, "path": "brandguard.vision.decode.decode_image() at full size"})
     return out
+
+
+def bench_stages(paths: list[str], bundle: Path, cfg: BenchConfig) -> dict:
+    """CPU milliseconds per listing of every scan stage, one process, one thread, in sequence.
+
+    Wall-clock rates on a shared box swing by 30%; per-stage CPU cost does not, and it answers
+    what a rate cannot: where the time goes, and the best any schedule of these stages could
+    do on ``cfg.threads`` cores (``ceiling``: cores / total CPU per listing).
+    """
+    import hashlib
+
+    import cv2
+
+    from brandguard.vision.decode import decode_image
+    from brandguard.vision.pipeline import Pipeline, PreparedImage, decode_side
+    from brandguard.vision.preprocess import normalise_batch, resize_for_model
+    from brandguard.vision.regions import region_boxes
+
+    cv2.setNumThreads(1)
+    pipe = Pipeline.from_bundle(bundle, threads=1, require_index=True)
+    side = decode_side(pipe.card.input_size, "full")
+    n = len(paths)
+
+    def cpu_ms(fn) -> float:  # noqa: ANN001
+        best = float("inf")
+        for _ in range(max(1, cfg.repeats)):
+            t0 = time.process_time()
+            fn()
+            best = min(best, (time.process_time() - t0) * 1e3 / n)
+        return round(best, 4)
+
+    datas: list[bytes] = []
+    decoded: list = []
+    crops: list = []
+
+    def read() -> None:
+        datas[:] = [Path(p).read_bytes() for p in paths]
+
+    st: dict[str, float] = {"read": cpu_ms(read)}
+    st["sha256"] = cpu_ms(lambda: [hashlib.sha256(d).digest() for d in datas])
+
+    def decode() -> None:
+        decoded[:] = [decode_image(d, target_side=side).rgb for d in datas]
+
+    def resize() -> None:
+        crops[:] = [resize_for_model(r, pipe.card) for r in decoded]
+
+    st["decode"] = cpu_ms(decode)
+    st["resize"] = cpu_ms(resize)
+    batch = np.stack(crops)
+    st["normalise"] = cpu_ms(lambda: [normalise_batch(batch[i:i + 64], pipe.card) for i in range(0, n, 64)])
+    x = [normalise_batch(batch[i:i + 64], pipe.card) for i in range(0, n, 64)]
+    st["embed"] = cpu_ms(lambda: [pipe.embedder.embed(b) for b in x])
+    items = [PreparedImage(crops=c[None], boxes=tuple(region_boxes(*r.shape[1::-1])), size=r.shape[1::-1], notes=())
+             for c, r in zip(crops, decoded)]
+    vecs = np.concatenate([pipe.embedder.embed(b) for b in x])
+    st["search"] = cpu_ms(lambda: pipe.search_merged(items, vecs))
+    st["judge_total_main_process"] = cpu_ms(lambda: [pipe.judge(items[i:i + 64], paths[i:i + 64])
+                                                     for i in range(0, n, 64)])
+    total = st["read"] + st["sha256"] + st["decode"] + st["resize"] + st["judge_total_main_process"]
+    decode_only = st["read"] + st["decode"]  # what the decode-limit workers do per listing
+    return {"stages_cpu_ms_per_listing": st, "decode_side": side,
+            "total_cpu_ms_per_listing": round(total, 4),
+            "ceiling_per_s": round(cfg.threads * 1e3 / total, 1),
+            "ceiling_vs_decode_only": round(decode_only / total, 3),
+            "note": "judge_total_main_process = normalise + embed + search + decide + keypoint verification "
+                    "of candidates, as the scanner's main process runs it; ceiling = cores / total CPU per "
+                    "listing (perfect overlap, no start-up); ceiling_vs_decode_only = decode / total, the best "
+                    "scan-vs-decode-limit ratio any schedule could reach on CPU"}
 
 
 # ------------------------------------------------------------------ embedding
@@ -151,7 +224,7 @@ def bench_scan(paths: list[Path], bundle: Path, cfg: BenchConfig, work: Path, lo
     cat = work / "catalogue.jsonl"
     cat.write_text("".join(json.dumps({"listing_id": p.stem, "image": str(p)}) + "\n" for p in paths))
     n = len(paths)
-    local_workers = max(1, cfg.threads - 1)  # the CLI default: cores - 1 decode processes + the embedder
+    local_workers = cfg.threads  # the CLI default: one decode process per core + the embedder
     out: dict = {"scan_local": timed_scan(lambda: _scan_rate(cat, bundle, work, n, "local", local_workers, cfg,
                                                               "local"))}
     log(f"[speed] scan local: {out['scan_local']['median_per_s']} img/s")
@@ -271,7 +344,9 @@ def run_speed(cfg: BenchConfig, model_bundle: Path, references: Path, log=print)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     paths = make_listing_jpegs(work / "listings", cfg.listings, cfg.photos)
-    side = Bundle.load(model_bundle).card.input_size
+    from brandguard.vision.pipeline import decode_side
+
+    side = decode_side(Bundle.load(model_bundle).card.input_size, "full")
     res: dict = {"listings": len(paths), "listing_long_side": 800,
                  "listing_source": str(cfg.photos) if cfg.photos and cfg.photos.is_dir() else "procedural",
                  "repeats": cfg.repeats, "cores_used": cfg.threads}
@@ -284,6 +359,10 @@ def run_speed(cfg: BenchConfig, model_bundle: Path, references: Path, log=print)
     t0 = time.perf_counter()
     bundle = index_references(model_bundle, references, work / "indexed_bundle", cfg.threads)
     res["index_build_s"] = round(time.perf_counter() - t0, 2)
+    log("[speed] stage costs …")
+    res["stages"] = bench_stages([str(p) for p in paths], bundle, cfg)
+    log(f"[speed] CPU per listing {res['stages']['total_cpu_ms_per_listing']} ms, "
+        f"ceiling {res['stages']['ceiling_per_s']} img/s")
     res.update(bench_scan(paths, bundle, cfg, work, log))
     log("[speed] imagededup …")
     try:
@@ -308,6 +387,10 @@ def ratios(r: dict) -> dict:
     out = {
         "draft_vs_full_decode_1proc": div(rate("decode_draft_1proc"), rate("decode_full_1proc")),
         "scan_local_vs_decode_limit": div(rate("scan_local"), lim),
+        "scan_local_vs_full_decode_all_cores": div(rate("scan_local"), rate("decode_full_all_cores")),
+        "scan_local_vs_cpu_ceiling": div(rate("scan_local"), (r.get("stages") or {}).get("ceiling_per_s")),
+        "cpu_ceiling_vs_decode_limit": div((r.get("stages") or {}).get("ceiling_per_s"), lim),
+        "cpu_ceiling_vs_imagededup_cnn": div((r.get("stages") or {}).get("ceiling_per_s"), rate("imagededup_cnn")),
         "imagededup_cnn_vs_decode_limit": div(rate("imagededup_cnn"), lim),
         "imagededup_phash_vs_decode_limit": div(rate("imagededup_phash"), lim),
         "scan_local_vs_imagededup_cnn": div(rate("scan_local"), rate("imagededup_cnn")),

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--photos", type=Path, default=None,
                    help=f"photos to make listing JPEGs from, searched recursively (default {DEFAULT_PHOTOS} when present, "
                         "else procedural images)")
-    g.add_argument("--listings", type=int, default=None, help="listing JPEGs for speed (default 600; quick 16)")
+    g.add_argument("--listings", type=int, default=None, help="listing JPEGs for speed (default 2000, so worker start-up is a small share; quick 16)")
     g.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2],
                    help="Ray scans to time, by worker count (default 1 2; none to skip Ray)")
     g.add_argument("--faiss-sizes", type=int, nargs="+", default=None,
@@ -95,13 +95,13 @@ def make_config(a: argparse.Namespace) -> BenchConfig:
         ds = Dataset.from_split(STD_SPLIT, "corpus_std/test")
     photos = a.photos
     if photos is None and DEFAULT_PHOTOS.is_dir():
-        photos = DEFAULT_PHOTOS  # every split: 600 listings need more than the 372 test photos
+        photos = DEFAULT_PHOTOS  # every split: 2000 listings need more than the 372 test photos
     sizes = tuple(a.faiss_sizes or ((2000, 20000) if a.quick else (100_000, 1_000_000)))
     # Quick mode times tiny indexes but with the factory the 100k size gets, so the IVF path runs too.
     factory_sizes = tuple(max(n, 100_000) if a.quick and i == len(sizes) - 1 else n for i, n in enumerate(sizes))
     return BenchConfig(
         quick=a.quick, out=a.out.resolve(), repeats=a.repeats or (1 if a.quick else 3), threads=max(1, a.threads),
-        listings=a.listings or (16 if a.quick else 600), photos=photos, bundle=a.bundle, dataset=ds, k=a.k,
+        listings=a.listings or (16 if a.quick else 2000), photos=photos, bundle=a.bundle, dataset=ds, k=a.k,
         methods=tuple(a.methods), orb_shortlist=a.orb_shortlist,
         orb_max_queries=a.orb_max_queries if a.orb_max_queries is not None else (0 if a.quick else 250),
         faiss_sizes=sizes, faiss_factory_sizes=factory_sizes,

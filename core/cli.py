@@ -305,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bundle_arg(p, "; must hold an index (see `brandguard index`)")
     _add_registry_arg(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                   help="decode worker processes (default: cores - 1; 0 decodes in-process)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="decode worker processes (default: one per core; the embedder in the main process "
+                        "shares them, measured faster than cores - 1; 0 decodes in-process)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per ONNX Runtime batch (default 64)")
     p.add_argument("--part-size", type=positive_int, default=2048,
                    help="results per checkpointed part file (default 2048): at most this much work is redone "

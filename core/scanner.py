@@ -159,7 +159,7 @@ def _verdict_row(row: ListingRow, v: Verdict, model_sha: str, fp: Fingerprint) -
         "image": row.image, "verdict": v.verdict, "brand": v.brand, "confidence": v.confidence,
         "score": v.score, "reason": v.reason,
         "top_reference_id": v.top[0].reference_id if v.top else None,
-        "top_references": json.dumps([asdict(h) for h in v.top]),
+        "top_references": json.dumps([h.to_dict() for h in v.top]),
         "evidence": json.dumps(v.evidence, sort_keys=True), "model_sha256": model_sha,
     }
 

@@ -114,6 +114,46 @@ def test_speed_rates_and_ratios(quick_run) -> None:
     lim = s["decode_limit_all_cores"]["median_per_s"]
     # ratios are stored rounded to 3 decimals
     assert s["ratios"]["scan_local_vs_decode_limit"] == pytest.approx(s["scan_local"]["median_per_s"] / lim, abs=6e-4)
+    assert s["decode_full_all_cores"]["items"] == n and s["decode_full_all_cores"]["median_per_s"] > 0
+
+
+def test_stage_costs_add_up_and_bound_the_scan(quick_run) -> None:
+    """The CPU breakdown is internally consistent: the stages the main process runs are inside
+    its judge total, the total is the sum of the parts, and the ceiling follows from it."""
+    r, _, _ = quick_run
+    st = r["speed"]["stages"]
+    ms = st["stages_cpu_ms_per_listing"]
+    for key in ("read", "sha256", "decode", "resize", "normalise", "embed", "search", "judge_total_main_process"):
+        assert ms[key] > 0, key
+    # judge runs normalise + embed + search and more, measured separately; allow timer granularity
+    assert ms["judge_total_main_process"] >= 0.8 * (ms["normalise"] + ms["embed"] + ms["search"])
+    total = ms["read"] + ms["sha256"] + ms["decode"] + ms["resize"] + ms["judge_total_main_process"]
+    assert st["total_cpu_ms_per_listing"] == pytest.approx(total, abs=1e-3)
+    cores = r["speed"]["cores_used"]
+    assert st["ceiling_per_s"] == pytest.approx(cores * 1e3 / total, rel=1e-3)
+    assert st["ceiling_vs_decode_only"] == pytest.approx((ms["read"] + ms["decode"]) / total, abs=1e-3)
+    from brandguard.vision.pipeline import decode_side
+
+    assert st["decode_side"] == decode_side(r["model"]["input_size"], "full")
+
+
+def test_ablation_report_from_results(tmp_path: Path) -> None:
+    """The ablation table is generated from its results file: deltas against the baseline row."""
+    abl = _bench_module("ablation")
+    row = {f"{f}_{m}": 0.1 for f in MARK_FAMILIES for m in ("map", "r1")}
+    res = {"command": "python benchmarks/ablation.py", "date": "2026-01-01 00:00 UTC", "cores": 2,
+           "split": "data_cache/corpus_std/test", "steps": 10, "seed": 0,
+           "variants": [{"variant": "baseline", "what": "recipe", "micro_ap": 0.25, "train_minutes": 1.0, **row},
+                        {"variant": "no_koleo", "what": "no KoLeo", "micro_ap": 0.20, "train_minutes": 1.0, **row}],
+           "length": [], "inference": [{"variant": "+ grid", "micro_ap": 0.3, "seconds": 5.0, **row}], "notes": []}
+    text = abl.write_markdown(res, tmp_path / "ABLATION.md").read_text()
+    lines = [ln for ln in text.splitlines() if ln.startswith("| no_koleo")]
+    assert len(lines) == 1 and "| -0.050 |" in lines[0]
+    assert "| baseline | recipe | 0.250 |  |" in text and "| + grid | 0.300 |" in text
+    metrics = {"micro_ap": 0.5, "recall_at_1": 0.6,
+               "per_family": {f: {"micro_ap": 0.1 * i, "recall_at_1": 0.2} for i, f in enumerate(MARK_FAMILIES)}}
+    s = abl.summarise(metrics)
+    assert s["micro_ap"] == 0.5 and s["knockoff_map"] == pytest.approx(0.3) and s["knockoff_r1"] == 0.2
 
 
 def test_faiss_sizes_factories_and_recall(quick_run) -> None:

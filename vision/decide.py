@@ -27,6 +27,11 @@ class ReferenceHit:
     kind: str
     score: float
 
+    def to_dict(self) -> dict:
+        """Plain dict for JSON (``dataclasses.asdict`` deep-copies; this runs per listing)."""
+        return {"reference_id": self.reference_id, "brand": self.brand, "sku": self.sku, "kind": self.kind,
+                "score": self.score}
+
 
 @dataclass(frozen=True)
 class Verdict:
