@@ -12,7 +12,8 @@ keypoint verification) are measured on the shipped model and listed below the tr
     python benchmarks/ablation.py --report-only    # rewrite docs/ABLATION.md from the results file
 
 Outputs: ``OUT/results.json`` (per variant: config, steps, minutes, metrics), each variant's run
-folder and bundle under ``OUT/<variant>/``, and ``docs/ABLATION.md``.
+folder and bundle under ``OUT/<variant>/``, ``docs/ABLATION.md`` and a copy of the results in
+``docs/bench/ablation_results.json``.
 """
 
 from __future__ import annotations
@@ -139,6 +140,12 @@ def _f(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
+def _cells(r: dict) -> str:
+    """The metric columns every table shares: µAP per family and knockoff recall@1."""
+    return " | ".join(_f(r[k]) for k in ("copy_light_map", "copy_strong_map", "logo_in_photo_map", "knockoff_map",
+                                          "knockoff_r1"))
+
+
 def write_markdown(res: dict, path: Path) -> Path:
     """``docs/ABLATION.md`` from the results file (the only source of its numbers)."""
     lines = ["# Training ablation", "",
@@ -152,26 +159,21 @@ def write_markdown(res: dict, path: Path) -> Path:
     base = next((r for r in res["variants"] if r["variant"] == "baseline"), None)
     for r in res["variants"]:
         d = None if base is None or r is base else r["micro_ap"] - base["micro_ap"]
-        lines.append(f"| {r['variant']} | {r['what']} | {_f(r['micro_ap'])} | "
-                     f"{'' if d is None else f'{d:+.3f}'} | {_f(r['copy_light_map'])} | {_f(r['copy_strong_map'])} | "
-                     f"{_f(r['logo_in_photo_map'])} | {_f(r['knockoff_map'])} | {_f(r['knockoff_r1'])} | "
-                     f"{r['train_minutes']:.1f} |")
+        lines.append(f"| {r['variant']} | {r['what']} | {_f(r['micro_ap'])} | {'' if d is None else f'{d:+.3f}'} | "
+                     f"{_cells(r)} | {r['train_minutes']:.1f} |")
     if res.get("length"):
         lines += ["", "**Training length** (the default recipe; same model, longer runs):", "",
                   "| run | steps | minutes | µAP | light | strong | in photo | knockoff | knockoff r@1 |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res["length"]:
             lines.append(f"| {r['variant']} | {r.get('steps') or '–'} | {r.get('train_minutes') or '–'} | "
-                         f"{_f(r['micro_ap'])} | {_f(r['copy_light_map'])} | {_f(r['copy_strong_map'])} | "
-                         f"{_f(r['logo_in_photo_map'])} | {_f(r['knockoff_map'])} | {_f(r['knockoff_r1'])} |")
+                         f"{_f(r['micro_ap'])} | {_cells(r)} |")
     if res.get("inference"):
-        lines += ["", "**Inference-side ingredients** (the shipped model, 89 CPU minutes of training):", "",
+        lines += ["", "**Inference-side ingredients** (the shipped model, trained for the longest run above):", "",
                   "| configuration | µAP | light | strong | in photo | knockoff | knockoff r@1 | eval s |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res["inference"]:
-            lines.append(f"| {r['variant']} | {_f(r['micro_ap'])} | {_f(r['copy_light_map'])} | "
-                         f"{_f(r['copy_strong_map'])} | {_f(r['logo_in_photo_map'])} | {_f(r['knockoff_map'])} | "
-                         f"{_f(r['knockoff_r1'])} | {r['seconds']:.0f} |")
+            lines.append(f"| {r['variant']} | {_f(r['micro_ap'])} | {_cells(r)} | {r['seconds']:.0f} |")
     if res.get("notes"):
         lines += ["", *res["notes"]]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real photos for training (default: the shared clothing photos' train split)")
     p.add_argument("--steps", type=int, default=800, help="training steps per variant (default 800)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--variants", nargs="+", choices=[v.name for v in VARIANTS], default=[v.name for v in VARIANTS])
+    p.add_argument("--variants", nargs="*", choices=[v.name for v in VARIANTS], default=[v.name for v in VARIANTS],
+                   help="variants to (re)train; the others keep their earlier results at the same --steps; "
+                        "none: only the length and inference rows")
     p.add_argument("--length-bundles", nargs="*", type=Path, default=[],
                    help="extra bundles of the default recipe trained longer, for the training-length table")
     p.add_argument("--no-inference", dest="inference", action="store_false",
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     res_path = a.out / "results.json"
     if a.report_only:
-        print(f"report: {write_markdown(json.loads(res_path.read_text()), a.doc)}")
+        print(f"report: {publish(res_path, a.doc)}")
         return 0
     if not (a.split / "ground_truth.csv").is_file():
         print(f"error: {a.split} is not a benchmark split; build it with `brandguard corpus --size standard`",
@@ -236,9 +240,23 @@ def main(argv: list[str] | None = None) -> int:
                               **summarise(m)})
     if a.inference:
         res["inference"] = inference_rows(a)
+        from brandguard.vision.bundle import default_bundle_path
+
+        tr = json.loads((default_bundle_path() / "model_card.json").read_text()).get("training", {})
+        res["length"] = [r for r in res["length"] if r["variant"] != "shipped default"]
+        res["length"].append({**res["inference"][0], "variant": "shipped default", "steps": tr.get("steps"),
+                              "train_minutes": tr.get("minutes")})
     res_path.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"results: {res_path}\nreport: {write_markdown(res, a.doc)}")
+    print(f"results: {res_path}\nreport: {publish(res_path, a.doc)}")
     return 0
+
+
+def publish(res_path: Path, doc: Path) -> Path:
+    """Write the Markdown table and keep a copy of its results beside it (``bench_out`` is not tracked)."""
+    copy = doc.parent / "bench" / "ablation_results.json"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(res_path.read_bytes())
+    return write_markdown(json.loads(res_path.read_text()), doc)
 
 
 if __name__ == "__main__":

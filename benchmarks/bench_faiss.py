@@ -2,9 +2,9 @@
 
 The factory at each size is the one ``brandguard.index.store.choose_factory`` picks (what
 ``brandguard index`` builds), built the way ``ReferenceIndex.build`` builds it: inner-product
-metric, trained on all the vectors, added with ids. ``nprobe`` is what the product uses (FAISS's
-default, 1, since the store never sets it) plus a short sweep, so the recall cost of that default
-is visible.
+metric, trained on all the vectors, added with ids. ``nprobe`` is swept (1 = FAISS's own default,
+8, 32) and the product's setting (``tune_search``: 32, or 1/32 of the lists for big indexes) is
+always among the rows, marked, so the recall the product actually gets is visible.
 
 Synthetic data: database = random unit vectors of the model's dimension; queries = database
 vectors plus Gaussian noise (renormalised), like a re-encoded copy of a reference, so every query
@@ -72,7 +72,7 @@ def _qps(fn, nq: int, repeats: int) -> float:  # noqa: ANN001
 def bench_size(n: int, factory_n: int, dim: int, nq: int, threads: int, repeats: int, k: int = 10) -> FaissRun:
     import faiss
 
-    from brandguard.index.store import choose_factory
+    from brandguard.index.store import choose_factory, tune_search
 
     faiss.omp_set_num_threads(threads)
     factory = choose_factory(factory_n)
@@ -93,7 +93,11 @@ def bench_size(n: int, factory_n: int, dim: int, nq: int, threads: int, repeats:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
         pass
-    probes = [p for p in NPROBE_SWEEP if ivf is None or p <= ivf.nlist] if ivf is not None else [None]
+    product_nprobe = None
+    if ivf is not None:
+        tune_search(index)  # exactly what ReferenceIndex does on load
+        product_nprobe = int(ivf.nprobe)
+    probes = sorted({p for p in NPROBE_SWEEP if p <= ivf.nlist} | {product_nprobe}) if ivf is not None else [None]
     search = []
     for p in probes:
         if ivf is not None:
@@ -104,7 +108,7 @@ def bench_size(n: int, factory_n: int, dim: int, nq: int, threads: int, repeats:
         faiss.omp_set_num_threads(1)
         row["qps_1thread"] = _qps(lambda: index.search(xq, k), nq, repeats)
         faiss.omp_set_num_threads(threads)
-        if p == 1 or p is None:
+        if p == product_nprobe:
             row["product_default"] = True
         search.append(row)
     return FaissRun(n, dim, factory, factory_n, round(t2 - t0, 2), round(t1 - t0, 2), round(t2 - t1, 2),

@@ -149,8 +149,8 @@ def _speed(s: dict) -> list[str]:
 def _faiss(f: dict) -> list[str]:
     lines = ["## FAISS search", "",
              f"Synthetic unit vectors, dimension {f['dim']} (the model's); {f['data']}. Factory = "
-             "`choose_factory(n)` (what `brandguard index` builds); nprobe 1 is the product's current default "
-             "(the store never sets it). recall@k = share of queries whose exact nearest neighbour (brute-force inner "
+             "`choose_factory(n)` (what `brandguard index` builds); nprobe in **bold** is what the product sets "
+             "(`tune_search`: 32, or 1/32 of the lists for big indexes); 1 is FAISS's own default. recall@k = share of queries whose exact nearest neighbour (brute-force inner "
              "product) is in the index's top k. With uncompressed (Flat) lists the scores are exact, so recall@10 equals "
              "recall@1: a miss means the neighbour's list was not probed.", "",
              "| n | factory | build s (train + add) | bytes/vector | nprobe | recall@1 | recall@10 | queries/s | "
@@ -160,7 +160,8 @@ def _faiss(f: dict) -> list[str]:
         for i, s in enumerate(r["search"]):
             head = (f"| {r['n']:,} | `{fac}` | {r['build_s']} ({r['train_s']} + {r['add_s']}) | {r['bytes_per_vector']} "
                     if i == 0 else "| | | | ")
-            lines.append(head + f"| {s['nprobe'] if s['nprobe'] is not None else '–'} | {s['recall_at_1']} | "
+            probe = "–" if s["nprobe"] is None else (f"**{s['nprobe']}**" if s.get("product_default") else s["nprobe"])
+            lines.append(head + f"| {probe} | {s['recall_at_1']} | "
                          f"{s['recall_at_10']} | {s['qps']:,.0f} | {s['qps_1thread']:,.0f} | "
                          + (f"{r['exact_search_qps']:,.0f} |" if i == 0 else " |"))
     e = f.get("estimate_10M")
@@ -236,7 +237,10 @@ def write_markdown(results: dict, doc: Path) -> Path:
         if sec.get("error"):
             lines += [f"## {TITLES[key]}", "", f"Failed: {sec['error']}", ""]
             continue
-        lines += fn(sec) + [""]
+        body = fn(sec)
+        if sec.get("reused_from"):
+            body[1:1] = ["", f"*From the run of {sec['reused_from']} (this run did not repeat this part: `--parts`).*"]
+        lines += body + [""]
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return doc

@@ -154,6 +154,28 @@ def _section(name: str, fn, log) -> dict:  # noqa: ANN001
     return sec
 
 
+def _previous_results(cfg: BenchConfig) -> dict:
+    """The results file a partial run (``--parts``) completes, if it is of the same mode."""
+    path = cfg.out / "results.json"
+    if set(cfg.parts) == set(PARTS) or not path.is_file():
+        return {}
+    try:
+        prev = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {}
+    return prev if prev.get("mode") == ("quick" if cfg.quick else "full") else {}
+
+
+def _reuse(previous: dict, part: str, model_sha: str) -> dict:
+    """A part not run this time keeps its earlier result when the same model produced it,
+    marked with the run it came from; otherwise it is reported as skipped."""
+    sec = previous.get(part)
+    if not isinstance(sec, dict) or sec.get("skipped") or sec.get("error") or \
+            (previous.get("model") or {}).get("sha256") != model_sha:
+        return {"skipped": True}
+    return {**sec, "reused_from": sec.get("reused_from") or (previous.get("environment") or {}).get("date")}
+
+
 def run(cfg: BenchConfig, argv: list[str], log=print) -> dict:  # noqa: ANN001
     import cv2
 
@@ -162,7 +184,9 @@ def run(cfg: BenchConfig, argv: list[str], log=print) -> dict:  # noqa: ANN001
     cv2.setNumThreads(cfg.threads)
     t0 = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
-    for stale in ("quality", "speed", "corpus_tiny", "model_bundle", "pr_overall.png", "pr_families.png"):
+    previous = _previous_results(cfg)
+    stale_outputs = {"quality": ("quality", "corpus_tiny", "pr_overall.png", "pr_families.png"), "speed": ("speed",)}
+    for stale in ("model_bundle", *(x for part in cfg.parts for x in stale_outputs.get(part, ()))):
         target = cfg.out / stale
         if target.is_dir():
             shutil.rmtree(target)
@@ -188,19 +212,19 @@ def run(cfg: BenchConfig, argv: list[str], log=print) -> dict:  # noqa: ANN001
 
         results["quality"] = _section("quality", lambda: run_quality(cfg, ds, bundle, log), log)
     else:
-        results["quality"] = {"skipped": True}
+        results["quality"] = _reuse(previous, "quality", card.sha256)
     if "speed" in cfg.parts:
         from bench_speed import run_speed
 
         results["speed"] = _section("speed", lambda: run_speed(cfg, bundle, ds.references, log), log)
     else:
-        results["speed"] = {"skipped": True}
+        results["speed"] = _reuse(previous, "speed", card.sha256)
     if "faiss" in cfg.parts:
         from bench_faiss import run_faiss
 
         results["faiss"] = _section("faiss", lambda: run_faiss(cfg, card.embedding_dim, log), log)
     else:
-        results["faiss"] = {"skipped": True}
+        results["faiss"] = _reuse(previous, "faiss", card.sha256)
     results["http"] = read_http(cfg.http_results)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     return results

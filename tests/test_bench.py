@@ -173,7 +173,12 @@ def test_faiss_sizes_factories_and_recall(quick_run) -> None:
             assert row["qps"] > 0 and row["qps_1thread"] > 0
     assert flat["search"][0]["recall_at_1"] == 1.0  # exact search agrees with brute force
     probes = [row["nprobe"] for row in ivf["search"]]
-    assert probes[0] == 1 and ivf["search"][0]["product_default"] and probes == sorted(probes)
+    assert probes[0] == 1 and probes == sorted(probes)
+    from brandguard.index.store import DEFAULT_NPROBE
+
+    defaults = [row["nprobe"] for row in ivf["search"] if row.get("product_default")]
+    nlist = int(ivf["factory"].split("IVF")[1].split(",")[0])
+    assert defaults == [min(nlist, max(DEFAULT_NPROBE, nlist // 32))]  # what tune_search sets on load
     recalls = [row["recall_at_1"] for row in ivf["search"]]
     assert recalls == sorted(recalls)  # probing more lists can only find more true neighbours
     est = f["estimate_10M"]
@@ -218,3 +223,22 @@ def test_hash_baseline_hamming_matches_bit_count() -> None:
     q, r = rng.random((5, 64)) > 0.5, rng.random((7, 64)) > 0.5
     expected = -np.array([[np.count_nonzero(a != b) for b in r] for a in q])
     assert np.array_equal(hamming_similarity(q, r), expected)
+
+
+def test_partial_run_reuses_earlier_sections_of_the_same_model(tmp_path: Path) -> None:
+    """`--parts faiss` completes an earlier full results file instead of blanking its other parts,
+    but never mixes in numbers of another model or another mode."""
+    run = _bench_module("run")
+    prev = {"mode": "full", "model": {"sha256": "a" * 64}, "environment": {"date": "2026-01-01 00:00 UTC"},
+            "quality": {"methods": {}}, "speed": {"error": "boom"}, "faiss": {"runs": []}}
+    (tmp_path / "results.json").write_text(json.dumps(prev))
+    cfg = run.make_config(run.build_parser().parse_args(["--out", str(tmp_path), "--parts", "faiss"]))
+    loaded = run._previous_results(cfg)
+    assert loaded == prev
+    assert run._reuse(loaded, "quality", "a" * 64) == {"methods": {}, "reused_from": "2026-01-01 00:00 UTC"}
+    assert run._reuse(loaded, "speed", "a" * 64) == {"skipped": True}  # a failed part is not carried over
+    assert run._reuse(loaded, "quality", "b" * 64) == {"skipped": True}  # another model's numbers never are
+    quick = run.make_config(run.build_parser().parse_args(["--quick", "--out", str(tmp_path), "--parts", "faiss"]))
+    assert run._previous_results(quick) == {}
+    full = run.make_config(run.build_parser().parse_args(["--out", str(tmp_path)]))
+    assert run._previous_results(full) == {}
