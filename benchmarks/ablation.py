@@ -161,19 +161,22 @@ def write_markdown(res: dict, path: Path) -> Path:
         d = None if base is None or r is base else r["micro_ap"] - base["micro_ap"]
         lines.append(f"| {r['variant']} | {r['what']} | {_f(r['micro_ap'])} | {'' if d is None else f'{d:+.3f}'} | "
                      f"{_cells(r)} | {r['train_minutes']:.1f} |")
-    if res.get("length"):
-        lines += ["", "**Training length** (the default recipe; same model, longer runs):", "",
-                  "| run | steps | minutes | µAP | light | strong | in photo | knockoff | knockoff r@1 |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in res["length"]:
-            lines.append(f"| {r['variant']} | {r.get('steps') or '–'} | {r.get('train_minutes') or '–'} | "
-                         f"{_f(r['micro_ap'])} | {_cells(r)} |")
-    if res.get("inference"):
-        lines += ["", "**Inference-side ingredients** (the shipped model, trained for the longest run above):", "",
-                  "| configuration | µAP | light | strong | in photo | knockoff | knockoff r@1 | eval s |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in res["inference"]:
-            lines.append(f"| {r['variant']} | {_f(r['micro_ap'])} | {_cells(r)} | {r['seconds']:.0f} |")
+    metric_head = "µAP | light | strong | in photo | knockoff | knockoff r@1"
+    sections = (
+        ("length", "**Training length** (the default recipe; same model, longer runs):", "run | steps | minutes",
+         lambda r: f"{r['variant']} | {r.get('steps') or '–'} | {r.get('train_minutes') or '–'}", ""),
+        ("inference", "**Inference-side ingredients** (the shipped model, trained for the longest run above):",
+         "configuration", lambda r: r["variant"], "eval s"),
+    )
+    for key, title, head, first, last in sections:
+        if not res.get(key):
+            continue
+        cols = [head, metric_head] + ([last] if last else [])
+        n = " | ".join(cols).count("|") + 1
+        lines += ["", title, "", f"| {' | '.join(cols)} |", "|---" + "|---:" * (n - 1) + "|"]
+        for r in res[key]:
+            tail = f" | {r['seconds']:.0f}" if last else ""
+            lines.append(f"| {first(r)} | {_f(r['micro_ap'])} | {_cells(r)}{tail} |")
     if res.get("notes"):
         lines += ["", *res["notes"]]
     path.parent.mkdir(parents=True, exist_ok=True)
