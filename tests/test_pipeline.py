@@ -295,3 +295,17 @@ def test_eval_verify_top_ranks_geometric_copies_first(tiny_bundle, tmp_path):
     rows = [line.split(",") for line in (out / "predictions.csv").read_text().splitlines()[1:]]
     verified = [(q, r) for q, r, s in rows if float(s) > 1.0]
     assert sorted(verified) == [(f"q{i}", f"brand{i}/logo") for i in range(4)]
+
+
+def test_pipeline_bounds_every_native_thread_pool(tiny_bundle: Path) -> None:
+    """``threads`` reaches the BLAS pools too (numpy's and FAISS's OpenBLAS): left alone they keep
+    one spinning thread per core after each matrix product, CPU a scan's decode workers need."""
+    import faiss
+    from threadpoolctl import threadpool_info
+
+    pipe = Pipeline.from_bundle(tiny_bundle, threads=1)
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas, "numpy's BLAS is always loaded"
+    assert all(p["num_threads"] == 1 for p in blas), blas
+    assert faiss.omp_get_max_threads() == 1
+    assert pipe.embedder.info.threads == 1
