@@ -107,7 +107,8 @@ def bench_stages(paths: list[str], bundle: Path, cfg: BenchConfig) -> dict:
     import cv2
 
     from brandguard.vision.decode import decode_image
-    from brandguard.vision.pipeline import Pipeline, PreparedImage, decode_side
+    from brandguard.vision.pipeline import Pipeline
+    from brandguard.vision.prepare import PreparedImage, decode_side
     from brandguard.vision.preprocess import normalise_batch, resize_for_model
     from brandguard.vision.regions import region_boxes
 
@@ -344,7 +345,7 @@ def run_speed(cfg: BenchConfig, model_bundle: Path, references: Path, log=print)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     paths = make_listing_jpegs(work / "listings", cfg.listings, cfg.photos)
-    from brandguard.vision.pipeline import decode_side
+    from brandguard.vision.prepare import decode_side
 
     side = decode_side(Bundle.load(model_bundle).card.input_size, "full")
     res: dict = {"listings": len(paths), "listing_long_side": 800,

@@ -16,7 +16,8 @@ import numpy as np
 from brandguard.errors import ImageDecodeError
 from brandguard.evaluation import Prediction, list_images
 from brandguard.index.store import ReferenceIndex, ReferenceRecord
-from brandguard.vision.pipeline import Pipeline, PreparedImage
+from brandguard.vision.pipeline import Pipeline
+from brandguard.vision.prepare import PreparedImage
 
 
 @dataclass

@@ -14,7 +14,6 @@ result per listing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -30,10 +29,11 @@ from tqdm import tqdm
 
 from brandguard.datasets.readers import ListingRow, read_catalogue
 from brandguard.errors import ImageDecodeError, InputError
-from brandguard.vision.bundle import ModelCard, atomic_write_bytes
+from brandguard.scan_worker import Fingerprint, fingerprint, init_worker, prepare_row
+from brandguard.vision.bundle import atomic_write_bytes
 from brandguard.vision.decide import Verdict
-from brandguard.vision.decode import DecodeLimits
-from brandguard.vision.pipeline import Pipeline, PreparedImage, prepare_image
+from brandguard.vision.pipeline import Pipeline
+from brandguard.vision.prepare import PreparedImage
 
 STATE_FILE = "scan_state.json"
 RESULT_COLUMNS = [
@@ -97,60 +97,6 @@ class ScanSummary:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
 
-# ---------------------------------------------------------------------- worker side
-_WORKER: dict = {}
-
-
-def _init_worker(card: ModelCard, region_mode: str, limits: DecodeLimits) -> None:
-    """Per-process setup: one OpenCV thread, since the parallelism is the processes."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    _WORKER.update(card=card, region_mode=region_mode, limits=limits)
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What identifies an image's content without decoding it again."""
-
-    size: int | None = None
-    mtime_ns: int | None = None
-    sha256: str | None = None
-
-
-def _fingerprint(path: str, data: bytes | None = None) -> Fingerprint:
-    st = os.stat(path)
-    if data is None:
-        with open(path, "rb") as f:
-            data = f.read()
-    return Fingerprint(st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest())
-
-
-def _prepare_row(row: ListingRow) -> tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]:
-    """Read, fingerprint and decode one listing; errors travel back as (reason, detail)."""
-    if row.error:
-        reason = "bad_row" if row.image else "missing_image"
-        if row.error.startswith("bad price"):
-            reason = "bad_price"
-        return row, (reason, row.error), Fingerprint()
-    limits: DecodeLimits = _WORKER["limits"]
-    try:
-        size = os.stat(row.image).st_size
-        if size > limits.max_bytes:
-            return row, ("file_too_large", f"{size} bytes > {limits.max_bytes}"), Fingerprint()
-        with open(row.image, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return row, ("missing_file", row.image), Fingerprint()
-    except OSError as exc:
-        return row, ("unreadable_file", f"{row.image}: {exc.strerror}"), Fingerprint()
-    fp = _fingerprint(row.image, data)
-    try:
-        return row, prepare_image(data, _WORKER["card"], _WORKER["region_mode"], limits), fp
-    except ImageDecodeError as exc:
-        return row, (exc.reason, exc.detail), fp
-
-
 # ---------------------------------------------------------------------- main side
 def _verdict_row(row: ListingRow, v: Verdict, model_sha: str, fp: Fingerprint) -> dict:
     return {
@@ -202,7 +148,7 @@ def _unchanged(row: ListingRow, old: Fingerprint) -> bool:
     if st.st_size == old.size and st.st_mtime_ns == old.mtime_ns:
         return True
     try:
-        return _fingerprint(row.image).sha256 == old.sha256
+        return fingerprint(row.image).sha256 == old.sha256
     except OSError:
         return False
 
@@ -284,13 +230,13 @@ def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOpt
                     ) -> Iterator[tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]]:
     init = (pipeline.card, opts.region_mode, pipeline.limits)
     if opts.workers <= 0:
-        _init_worker(*init)
-        yield from map(_prepare_row, pending)
+        init_worker(*init)
+        yield from map(prepare_row, pending)
         return
     # spawn: the parent already holds ONNX Runtime and FAISS thread pools that must not be forked.
     ctx = mp.get_context("spawn")
-    with ctx.Pool(opts.workers, initializer=_init_worker, initargs=init) as pool:
-        yield from pool.imap(_prepare_row, pending, chunksize=8)
+    with ctx.Pool(opts.workers, initializer=init_worker, initargs=init) as pool:
+        yield from pool.imap(prepare_row, pending, chunksize=8)
 
 
 def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions) -> Iterable[list[dict]]:

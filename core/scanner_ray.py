@@ -19,24 +19,26 @@ import pyarrow as pa
 
 from brandguard.datasets.readers import ListingRow
 from brandguard.errors import ImageDecodeError
-from brandguard.vision.pipeline import Pipeline, PreparedImage
+from brandguard.vision.pipeline import Pipeline
+from brandguard.vision.prepare import PreparedImage
 
 
 class _ScanActor:
     """One per Ray worker: holds the pipeline for the actor's lifetime."""
 
     def __init__(self, bundle_dir: str, region_mode: str, threads: int, limits) -> None:
-        from brandguard.scanner import _init_worker
+        from brandguard.scan_worker import init_worker
 
         self.pipe = Pipeline.from_bundle(bundle_dir, threads=threads, region_mode=region_mode, require_index=True)
         self.pipe.limits = limits
-        _init_worker(self.pipe.card, region_mode, limits)
+        init_worker(self.pipe.card, region_mode, limits)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from brandguard.scanner import RESULT_SCHEMA, _prepare_row, _verdict_row
+        from brandguard.scan_worker import prepare_row
+        from brandguard.scanner import RESULT_SCHEMA, _verdict_row
 
         rows = [ListingRow(**r) for r in batch.to_pylist()]
-        prepared = [_prepare_row(r) for r in rows]
+        prepared = [prepare_row(r) for r in rows]
         items = [it if isinstance(it, PreparedImage) else ImageDecodeError(*it) for _, it, _ in prepared]
         verdicts = self.pipe.judge(items, [r.image if isinstance(it, PreparedImage) else None
                                            for r, it, _ in prepared])

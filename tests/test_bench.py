@@ -132,7 +132,7 @@ def test_stage_costs_add_up_and_bound_the_scan(quick_run) -> None:
     cores = r["speed"]["cores_used"]
     assert st["ceiling_per_s"] == pytest.approx(cores * 1e3 / total, rel=1e-3)
     assert st["ceiling_vs_decode_only"] == pytest.approx((ms["read"] + ms["decode"]) / total, abs=1e-3)
-    from brandguard.vision.pipeline import decode_side
+    from brandguard.vision.prepare import decode_side
 
     assert st["decode_side"] == decode_side(r["model"]["input_size"], "full")
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from brandguard.errors import BundleError
 from brandguard.scanner import ScanOptions, read_results, scan
 from brandguard.vision.bundle import CARD_FILE, Bundle
 from brandguard.vision.pipeline import Pipeline
-from tests_helpers import blob_image, save
+from tests_helpers import blob_image, fresh_python, save
 
 BRANDS = ["acme", "bolt", "cora", "dune"]
 
@@ -232,9 +230,17 @@ def test_inference_imports_no_torch():
             "from brandguard.cli import build_parser; build_parser()\n"
             "assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
             "print('ok')")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "ok"
+    assert fresh_python(code) == "ok"
+
+
+def test_decode_worker_imports_only_the_decoder():
+    """A scan's decode workers start on every scan: their module must not pull in ONNX Runtime,
+    FAISS, pyarrow or torch (0.4 s of imports per worker, and thread pools nobody uses there)."""
+    code = ("import sys\n"
+            "import brandguard.scan_worker\n"
+            "heavy = {'onnxruntime', 'faiss', 'pyarrow', 'torch', 'torchvision', 'ray'}\n"
+            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    assert fresh_python(code) == "[]"
 
 
 def test_ray_engine_matches_local(tiny_bundle, catalogue):

@@ -38,7 +38,7 @@ from brandguard.leads import LeadStore
 from brandguard.serve.__main__ import add_arguments, run
 from brandguard.serve.app import create_app
 from brandguard.serve.settings import Settings
-from tests_helpers import blob_image, encode, save
+from tests_helpers import blob_image, encode, fresh_python, save
 
 BRANDS = ["acme", "bolt", "cora", "dune"]
 MAX_UPLOAD = 300_000
@@ -501,9 +501,7 @@ def test_serving_imports_no_torch_and_does_no_work_at_import():
             "assert threading.active_count() == n, 'threads started at import'\n"
             "assert 'onnxruntime' not in sys.modules and 'faiss' not in sys.modules, 'model stack loaded at import'\n"
             "print('ok')")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "ok"
+    assert fresh_python(code) == "ok"
 
 
 # --------------------------------------------------------------------------- references API

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,3 +31,10 @@ def save(img: np.ndarray, path: Path, **kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img).save(path, **kw)
     return path
+
+
+def fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter (clean ``sys.modules``); its stdout, stripped. Fails on error."""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()

@@ -8,58 +8,21 @@ that very model. Data flows one way: decode → preprocess → embed → search 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from brandguard.errors import ImageDecodeError, InputError
-from brandguard.vision.bundle import Bundle, ModelCard, default_bundle_path
+from brandguard.vision.bundle import Bundle, default_bundle_path
 from brandguard.vision.decide import Calibration, ReferenceHit, Verdict, candidate, decide
 from brandguard.vision.decode import DecodeLimits, decode_image
 from brandguard.vision.embedder import Embedder
+from brandguard.vision.prepare import PreparedImage, prepare_image
 from brandguard.vision.preprocess import normalise_batch, resize_for_model
-from brandguard.vision.regions import Box, crop, region_boxes
+from brandguard.vision.regions import Box
 from brandguard.vision.background import Background
 from brandguard.vision.verify import NO_GEOMETRY, Geometry, Verifier, to_work_gray
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """Model-ready crops of one decoded image (what decode workers send to the embedder)."""
-
-    crops: np.ndarray  # R x S x S x 3 uint8; crop 0 is the whole image
-    boxes: tuple[Box, ...]
-    size: tuple[int, int]
-    notes: tuple[str, ...]
-
-
-DRAFT_SLACK = 0.75
-
-
-def decode_side(input_size: int, region_mode: str) -> int:
-    """Smallest image side worth decoding: region crops at 50% need twice the model input.
-
-    JPEGs are DCT-downscaled until the shorter side would drop below ``DRAFT_SLACK`` of that:
-    the squash resize then enlarges that side by at most 4/3. An 800x450 listing decodes at
-    1/4 scale instead of 1/2 (about 1.3x faster to decode and resize); on the standard test
-    split the µAP was unchanged (0.217 vs 0.218 without score background).
-    """
-    return int(round(input_size * DRAFT_SLACK)) * (2 if region_mode == "grid" else 1)
-
-
-def prepare_image(source: bytes | str | os.PathLike[str], card: ModelCard,
-                  region_mode: str = "full", limits: DecodeLimits = DecodeLimits()) -> PreparedImage:
-    """Decode and cut ``source`` into model-sized crops. Raises :class:`ImageDecodeError`.
-
-    A plain function of picklable arguments so worker processes can run it.
-    """
-    decoded = decode_image(source, target_side=decode_side(card.input_size, region_mode), limits=limits)
-    w, h = decoded.size
-    boxes = region_boxes(w, h, region_mode)
-    crops = np.stack([resize_for_model(crop(decoded.rgb, b), card) for b in boxes])
-    return PreparedImage(crops=crops, boxes=tuple(boxes), size=(w, h), notes=decoded.notes)
 
 
 class Pipeline:
