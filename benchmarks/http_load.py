@@ -217,24 +217,6 @@ async def closed_loop(url: str, key: str, images: Sequence[bytes], concurrency: 
     return tally.result(name or f"closed-{concurrency}", concurrency, None, n, seconds)
 
 
-async def open_loop(url: str, key: str, images: Sequence[bytes], rate: float, seconds: float,
-                    name: str = "overload", max_outstanding: int = 2000, timeout_s: float = 60.0) -> PhaseResult:
-    """Requests arrive at ``rate``/s for ``seconds`` whatever the answers (what real traffic does)."""
-    n = max(1, int(rate * seconds))
-    tally = _Tally()
-    async with _client(url, key, max_outstanding, timeout_s) as client:
-        t0 = time.perf_counter()
-        tasks = []
-        for i in range(n):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_post(client, images[i % len(images)], tally)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - t0
-    return tally.result(name, None, round(rate, 1), n, elapsed)
-
-
 def _open_loop_worker(args: tuple) -> dict:
     """One load-generator process: its share of the arrivals; returns its raw tally."""
     url, key, images, rate, seconds, offset = args

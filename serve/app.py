@@ -35,9 +35,9 @@ import re
 import time
 import uuid
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Iterator, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, AsyncIterator, Iterator, Sequence
 
 import anyio
 from fastapi import Depends, FastAPI, Query, Request
@@ -57,6 +57,9 @@ from brandguard.serve.batching import BatcherStoppedError, InferenceTimeoutError
 from brandguard.serve.evidence import EvidencePackage, safe_name
 from brandguard.serve.logs import ACCESS_LOGGER
 from brandguard.serve.settings import Settings
+
+if TYPE_CHECKING:  # index.store loads FAISS: not at import time
+    from brandguard.index.store import ReferenceRecord
 
 REVIEW_PAGE = Path(__file__).with_name("review.html")
 THUMB_SIDE = 480
@@ -139,6 +142,10 @@ class Metrics:
             out.append(f"# HELP {name} {help_}")
             out.append(f"# TYPE {name} {kind}")
 
+        def scalar(name: str, kind: str, help_: str, value: object) -> None:
+            head(name, kind, help_)
+            out.append(f"{name} {value}")
+
         head("brandguard_http_requests_total", "counter", "HTTP requests by method, route template and status.")
         for (m, r, s), v in sorted(self.requests.items()):
             out.append(f'brandguard_http_requests_total{{method="{m}",route="{_esc(r)}",status="{s}"}} {v}')
@@ -157,10 +164,8 @@ class Metrics:
             out.append(f'brandguard_leads_upserted_total{{result="{k}"}} {v}')
         if batcher is not None:
             st = batcher.stats
-            head("brandguard_batches_total", "counter", "Inference batches run.")
-            out.append(f"brandguard_batches_total {st.batches}")
-            head("brandguard_batch_images_total", "counter", "Images judged in batches.")
-            out.append(f"brandguard_batch_images_total {st.images}")
+            scalar("brandguard_batches_total", "counter", "Inference batches run.", st.batches)
+            scalar("brandguard_batch_images_total", "counter", "Images judged in batches.", st.images)
             head("brandguard_batch_size", "histogram", "Images per inference batch.")
             cum = 0
             for size in sorted(st.batch_sizes):
@@ -169,24 +174,18 @@ class Metrics:
             out.append(f'brandguard_batch_size_bucket{{le="+Inf"}} {st.batches}')
             out.append(f"brandguard_batch_size_sum {st.images}")
             out.append(f"brandguard_batch_size_count {st.batches}")
-            head("brandguard_failed_batches_total", "counter", "Inference batches that raised.")
-            out.append(f"brandguard_failed_batches_total {st.failed_batches}")
-            head("brandguard_inference_seconds_total", "counter", "Time spent in batched inference.")
-            out.append(f"brandguard_inference_seconds_total {st.inference_seconds:.6f}")
-            head("brandguard_queue_rejected_total", "counter", "Images refused because the queue was full (503).")
-            out.append(f"brandguard_queue_rejected_total {st.rejected}")
-            head("brandguard_queue_depth", "gauge", "Images waiting for inference now.")
-            out.append(f"brandguard_queue_depth {batcher.depth}")
-            head("brandguard_queue_capacity", "gauge", "Inference queue bound.")
-            out.append(f"brandguard_queue_capacity {batcher.queue_size}")
+            scalar("brandguard_failed_batches_total", "counter", "Inference batches that raised.", st.failed_batches)
+            scalar("brandguard_inference_seconds_total", "counter", "Time spent in batched inference.",
+                   f"{st.inference_seconds:.6f}")
+            scalar("brandguard_queue_rejected_total", "counter", "Images refused because the queue was full (503).",
+                   st.rejected)
+            scalar("brandguard_queue_depth", "gauge", "Images waiting for inference now.", batcher.depth)
+            scalar("brandguard_queue_capacity", "gauge", "Inference queue bound.", batcher.queue_size)
         if admission is not None:
             inflight, limit, rejected = admission
-            head("brandguard_inflight_images", "gauge", "Images admitted and not answered yet.")
-            out.append(f"brandguard_inflight_images {inflight}")
-            head("brandguard_inflight_limit", "gauge", "Admission bound on images in flight.")
-            out.append(f"brandguard_inflight_limit {limit}")
-            head("brandguard_admission_rejected_total", "counter", "Images refused at admission (503).")
-            out.append(f"brandguard_admission_rejected_total {rejected}")
+            scalar("brandguard_inflight_images", "gauge", "Images admitted and not answered yet.", inflight)
+            scalar("brandguard_inflight_limit", "gauge", "Admission bound on images in flight.", limit)
+            scalar("brandguard_admission_rejected_total", "counter", "Images refused at admission (503).", rejected)
         head("brandguard_model_info", "gauge", "The loaded model and index (value is always 1).")
         labels = ",".join(f'{k}="{_esc(str(info.get(k, "")))}"' for k in
                           ("model", "model_version", "model_sha256", "index_sha256", "index_count",
@@ -233,16 +232,6 @@ class ListingFields:
 
 
 @dataclass(frozen=True)
-class ReferenceSource:
-    """A served reference: its brand and labels, and where its image is stored (absolute path)."""
-
-    brand: str
-    source: str
-    sku: str = ""
-    kind: str = ""
-
-
-@dataclass(frozen=True)
 class NewReference:
     """A validated request to register one reference image."""
 
@@ -267,11 +256,11 @@ class NewReference:
         return cls(rid, brand, labels["sku"], labels["kind"])
 
 
-def _reference_map(pipe) -> dict[str, ReferenceSource]:
-    """id → ReferenceSource for every visible reference (sources made absolute)."""
+def _reference_map(pipe) -> dict[str, ReferenceRecord]:
+    """id → record of every visible reference, its ``source`` made an absolute path."""
     out = {}
     for r in pipe.index.records():
-        out[r.reference_id] = ReferenceSource(r.brand, pipe.source_path(r.source), r.sku, r.kind)
+        out[r.reference_id] = replace(r, source=pipe.source_path(r.source))
     return out
 
 
@@ -279,7 +268,7 @@ class Service:
     """Everything a request needs, created by the lifespan and kept on ``app.state.service``."""
 
     def __init__(self, settings: Settings, pipeline, store: LeadStore, batcher: MicroBatcher,
-                 references: dict[str, ReferenceSource], metrics: Metrics) -> None:
+                 references: dict[str, ReferenceRecord], metrics: Metrics) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.store = store
@@ -357,7 +346,7 @@ class Service:
         return self.pipeline.judge([p for p, _ in items], [d for _, d in items])
 
     # ------------------------------------------------------------------ references (writes)
-    def _add_reference_sync(self, data: bytes, ref: NewReference, suffix: str) -> tuple[ReferenceSource, int]:
+    def _add_reference_sync(self, data: bytes, ref: NewReference, suffix: str) -> tuple[ReferenceRecord, int]:
         from brandguard.datasets.readers import ReferenceRow
         from brandguard.references import add_references
 
@@ -378,7 +367,7 @@ class Service:
                 raise InputError(f"the reference image cannot be used: {report.skipped[0][1]}")
             self._index_stamp = self._manifest_stamp()
             (rec,) = [r for r in self.pipeline.index.records(ref.brand) if r.reference_id == ref.reference_id]
-            source = ReferenceSource(rec.brand, self.pipeline.source_path(rec.source), rec.sku, rec.kind)
+            source = replace(rec, source=self.pipeline.source_path(rec.source))
             self.references = {**self.references, ref.reference_id: source}
             self.info = self._describe()
             return source, report.generation
@@ -889,7 +878,7 @@ def _complaint_view(c: Complaint, principal: Principal | None = None) -> dict[st
     return d
 
 
-def _reference_view(reference_id: str, ref: ReferenceSource) -> dict[str, Any]:
+def _reference_view(reference_id: str, ref: ReferenceRecord) -> dict[str, Any]:
     return {"reference_id": reference_id, "brand": ref.brand, "sku": ref.sku, "kind": ref.kind,
             "image_url": f"/v1/references/{reference_id}/image"}
 

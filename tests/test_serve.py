@@ -93,10 +93,10 @@ def build_bundle(tiny_bundle: Path, root: Path) -> Path:
     return out
 
 
-def make_keys(db: Path) -> dict[str, str]:
+def make_keys(db: Path, roles: tuple[str, ...] = ("admin", "scanner", "brand:acme", "brand:bolt")) -> dict[str, str]:
     store = LeadStore(db)
     try:
-        return {role: store.create_key(role)[0] for role in ("admin", "scanner", "brand:acme", "brand:bolt")}
+        return {role: store.create_key(role)[0] for role in roles}
     finally:
         store.close()
 
@@ -303,11 +303,7 @@ def test_feedback_transitions_persist(served):
 
 
 def test_complaints_and_report(served):
-    store = LeadStore(served.settings.leads_db)
-    try:
-        dune_key = store.create_key("brand:dune")[0]
-    finally:
-        store.close()
+    dune_key = make_keys(served.settings.leads_db, ("brand:dune",))["brand:dune"]
     h = {"Authorization": f"Bearer {dune_key}"}
     with served.client() as c:
         r = c.post("/v1/complaints", headers=h, files={"file": ("c.jpg", served.images["copy_dune"], "image/jpeg")},
@@ -650,11 +646,7 @@ def test_lead_evidence_zip_holds_files_with_matching_hashes(served):
 
 
 def test_complaint_evidence_zip(served):
-    store = LeadStore(served.settings.leads_db)
-    try:
-        key = store.create_key("brand:cora")[0]
-    finally:
-        store.close()
+    key = make_keys(served.settings.leads_db, ("brand:cora",))["brand:cora"]
     h = {"Authorization": f"Bearer {key}"}
     upload = served.images["copy_cora"]
     with served.client() as c:
