@@ -178,17 +178,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- background
 def cmd_background(args: argparse.Namespace) -> int:
-    import csv
-
-    from brandguard.evaluation import list_images
+    from brandguard.evaluation import list_images, read_query_families
     from brandguard.vision.background import write_background
     from brandguard.vision.pipeline import Pipeline
 
     paths: list[str] = []
     if args.split is not None:
-        with open(args.split / "queries.csv", newline="", encoding="utf-8") as f:
-            paths += [str(args.split / "queries" / f"{r['query_id']}.jpg") for r in csv.DictReader(f)
-                      if r["family"].startswith("distractor")]
+        families = read_query_families(args.split / "queries.csv")
+        paths += [str(args.split / "queries" / f"{q}.jpg") for q, fam in families.items() if fam.startswith("distractor")]
     for folder in args.images or []:
         paths += [str(p) for _, p in list_images(folder)]
     paths = paths[: args.max]

@@ -205,10 +205,8 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
         from brandguard.scanner_ray import ray_judged_batches
 
         batches = ray_judged_batches(pending, pipeline, opts)
-    elif opts.engine == "local":
+    else:  # ScanOptions admits only "local" and "ray"
         batches = _judged_batches(pending, pipeline, opts)
-    else:
-        raise InputError(f"engine must be 'local' or 'ray', got {opts.engine!r}")
     for results in batches:
         buffer.extend(results)
         bar.update(len(results))

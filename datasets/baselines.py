@@ -193,29 +193,6 @@ def features(method: str, paths: Sequence[Path], workers: int = 1, nfeatures: in
     return _map(_feature_job, [(method, str(p), nfeatures) for p in paths], workers)
 
 
-# ------------------------------------------------------------------ compatibility helpers
-def phash_features(paths: Sequence[Path], hash_size: int = 8) -> np.ndarray:
-    """N x hash_size**2 boolean pHash bits (the ``imagehash`` implementation)."""
-    import imagehash
-    from PIL import Image
-
-    out = np.zeros((len(paths), hash_size * hash_size), bool)
-    for i, p in enumerate(paths):
-        with Image.open(p) as im:
-            out[i] = imagehash.phash(im.convert("RGB"), hash_size=hash_size).hash.reshape(-1)
-    return out
-
-
-def tiny_features(paths: Sequence[Path], side: int = 16) -> np.ndarray:
-    """N x side**2 zero-mean, unit-norm grayscale thumbnails (a classic global baseline)."""
-    out = np.zeros((len(paths), side * side), np.float32)
-    for i, p in enumerate(paths):
-        rgb = _load_rgb(Path(p))
-        if rgb is not None:
-            out[i] = _tiny_vec(rgb, side)
-    return out
-
-
 # ------------------------------------------------------------------ scoring
 def hamming_similarity(q: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Q x R negative Hamming distances between boolean bit matrices (higher = more similar)."""
@@ -391,7 +368,8 @@ def run_baseline(method: str, split_dir: Path | None, out_dir: Path, k: int = 10
         q_dir = Path(queries) if queries else Path(split_dir) / "queries"
         qids = [q for q, _ in _images(q_dir)]
         if query_ids is not None:
-            qids = [q for q in qids if q in set(query_ids)]
+            wanted = set(query_ids)
+            qids = [q for q in qids if q in wanted]
         keep = set(qids)
         gt = {q: r for q, r in read_ground_truth(gt_path).items() if q in keep}
         families = read_query_families(fam_path) if fam_path is not None and fam_path.is_file() else None

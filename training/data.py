@@ -15,7 +15,6 @@ used, otherwise a small built-in fallback keeps training runnable.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from brandguard.datasets import logos
 from brandguard.errors import InputError
 from brandguard.vision.bundle import ModelCard
 from brandguard.vision.preprocess import resize_for_model
@@ -50,39 +50,6 @@ class MarkSet:
         return len(self.slugs)
 
 
-def _fallback_split_of(slug: str, seed: int) -> str:
-    """80/10/10 brand split by a stable hash (used only without ``datasets.logos``)."""
-    h = int(hashlib.sha256(f"{seed}:{slug}".encode()).hexdigest()[:8], 16) % 100
-    return "train" if h < 80 else ("val" if h < 90 else "test")
-
-
-def _logos_module() -> Any | None:
-    """``brandguard.datasets.logos`` if it exists and has what we need, else None."""
-    try:
-        mod = importlib.import_module("brandguard.datasets.logos")
-    except ImportError:
-        return None
-    if not all(hasattr(mod, n) for n in ("split_of", "render_logo")):
-        return None
-    return mod
-
-
-def split_of(slug: str, seed: int = 0) -> str:
-    """The brand split of a slug; the shared one from ``datasets.logos`` when present so
-    training never sees a validation/test brand."""
-    mod = _logos_module()
-    if mod is not None:
-        return str(mod.split_of(slug, seed))
-    return _fallback_split_of(slug, seed)
-
-
-def _simple_icons() -> list[Any]:
-    import simple_icons_pack as sip
-
-    icons = [getattr(sip, n) for n in dir(sip) if n.startswith("SI_")]
-    return sorted(icons, key=lambda ic: ic.slug)
-
-
 def _hex_rgb(hex_str: str) -> tuple[int, int, int]:
     try:
         v = int(hex_str.strip().lstrip("#")[:6], 16)
@@ -104,30 +71,12 @@ def _fit_square(rgba: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _render_svg(svg: str, size: int) -> np.ndarray:
-    import resvg_py
-
-    png = resvg_py.svg_to_bytes(svg_string=svg, height=size)
-    bgra = cv2.imdecode(np.frombuffer(bytes(png), np.uint8), cv2.IMREAD_UNCHANGED)
-    if bgra is None or bgra.ndim != 3 or bgra.shape[2] != 4:
-        raise InputError("resvg returned an image without alpha")
-    return cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA)
-
-
 def _render_marks(split: str, seed: int, size: int, limit: int | None) -> MarkSet:
-    mod = _logos_module()
     slugs, arrays, colors = [], [], []
-    if mod is not None and hasattr(mod, "sources_for_split"):
-        # The shared list also drops icons whose licence forbids modification.
-        icons = list(mod.sources_for_split(split, seed))
-    else:
-        icons = [ic for ic in _simple_icons() if split_of(ic.slug, seed) == split]
-    for icon in icons:
+    # The shared list also drops icons whose licence forbids modification.
+    for icon in logos.sources_for_split(split, seed):
         try:
-            if mod is not None:
-                rgba = np.asarray(mod.render_logo(icon, size, color="#000000"), dtype=np.uint8)
-            else:
-                rgba = _render_svg(icon.svg, size)
+            rgba = np.asarray(logos.render_logo(icon, size, color="#000000"), dtype=np.uint8)
         except Exception:  # noqa: BLE001 - a broken SVG skips one brand, not the run
             continue
         if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba[..., 3].max() < 32:
@@ -139,10 +88,8 @@ def _render_marks(split: str, seed: int, size: int, limit: int | None) -> MarkSe
             break
     if not slugs:
         raise InputError(f"no marks rendered for split {split!r}")
-    source = "simple-icons-pack (CC0), rendered by " + (
-        "brandguard.datasets.logos" if mod is not None else "brandguard.training.data"
-    )
-    return MarkSet(tuple(slugs), np.stack(arrays), np.asarray(colors, np.uint8), source)
+    return MarkSet(tuple(slugs), np.stack(arrays), np.asarray(colors, np.uint8),
+                   "simple-icons-pack (CC0), rendered by brandguard.datasets.logos")
 
 
 def load_marks(
@@ -157,7 +104,7 @@ def load_marks(
         raise InputError(f"split {split!r} not one of {SPLITS}")
     if not 16 <= size <= 512:
         raise InputError(f"mark size {size} not in [16, 512]")
-    tag = "logos" if _logos_module() is not None else "fallback"
+    tag = "logos"  # cache files of marks rendered by datasets.logos
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"marks-{tag}-{split}-s{seed}-{size}px-{limit or 'all'}.npz"

@@ -142,7 +142,11 @@ class Pipeline:
         return self.verify_many(source, [reference_id])[0]
 
     def verify_many(self, source: bytes | str | os.PathLike[str], reference_ids: Sequence[str]) -> list[Geometry]:
-        """Evidence against several references, decoding and describing the query once."""
+        """Evidence against several references, decoding and describing the query once
+        (and not at all when none of the references has a stored image)."""
+        ref_paths = [self.reference_path(rid) for rid in reference_ids]
+        if all(p is None for p in ref_paths):
+            return [NO_GEOMETRY] * len(reference_ids)
         try:
             # A DCT-downscaled decode (>= 300 px short side) is plenty for ORB at WORK_SIDE.
             query = decode_image(source, target_side=300, limits=self.limits)
@@ -151,8 +155,7 @@ class Pipeline:
         gray, factor = to_work_gray(query.rgb)
         features = self.verifier.features(gray)
         out = []
-        for rid in reference_ids:
-            ref_path = self.reference_path(rid)
+        for rid, ref_path in zip(reference_ids, ref_paths):
             if ref_path is None:
                 out.append(NO_GEOMETRY)
                 continue
