@@ -7,6 +7,8 @@ Files, all inside a bundle folder next to ``model.onnx``:
                               it was added and removed
 - ``index.json``              the manifest: factory string, metric, dimension, model sha256,
                               current generation, file names, vector count, index sha256
+- ``local-<gen>.faiss/.npz``  optional: every reference's local descriptors and keypoints
+                              (``index/local_store.py``), committed in the same generation
 
 Durability: every change is a new *generation*. Metadata rows are committed first, tagged with
 the new generation; then the FAISS file of that generation is written (temporary name, fsync,
@@ -19,6 +21,7 @@ One writer at a time per folder (the service serialises its writes).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -33,6 +36,7 @@ import faiss
 import numpy as np
 
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
+from brandguard.index.local_store import KeypointSet, LocalIndex, choose_descriptor_factory
 from brandguard.vision.bundle import ModelCard, atomic_write_bytes, sha256_file
 
 MANIFEST_FILE = "index.json"
@@ -125,6 +129,18 @@ class IndexManifest:
     created_at: float
     updated_at: float
     version: int = MANIFEST_VERSION
+    # The descriptor index of this generation (None: global embeddings only). Keys: extractor,
+    # spec_sha256, dim, factory, index_file, index_sha256, meta_file, meta_sha256, count.
+    local: dict | None = None
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    """Which local features an index holds: refused unless the pipeline extracts the same."""
+
+    extractor: str
+    dim: int
+    spec_sha256: str
 
 
 def as_vectors(x: np.ndarray, dim: int) -> np.ndarray:
@@ -154,11 +170,13 @@ def _check_records(records: Sequence[ReferenceRecord], n: int) -> None:
 class ReferenceIndex:
     """Search and maintain the references of one bundle. Open with :meth:`load` or :meth:`build`."""
 
-    def __init__(self, folder: Path, index: faiss.Index, manifest: IndexManifest, db: sqlite3.Connection):
+    def __init__(self, folder: Path, index: faiss.Index, manifest: IndexManifest, db: sqlite3.Connection,
+                 local: LocalIndex | None = None):
         self.folder = folder
         self._index = index
         self.manifest = manifest
         self._db = db
+        self.local = local
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -170,8 +188,14 @@ class ReferenceIndex:
         records: Sequence[ReferenceRecord],
         factory: str | None = None,
         threads: int = 1,
+        local: Sequence[KeypointSet] | None = None,
+        local_spec: LocalSpec | None = None,
+        local_factory: str | None = None,
     ) -> "ReferenceIndex":
-        """Create a fresh index in ``folder``; a previous index stays valid until the new one commits."""
+        """Create a fresh index in ``folder``; a previous index stays valid until the new one commits.
+
+        With ``local`` (one keypoint set per record) and its ``local_spec``, the descriptor index
+        is built beside the global one and committed with it."""
         faiss.omp_set_num_threads(threads)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -197,23 +221,44 @@ class ReferenceIndex:
                 "VALUES (?,?,?,?,?,?,?,1)",
                 [(i, r.reference_id, r.brand, r.sku, r.kind, r.source, now) for i, r in enumerate(records)])
         old = _read_manifest(folder) if (folder / MANIFEST_FILE).is_file() else None
+        local_index = None
+        if local is not None:
+            if local_spec is None or len(local) != len(records):
+                raise InputError("local features need a spec and one keypoint set per reference")
+            n_desc = sum(len(s.descriptors) for s in local)
+            local_index = LocalIndex.empty(local_spec.dim, local_factory or choose_descriptor_factory(n_desc))
+            local_index.add(list(range(len(records))), local)
         manifest = IndexManifest(factory=factory, metric="inner_product", dim=card.embedding_dim,
                                  model_sha256=card.sha256, generation=1, index_file="", db_file=db_file,
-                                 count=0, index_sha256="", created_at=now, updated_at=now)
-        obj = cls(folder, index, manifest, db)
+                                 count=0, index_sha256="", created_at=now, updated_at=now,
+                                 local=None if local_spec is None else {
+                                     "extractor": local_spec.extractor, "dim": local_spec.dim,
+                                     "spec_sha256": local_spec.spec_sha256})
+        obj = cls(folder, index, manifest, db, local_index)
         obj._commit(manifest)
         if old is not None:  # the new index is committed: the old files can go
-            for name in (old.index_file, old.db_file):
-                if name not in (obj.manifest.index_file, obj.manifest.db_file):
+            keep = _files_of(obj.manifest)
+            for name in _files_of(old):
+                if name not in keep:
                     _unlink_quietly(folder / name)
         return obj
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str], card: ModelCard, threads: int = 1) -> "ReferenceIndex":
-        """Open an index, verifying checksum, dimension, count and the model it was built with."""
+    def load(cls, folder: str | os.PathLike[str], card: ModelCard, threads: int = 1,
+             local_spec: LocalSpec | None = None) -> "ReferenceIndex":
+        """Open an index, verifying checksum, dimension, count and the model it was built with.
+
+        ``local_spec`` is what the pipeline extracts: a descriptor index built with other local
+        features is refused (its descriptors would be compared with incomparable ones)."""
         faiss.omp_set_num_threads(threads)
         folder = Path(folder)
         manifest = _read_manifest(folder)
+        if manifest.local is not None and local_spec is not None and (
+                manifest.local.get("spec_sha256") != local_spec.spec_sha256):
+            raise ModelMismatchError(
+                f"the descriptor index in {folder} was built with local features {manifest.local.get('extractor')!r} "
+                f"({str(manifest.local.get('spec_sha256'))[:12]}…), the bundle extracts {local_spec.extractor!r} "
+                f"({local_spec.spec_sha256[:12]}…): rebuild the index with `brandguard index`")
         if manifest.model_sha256 != card.sha256:
             raise ModelMismatchError(
                 f"index in {folder} was built with model {manifest.model_sha256[:12]}…, "
@@ -249,7 +294,14 @@ class ReferenceIndex:
         if n_rows != manifest.count:
             db.close()
             raise ReferenceIndexError(f"metadata has {n_rows} references, index has {manifest.count}")
-        return cls(folder, index, manifest, db)
+        local = None
+        if manifest.local is not None and manifest.local.get("index_file"):
+            try:
+                local = _load_local(folder, manifest.local)
+            except ReferenceIndexError:
+                db.close()
+                raise
+        return cls(folder, index, manifest, db, local)
 
     # ---------------------------------------------------------------- queries
     def __len__(self) -> int:
@@ -313,10 +365,16 @@ class ReferenceIndex:
         return out
 
     # ---------------------------------------------------------------- changes
-    def add(self, vectors: np.ndarray, records: Sequence[ReferenceRecord]) -> int:
-        """Add references in one new generation; returns the new generation number."""
+    def add(self, vectors: np.ndarray, records: Sequence[ReferenceRecord],
+            local: Sequence[KeypointSet] | None = None) -> int:
+        """Add references in one new generation; returns the new generation number.
+
+        An index with a descriptor index needs ``local`` (one keypoint set per record): both
+        indexes change in the same generation or neither does."""
         vecs = as_vectors(vectors, self.manifest.dim)
         _check_records(records, vecs.shape[0])
+        if self.local is not None and (local is None or len(local) != len(records)):
+            raise InputError("this index keeps local features: give one keypoint set per new reference")
         clash = self._live_ids([r.reference_id for r in records])
         if clash:
             raise InputError(f"{len(clash)} reference ids already exist, e.g. {sorted(clash)[:3]}; remove them first")
@@ -331,7 +389,12 @@ class ReferenceIndex:
                 "VALUES (?,?,?,?,?,?,?,?)",
                 [(int(i), r.reference_id, r.brand, r.sku, r.kind, r.source, now, new_gen)
                  for i, r in zip(ids, records)])
-        self._apply(lambda ix: ix.add_with_ids(vecs, ids), new_gen)
+        def change(ix: faiss.Index) -> None:
+            ix.add_with_ids(vecs, ids)
+            if self.local is not None:
+                self.local.add([int(i) for i in ids], local)
+
+        self._apply(change, new_gen)
         return new_gen
 
     def remove(self, reference_ids: Sequence[str]) -> int:
@@ -346,11 +409,19 @@ class ReferenceIndex:
             self._db.executemany("UPDATE refs SET removed_gen = ? WHERE id = ?",
                                  [(new_gen, i) for i in live.values()])
         ids = np.fromiter(live.values(), dtype=np.int64)
-        self._apply(lambda ix: ix.remove_ids(ids), new_gen)
+
+        def change(ix: faiss.Index) -> None:
+            ix.remove_ids(ids)
+            if self.local is not None:
+                self.local.remove([int(i) for i in ids])
+
+        self._apply(change, new_gen)
         return new_gen
 
     def needs_rebuild(self) -> bool:
         """True when the size rule now picks another factory (e.g. grown past exact search)."""
+        if self.local is not None and choose_descriptor_factory(len(self.local)) != self.local.factory:
+            return True
         return choose_factory(len(self)) != self.manifest.factory
 
     def rebuilt(self, card: ModelCard, factory: str | None = None, threads: int = 1) -> "ReferenceIndex":
@@ -374,21 +445,33 @@ class ReferenceIndex:
             raise ReferenceIndexError(f"factory {self.manifest.factory!r} cannot give its vectors back; "
                                       "rebuild with `brandguard index` from the images") from exc
         records = [ReferenceRecord(*r[1:]) for r in rows]
+        local_sets, spec = None, None
+        if self.local is not None:
+            d, ref, xy = self.local.descriptors()
+            local_sets = [_Keypoints(xy[ref == r[0]], d[ref == r[0]], self.local.sizes.get(int(r[0]), (0, 0)))
+                          for r in rows]
+            m = self.manifest.local or {}
+            spec = LocalSpec(m.get("extractor", ""), int(m.get("dim", self.local.dim)), m.get("spec_sha256", ""))
         self.close()
-        return ReferenceIndex.build(self.folder, card, vecs, records, factory=factory, threads=threads)
+        return ReferenceIndex.build(self.folder, card, vecs, records, factory=factory, threads=threads,
+                                    local=local_sets, local_spec=spec)
 
     def _apply(self, change, new_gen: int) -> None:
         """Apply ``change`` to the in-memory index and commit it; on failure reload the last commit."""
-        old_file = self.manifest.index_file
+        old = self.manifest
         try:
             change(self._index)
             self._commit(replace(self.manifest, generation=new_gen, updated_at=time.time()))
         except BaseException:
-            self._index = faiss.read_index(str(self.folder / old_file))
+            self._index = faiss.read_index(str(self.folder / old.index_file))
             tune_search(self._index)
+            if old.local is not None and old.local.get("index_file"):
+                self.local = _load_local(self.folder, old.local)
             raise
-        if old_file != self.manifest.index_file:
-            _unlink_quietly(self.folder / old_file)
+        keep = _files_of(self.manifest)
+        for name in _files_of(old):
+            if name not in keep:
+                _unlink_quietly(self.folder / name)
 
     def _discard_unfinished(self) -> None:
         """Forget rows of generations that never committed (a crash between db and manifest)."""
@@ -396,9 +479,11 @@ class ReferenceIndex:
         with self._db:
             self._db.execute("DELETE FROM refs WHERE added_gen > ?", (g,))
             self._db.execute("UPDATE refs SET removed_gen = NULL WHERE removed_gen > ?", (g,))
-        for stray in [*self.folder.glob("index-*.faiss"), *self.folder.glob(".index-*.tmp")]:
-            if stray.name != self.manifest.index_file:
-                _unlink_quietly(stray)
+        keep = _files_of(self.manifest)
+        for pattern in ("index-*.faiss", ".index-*.tmp", "local-*.faiss", "local-*.npz", ".local-*.tmp"):
+            for stray in self.folder.glob(pattern):
+                if stray.name not in keep:
+                    _unlink_quietly(stray)
 
     def _commit(self, manifest: IndexManifest) -> None:
         """Write this generation's FAISS file, then the manifest that vouches for it."""
@@ -407,6 +492,16 @@ class ReferenceIndex:
         atomic_write_bytes(self.folder / index_file, data)
         manifest = replace(manifest, index_file=index_file, count=int(self._index.ntotal),
                            index_sha256=sha256_file(self.folder / index_file))
+        if self.local is not None:
+            stem = f"local-{manifest.generation:06d}-{uuid.uuid4().hex[:8]}"
+            faiss_bytes, meta_bytes = self.local.to_bytes()
+            atomic_write_bytes(self.folder / f"{stem}.faiss", faiss_bytes)
+            atomic_write_bytes(self.folder / f"{stem}.npz", meta_bytes)
+            manifest = replace(manifest, local={
+                **(manifest.local or {}), "dim": self.local.dim, "factory": self.local.factory,
+                "index_file": f"{stem}.faiss", "index_sha256": sha256_file(self.folder / f"{stem}.faiss"),
+                "meta_file": f"{stem}.npz", "meta_sha256": sha256_file(self.folder / f"{stem}.npz"),
+                "count": len(self.local), "references": self.local.references()})
         atomic_write_bytes(self.folder / MANIFEST_FILE,
                            (json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n").encode())
         self.manifest = manifest
@@ -427,6 +522,39 @@ def _read_manifest(folder: Path) -> IndexManifest:
     if manifest.version != MANIFEST_VERSION:
         raise ReferenceIndexError(f"index manifest version {manifest.version} unsupported (want {MANIFEST_VERSION})")
     return manifest
+
+
+@dataclass(frozen=True)
+class _Keypoints:
+    points: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int]
+
+
+def _files_of(manifest: IndexManifest) -> set[str]:
+    """Every file a committed manifest vouches for."""
+    names = {manifest.index_file, manifest.db_file}
+    if manifest.local:
+        names |= {manifest.local.get("index_file", ""), manifest.local.get("meta_file", "")}
+    return {n for n in names if n}
+
+
+def _load_local(folder: Path, m: dict) -> LocalIndex:
+    """Read and verify (checksums, counts) the descriptor index a manifest names."""
+    blobs = []
+    for key in ("index", "meta"):
+        path = folder / m[f"{key}_file"]
+        if not path.is_file():
+            raise ReferenceIndexError(f"{path} is missing")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != m[f"{key}_sha256"]:
+            raise ReferenceIndexError(f"{path} checksum does not match the manifest: the file is corrupted or "
+                                      "was replaced")
+        blobs.append(data)
+    local = LocalIndex.from_bytes(blobs[0], blobs[1], m["factory"], int(m["dim"]))
+    if len(local) != int(m["count"]):
+        raise ReferenceIndexError(f"descriptor index holds {len(local)} descriptors, manifest says {m['count']}")
+    return local
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -1,0 +1,211 @@
+"""The descriptor index: every reference's local descriptors in FAISS, with their keypoints.
+
+It lives inside :class:`brandguard.index.store.ReferenceIndex` and is committed with it (same
+generation, same manifest, checksummed), so the global and the local index can never disagree
+about which references exist. Per descriptor it keeps the reference's row id (the global
+index's FAISS id) and the keypoint's position in the reference's original pixels, which is what
+geometric verification needs; per reference, the image size (to project its outline).
+
+Two files per generation: ``local-<gen>.faiss`` and ``local-<gen>.npz`` (plain arrays, no
+pickle). Descriptor ids are assigned in increasing order and never reused, so the metadata
+arrays stay sorted by id and a lookup is a binary search.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import faiss
+import numpy as np
+
+from brandguard.errors import InputError, ReferenceIndexError
+
+DEFAULT_NEIGHBOURS = 5
+
+
+class KeypointSet(Protocol):
+    """What the index stores of one reference (``vision.local.LocalFeatures`` has this shape)."""
+
+    points: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int]
+
+
+def choose_descriptor_factory(n_descriptors: int) -> str:
+    """Declarative FAISS factory for ``n_descriptors`` local descriptors (L2 on unit vectors).
+
+    Exact below 20k (a thousand query descriptors against 20k is ~2.6 GFLOP, tens of ms);
+    IVF with exact residuals up to 1M; 8-bit scalar quantisation up to 8M (1/4 the memory,
+    RootSIFT values live in [0, 1]); IVF-PQ beyond, where memory per descriptor decides.
+    IVF stores the ids itself, so no ID map (whose hash table costs ~40 bytes a descriptor).
+    """
+    if n_descriptors < 20_000:
+        return "IDMap,Flat"
+    nlist = _nlist(n_descriptors)
+    if n_descriptors < 1_000_000:
+        return f"IVF{nlist},Flat"
+    if n_descriptors < 8_000_000:
+        return f"IVF{nlist},SQ8"
+    return f"IVF{nlist},PQ32"
+
+
+def _nlist(n: int) -> int:
+    """Power of two near 4·sqrt(n), with at least 39 training points per list."""
+    target = 1 << max(6, int(round(math.log2(4 * math.sqrt(max(n, 1))))))
+    while target > 64 and n < 39 * target:
+        target //= 2
+    return min(target, 65536)
+
+
+def tune_descriptor_search(index: faiss.Index, nprobe: int | None = None) -> None:
+    """IVF ``nprobe`` for descriptors: 1/64 of the lists, at least 8 (votes tolerate misses)."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return
+    n = nprobe if nprobe is not None else max(8, int(ivf.nlist) // 64)
+    ivf.nprobe = min(int(n), int(ivf.nlist))
+
+
+@dataclass(frozen=True)
+class DescriptorHits:
+    """kNN of a batch of query descriptors: squared L2 distances, the reference row of each
+    neighbour (-1 = none) and the neighbour keypoint's position in that reference's pixels."""
+
+    distances: np.ndarray  # Q x k float32
+    ref_rows: np.ndarray  # Q x k int64
+    points: np.ndarray  # Q x k x 2 float32
+
+
+class LocalIndex:
+    """Descriptors of every live reference. Built and changed only through ``ReferenceIndex``."""
+
+    def __init__(self, index: faiss.Index, factory: str, dim: int, ids: np.ndarray, ref_rows: np.ndarray,
+                 points: np.ndarray, sizes: dict[int, tuple[int, int]]):
+        self._index = index
+        self.factory = factory
+        self.dim = dim
+        self._ids = ids
+        self._ref = ref_rows
+        self._xy = points
+        self.sizes = sizes
+        tune_descriptor_search(self._index)
+
+    @classmethod
+    def empty(cls, dim: int, factory: str) -> "LocalIndex":
+        try:
+            index = faiss.index_factory(dim, factory, faiss.METRIC_L2)
+        except RuntimeError as exc:
+            raise InputError(f"bad descriptor index factory {factory!r}: {exc}") from exc
+        return cls(index, factory, dim, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2), np.float32), {})
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def references(self) -> int:
+        return len(self.sizes)
+
+    def needs_training(self) -> bool:
+        return not self._index.is_trained
+
+    # ---------------------------------------------------------------- changes
+    def add(self, ref_rows: Sequence[int], sets: Sequence[KeypointSet], train_sample: int = 200_000,
+            seed: int = 0) -> None:
+        """Add each reference's descriptors under its row id (references with none are kept too,
+        so their size is known; they simply never vote)."""
+        if len(ref_rows) != len(sets):
+            raise InputError(f"{len(sets)} keypoint sets for {len(ref_rows)} references")
+        descs, rows, pts = [], [], []
+        for r, s in zip(ref_rows, sets):
+            d = np.asarray(s.descriptors, np.float32)
+            p = np.asarray(s.points, np.float32)
+            if d.ndim != 2 or (len(d) and d.shape[1] != self.dim) or len(p) != len(d):
+                raise InputError(f"reference row {r}: descriptors must be N x {self.dim} with N points")
+            if len(d) and not np.isfinite(d).all():
+                raise InputError(f"reference row {r}: descriptors contain NaN or infinity")
+            descs.append(d)
+            pts.append(p.reshape(-1, 2))
+            rows.append(np.full(len(d), int(r), np.int64))
+            self.sizes[int(r)] = (int(s.image_size[0]), int(s.image_size[1]))
+        if not descs:
+            return
+        d = np.ascontiguousarray(np.concatenate(descs))
+        if not len(d):
+            return
+        if not self._index.is_trained:
+            rng = np.random.default_rng(seed)
+            sample = d if len(d) <= train_sample else d[rng.choice(len(d), train_sample, replace=False)]
+            self._index.train(sample)
+        start = int(self._ids[-1]) + 1 if len(self._ids) else 0
+        ids = np.arange(start, start + len(d), dtype=np.int64)
+        self._index.add_with_ids(d, ids)
+        self._ids = np.concatenate([self._ids, ids])
+        self._ref = np.concatenate([self._ref, *rows])
+        self._xy = np.concatenate([self._xy, *pts])
+
+    def remove(self, ref_rows: Sequence[int]) -> None:
+        gone = np.isin(self._ref, np.asarray(list(ref_rows), np.int64))
+        if gone.any():
+            self._index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(self._ids[gone])))
+            keep = ~gone
+            self._ids, self._ref, self._xy = self._ids[keep], self._ref[keep], self._xy[keep]
+        for r in ref_rows:
+            self.sizes.pop(int(r), None)
+
+    def descriptors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(descriptors, reference rows, points) of everything stored, for a rebuild."""
+        try:
+            ivf = faiss.extract_index_ivf(self._index)
+            ivf.make_direct_map(faiss.DirectMap.Hashtable)
+        except RuntimeError:
+            pass
+        try:
+            d = np.vstack([self._index.reconstruct(int(i)) for i in self._ids]) if len(self._ids) else \
+                np.zeros((0, self.dim), np.float32)
+        except RuntimeError as exc:
+            raise ReferenceIndexError(f"descriptor index {self.factory!r} cannot give its vectors back; "
+                                      "rebuild with `brandguard index` from the images") from exc
+        return d, self._ref.copy(), self._xy.copy()
+
+    # ---------------------------------------------------------------- queries
+    def search(self, queries: np.ndarray, k: int = DEFAULT_NEIGHBOURS) -> DescriptorHits:
+        q = np.ascontiguousarray(queries, np.float32)
+        if q.ndim != 2 or (len(q) and q.shape[1] != self.dim):
+            raise InputError(f"query descriptors must be N x {self.dim}, got {q.shape}")
+        n = len(q)
+        if n == 0 or len(self) == 0:
+            return DescriptorHits(np.full((n, k), np.inf, np.float32), np.full((n, k), -1, np.int64),
+                                  np.zeros((n, k, 2), np.float32))
+        dist, ids = self._index.search(q, k)
+        pos = np.searchsorted(self._ids, np.maximum(ids, 0))
+        pos = np.minimum(pos, len(self._ids) - 1)
+        valid = (ids >= 0) & (self._ids[pos] == ids)
+        rows = np.where(valid, self._ref[pos], -1)
+        return DescriptorHits(np.where(valid, dist, np.inf).astype(np.float32), rows,
+                              np.where(valid[..., None], self._xy[pos], 0.0).astype(np.float32))
+
+    # ---------------------------------------------------------------- files
+    def to_bytes(self) -> tuple[bytes, bytes]:
+        """(FAISS file, metadata npz) as bytes, for the caller's atomic writes."""
+        buf = io.BytesIO()
+        size_rows = np.fromiter(self.sizes.keys(), np.int64, len(self.sizes))
+        size_wh = np.array([self.sizes[int(r)] for r in size_rows], np.int64).reshape(-1, 2)
+        np.savez(buf, ids=self._ids, ref=self._ref, xy=self._xy, size_rows=size_rows, size_wh=size_wh)
+        return faiss.serialize_index(self._index).tobytes(), buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, faiss_bytes: bytes, meta_bytes: bytes, factory: str, dim: int) -> "LocalIndex":
+        try:
+            index = faiss.deserialize_index(np.frombuffer(faiss_bytes, np.uint8))
+            with np.load(io.BytesIO(meta_bytes), allow_pickle=False) as z:
+                ids, ref, xy = z["ids"], z["ref"], z["xy"]
+                sizes = {int(r): (int(w), int(h)) for r, (w, h) in zip(z["size_rows"], z["size_wh"])}
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            raise ReferenceIndexError(f"cannot read the descriptor index: {exc}") from exc
+        if index.d != dim or index.ntotal != len(ids) or len(ref) != len(ids) or xy.shape != (len(ids), 2):
+            raise ReferenceIndexError(f"descriptor index holds {index.ntotal} x {index.d}, metadata "
+                                      f"{len(ids)} rows, expected dimension {dim}")
+        return cls(index, factory, dim, ids.astype(np.int64), ref.astype(np.int64), xy.astype(np.float32), sizes)

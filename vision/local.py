@@ -1,0 +1,148 @@
+"""Local features: keypoints and descriptors that find a mark anywhere in a listing photo.
+
+A global embedding sees the whole photo; a brand mark covering 15% of it barely moves that
+vector. Local features describe small patches, so a mark matches wherever it sits, at any
+scale or rotation, and the matched points say *where* it is (the evidence a reviewer wants).
+
+One interface, :class:`LocalExtractor` (``extract(gray) -> LocalFeatures``), two
+implementations: OpenCV SIFT turned into RootSIFT here, and XFeat on ONNX Runtime
+(``vision/xfeat.py``). Points are always returned in the pixels of the image the caller
+describes (its *original* pixels, see :func:`describe_rgb`), so every box in the evidence shares
+one coordinate system.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from brandguard.errors import InputError
+
+QUERY_SIDE = 640  # long side a listing photo is described at (small marks need the pixels)
+REFERENCE_SIDE = 512  # long side a reference image is described at
+
+
+@dataclass(frozen=True)
+class LocalFeatures:
+    """Keypoints of one image: ``points`` (N x 2, x/y in the image's original pixels) and
+    ``descriptors`` (N x D float32, unit rows), plus that image's (width, height)."""
+
+    points: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+    @classmethod
+    def empty(cls, dim: int, image_size: tuple[int, int] = (0, 0)) -> "LocalFeatures":
+        return cls(np.zeros((0, 2), np.float32), np.zeros((0, dim), np.float32), image_size)
+
+
+class LocalExtractor(Protocol):
+    """What the pipeline needs from a local-feature extractor."""
+
+    name: str
+    dim: int
+
+    def extract(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """HxW uint8 grey -> (N x 2 float32 points in its pixels, N x dim float32 unit descriptors)."""
+
+    def params(self) -> dict:
+        """Everything that changes the descriptors, recorded in the bundle's card."""
+
+    def mirror(self, descriptors: np.ndarray) -> np.ndarray | None:
+        """Descriptors the same points would have in the mirror image, or None if unknown."""
+
+
+def _sift_mirror_permutation() -> np.ndarray:
+    """Index permutation mapping a SIFT descriptor to that of the horizontally mirrored patch.
+
+    OpenCV lays the 4x4x8 histogram out as (row, column, orientation) in the keypoint's own
+    frame, whose x axis follows the keypoint orientation. Mirroring the image reflects that
+    frame across its x axis: rows swap (r -> 3 - r) and orientations negate (o -> -o mod 8).
+    Measured on scikit-image's astronaut: relative error 0.20 against descriptors extracted from
+    the flipped image (interpolation), against 0.88 for the unpermuted descriptor.
+    """
+    idx = np.empty(128, np.int64)
+    for r in range(4):
+        for c in range(4):
+            for o in range(8):
+                idx[(r * 4 + c) * 8 + o] = ((3 - r) * 4 + c) * 8 + (-o) % 8
+    return idx
+
+
+_SIFT_MIRROR = _sift_mirror_permutation()
+
+
+class SiftExtractor:
+    """OpenCV SIFT, converted to RootSIFT (L1-normalise, square root: Hellinger kernel as L2).
+
+    ``contrast`` is lower than OpenCV's 0.04 because flat vector logos have few, weak corners.
+    """
+
+    name = "sift"
+    dim = 128
+
+    def __init__(self, n_features: int = 1000, contrast: float = 0.02, edge: float = 10.0):
+        self.n_features = int(n_features)
+        self.contrast = float(contrast)
+        self.edge = float(edge)
+        self._sift = cv2.SIFT_create(nfeatures=self.n_features, contrastThreshold=self.contrast,
+                                     edgeThreshold=self.edge)
+
+    def params(self) -> dict:
+        return {"n_features": self.n_features, "contrast": self.contrast, "edge": self.edge,
+                "descriptor": "rootsift", "opencv": cv2.__version__}
+
+    def extract(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if gray.ndim != 2 or gray.dtype != np.uint8:
+            raise InputError(f"expected an HxW uint8 grey image, got {gray.shape} {gray.dtype}")
+        kps, desc = self._sift.detectAndCompute(gray, None)
+        if desc is None or not kps:
+            return np.zeros((0, 2), np.float32), np.zeros((0, self.dim), np.float32)
+        pts = np.float32([k.pt for k in kps])
+        return pts, rootsift(desc)
+
+    def mirror(self, descriptors: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(descriptors[:, _SIFT_MIRROR])
+
+
+def rootsift(desc: np.ndarray) -> np.ndarray:
+    """SIFT histograms -> RootSIFT unit vectors (Arandjelovic & Zisserman 2012)."""
+    d = desc.astype(np.float32)
+    d /= np.maximum(d.sum(axis=1, keepdims=True), 1e-7)
+    np.sqrt(d, out=d)
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-7)
+    return d
+
+
+def to_gray(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """Grey image with long side <= ``side``, and the factor from its pixels to ``rgb``'s."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InputError(f"expected HxWx3 RGB, got {rgb.shape}")
+    h, w = rgb.shape[:2]
+    f = min(1.0, side / max(h, w))
+    if f < 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 1.0 / f
+
+
+def describe_rgb(extractor: LocalExtractor, rgb: np.ndarray, original_size: tuple[int, int],
+                 side: int) -> LocalFeatures:
+    """Local features of a decoded image, with points mapped to its ``original_size`` pixels.
+
+    ``rgb`` may be a reduced decode (JPEG draft) of an image stored at ``original_size``.
+    """
+    gray, to_rgb = to_gray(rgb, side)
+    pts, desc = extractor.extract(gray)
+    h, w = rgb.shape[:2]
+    sx = to_rgb * original_size[0] / w
+    sy = to_rgb * original_size[1] / h
+    if len(pts):
+        pts = pts * np.float32([sx, sy])
+    return LocalFeatures(np.ascontiguousarray(pts, np.float32), np.ascontiguousarray(desc, np.float32),
+                         (int(original_size[0]), int(original_size[1])))

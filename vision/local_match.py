@@ -1,0 +1,190 @@
+"""From descriptor neighbours to geometric evidence: votes per reference, then RANSAC.
+
+Input: a listing's keypoints and, for each of its descriptors (and of their mirror images), the
+k nearest reference descriptors from the descriptor index. Steps:
+
+1. **Ratio test across brands.** A neighbour counts when it is clearly closer than the nearest
+   descriptor of *another* brand (Lowe's ratio). Comparing with the second neighbour outright
+   would throw away every match of a mark that a brand registered twice (a logo and a product
+   photo carrying it), which is the common case.
+2. **Votes**: distinct listing keypoints per reference; the best ``top_n`` references go on.
+3. **Geometry**: a similarity transform (scale, rotation, shift: what copying and pasting a mark
+   does) fitted with RANSAC, straight and mirrored, the larger wins. Its inliers are taken out
+   and the fit repeated, so several instances of a mark in one photo are counted.
+
+Everything returned is in the listing's original pixels: the reference outline projected into
+the photo (a quadrilateral), its bounding box, the scale and rotation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    ratio: float = 0.85  # Lowe's ratio against the nearest descriptor of another brand
+    max_distance: float = 0.75  # absolute L2 cap for unit descriptors (RootSIFT)
+    top_n: int = 10  # references verified geometrically per listing
+    min_votes: int = 5
+    min_inliers: int = 6  # smallest instance worth reporting
+    ransac_share: float = 0.012  # reprojection threshold, share of the listing's long side
+    max_instances: int = 3
+
+
+@dataclass(frozen=True)
+class LocalMatch:
+    """Geometric agreement of one reference with one listing photo."""
+
+    ref_row: int
+    votes: int  # listing keypoints whose neighbour is this reference (ratio test passed)
+    inliers: int  # distinct listing keypoints consistent with the best transform
+    inlier_ratio: float  # inliers / tentative matches of that orientation
+    coverage: float  # inliers / the reference's stored keypoints
+    mirrored: bool
+    instances: int
+    outline: tuple[tuple[float, float], ...]  # reference corners projected into the listing
+    box: tuple[int, int, int, int]  # bounding box of the outline, clipped to the listing
+    area_share: float  # box area / listing area
+    scale: float  # listing pixels per reference pixel
+    rotation_deg: float
+
+    def to_dict(self) -> dict:
+        return {"inliers": self.inliers, "votes": self.votes, "inlier_ratio": round(self.inlier_ratio, 3),
+                "coverage": round(self.coverage, 3), "mirrored": self.mirrored, "instances": self.instances,
+                "outline": [[round(x, 1), round(y, 1)] for x, y in self.outline], "box": list(self.box),
+                "area_share": round(self.area_share, 4), "scale": round(self.scale, 4),
+                "rotation_deg": round(self.rotation_deg, 1)}
+
+
+def tentative_matches(distances: np.ndarray, ref_rows: np.ndarray, brand_codes: np.ndarray,
+                      opts: MatchOptions) -> np.ndarray:
+    """Boolean Q x k mask of neighbours that pass the cross-brand ratio test and the distance cap.
+
+    ``brand_codes`` is Q x k (an integer per neighbour's brand, -1 for none).
+    """
+    q, k = distances.shape
+    if q == 0:
+        return np.zeros((0, k), bool)
+    b0 = brand_codes[:, :1]
+    other = (brand_codes != b0) & (ref_rows >= 0)
+    has_other = other.any(axis=1)
+    first_other = np.argmax(other, axis=1)
+    d_other = np.where(has_other, distances[np.arange(q), first_other], distances[:, -1])
+    ok = (brand_codes == b0) & (ref_rows >= 0)
+    ok &= distances < (opts.ratio ** 2) * d_other[:, None]
+    ok &= distances < opts.max_distance ** 2
+    # One vote per (listing keypoint, reference): the nearest of its neighbours in that reference.
+    for j in range(1, k):
+        dup = (ref_rows[:, :j] == ref_rows[:, j:j + 1]).any(axis=1)
+        ok[:, j] &= ~dup
+    return ok
+
+
+def match_references(query_points: np.ndarray, image_size: tuple[int, int], n_query: int,
+                     distances: np.ndarray, ref_rows: np.ndarray, ref_points: np.ndarray,
+                     brand_codes: np.ndarray, ref_sizes: dict[int, tuple[int, int]],
+                     ref_counts: dict[int, int], opts: MatchOptions = MatchOptions()) -> list[LocalMatch]:
+    """Geometric matches of one listing, best first (by inliers).
+
+    The neighbour arrays have ``n_query`` rows for the listing's descriptors, optionally
+    followed by ``n_query`` rows for their mirror-image descriptors (same points).
+    """
+    mask = tentative_matches(distances, ref_rows, brand_codes, opts)
+    qi, kj = np.nonzero(mask)
+    if not len(qi):
+        return []
+    rows = ref_rows[qi, kj]
+    mirrored = qi >= n_query
+    qpt_idx = np.where(mirrored, qi - n_query, qi)
+    # votes: distinct listing keypoints (positions) per reference
+    uniq_rows, inverse = np.unique(rows, return_inverse=True)
+    pos_key = np.round(query_points[qpt_idx]).astype(np.int64)
+    votes = {}
+    for u, r in enumerate(uniq_rows):
+        sel = inverse == u
+        votes[int(r)] = len(np.unique(pos_key[sel], axis=0))
+    ranked = sorted((r for r in votes if votes[r] >= opts.min_votes), key=lambda r: -votes[r])[:opts.top_n]
+    out = []
+    w, h = image_size
+    thr = max(2.0, opts.ransac_share * max(w, h))
+    for r in ranked:
+        sel = rows == r
+        best = None
+        for flip in (False, True):
+            s = sel & (mirrored == flip)
+            if s.sum() < opts.min_votes:
+                continue
+            src = ref_points[qi[s], kj[s]]
+            dst = query_points[qpt_idx[s]].copy()
+            if flip:
+                dst[:, 0] = w - dst[:, 0]
+            fit = _fit_instances(src, dst, thr, opts)
+            if fit is not None and (best is None or fit[0] > best[0]):
+                best = (*fit, flip, int(s.sum()))
+        if best is None:
+            continue
+        inliers, m, instances, flip, tentative = best
+        if inliers < opts.min_inliers:
+            continue
+        rw, rh = ref_sizes.get(r, (0, 0))
+        corners = np.float32([[0, 0], [rw, 0], [rw, rh], [0, rh]])
+        proj = corners @ m[:, :2].T + m[:, 2]
+        if flip:
+            proj[:, 0] = w - proj[:, 0]
+        x0, y0 = np.clip(proj.min(axis=0), 0, [w, h])
+        x1, y1 = np.clip(proj.max(axis=0), 0, [w, h])
+        area = max(0.0, (x1 - x0) * (y1 - y0)) / max(1.0, float(w * h))
+        scale = float(math.hypot(m[0, 0], m[1, 0]))
+        rot = float(math.degrees(math.atan2(m[1, 0], m[0, 0])))
+        out.append(LocalMatch(int(r), votes[r], inliers, inliers / max(1, tentative),
+                              min(1.0, inliers / max(1, ref_counts.get(r, inliers))), flip, instances,
+                              tuple((float(x), float(y)) for x, y in proj),
+                              (int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))), area, scale, rot))
+    out.sort(key=lambda m: (-m.inliers, m.ref_row))
+    return out
+
+
+def _fit_instances(src: np.ndarray, dst: np.ndarray, thr: float,
+                   opts: MatchOptions) -> tuple[int, np.ndarray, int] | None:
+    """(inliers of the best instance, its 2x3 transform, number of instances) or None."""
+    best = None
+    instances = 0
+    remaining = np.ones(len(src), bool)
+    for _ in range(opts.max_instances):
+        if remaining.sum() < max(4, opts.min_inliers):
+            break
+        s, d = src[remaining], dst[remaining]
+        m, mask = cv2.estimateAffinePartial2D(s, d, method=cv2.RANSAC, ransacReprojThreshold=thr,
+                                              maxIters=1000, confidence=0.995, refineIters=5)
+        if m is None or mask is None:
+            break
+        inl = mask.ravel().astype(bool)
+        n = _distinct(d[inl])
+        scale = math.hypot(m[0, 0], m[1, 0])
+        if n < opts.min_inliers or not (1e-3 < scale < 1e3) or _spread(d[inl]) < 2 * thr:
+            break
+        instances += 1
+        if best is None:
+            best = (n, m)
+        idx = np.flatnonzero(remaining)
+        remaining[idx[inl]] = False
+    if best is None:
+        return None
+    return best[0], best[1], instances
+
+
+def _distinct(points: np.ndarray) -> int:
+    """Distinct positions: SIFT repeats a keypoint once per dominant orientation."""
+    return len(np.unique(np.round(points).astype(np.int64), axis=0)) if len(points) else 0
+
+
+def _spread(points: np.ndarray) -> float:
+    """Diagonal of the points' bounding box: inliers piled on one spot prove nothing."""
+    if len(points) < 2:
+        return 0.0
+    return float(np.hypot(*(points.max(axis=0) - points.min(axis=0))))
