@@ -21,16 +21,16 @@ import csv
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from brandguard.datasets.readers import read_references
 from brandguard.errors import InputError
-from brandguard.evaluation import list_images, read_ground_truth
+from brandguard.evaluation import list_images, read_ground_truth, read_query_families
 from brandguard.references import build_index, new_bundle_from
 from brandguard.vision.bundle import Bundle
 from brandguard.vision.decide import CALIBRATION_FILE, Calibration
-from brandguard.vision.pipeline import Pipeline
+from brandguard.vision.pipeline import DepthOptions, Pipeline
 
 COPY_FAMILIES = ("copy_light", "copy_strong")
 FLAG_FAMILIES = ("copy_light", "copy_strong", "knockoff", "logo_in_photo")
@@ -61,7 +61,7 @@ def judge_split(pipe: Pipeline, split_dir: Path, threads: int = 1,
     gt = read_ground_truth(split_dir / "ground_truth.csv")
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Pipeline.from_bundle(new_bundle_from(pipe.bundle, Path(tmp)), threads=threads,
-                                       region_mode=pipe.region_mode)
+                                       region_mode=pipe.region_mode, depth=DepthOptions("fast"))
         build_index(scratch, read_references(split_dir / "references"), threads=threads)
         # Judge with verification always on: thresholds must not gate the evidence they calibrate.
         scratch.calibration = calibration or Calibration(copy=1.0, knockoff=-1.0, method="calibrating")
@@ -227,4 +227,155 @@ def run_calibration(bundle_dir: Path, split_dir: Path, target: float = 0.95, thr
     report.update(seconds=round(time.perf_counter() - t0, 1), split=str(split_dir), region_mode=region_mode,
                   calibration=asdict(cal))
     (Path(bundle_dir) / "calibration_report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
+
+
+# ---------------------------------------------------------------------- deep (global + local) stage
+@dataclass(frozen=True)
+class DeepJudged:
+    """One query's candidates under thorough depth: (reference_id, brand, evidence, match)."""
+
+    query_id: str
+    family: str
+    truth: frozenset[str]  # ground-truth reference ids
+    brand: str  # ground-truth brand ("" for distractors)
+    candidates: tuple
+
+
+def judge_split_deep(pipe: Pipeline, split_dir: Path, threads: int = 1, progress: bool = False) -> list[DeepJudged]:
+    """Every query of a split through the global and the local stage (thorough), candidates kept.
+
+    The same steps as ``Pipeline.judge`` in thorough depth (prepare with keypoints, embed, search,
+    one batched descriptor search, RANSAC), stopping before the decision, which is what the
+    fusion and its thresholds are fitted to.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from brandguard.errors import ImageDecodeError
+    from brandguard.vision.pipeline import DepthOptions
+
+    info = read_query_families(split_dir / "queries.csv")
+    gt = read_ground_truth(split_dir / "ground_truth.csv")
+    out: list[DeepJudged] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Pipeline.from_bundle(new_bundle_from(pipe.bundle, Path(tmp)), threads=threads,
+                                       region_mode=pipe.region_mode, depth=DepthOptions("thorough"))
+        build_index(scratch, read_references(split_dir / "references"), threads=threads)
+        queries = list_images(split_dir / "queries")
+        bar = tqdm(total=len(queries), desc="deep calibration", unit="img", disable=not progress)
+        for start in range(0, len(queries), 64):
+            chunk = []
+            for qid, p in queries[start:start + 64]:
+                try:
+                    chunk.append((qid, scratch.prepare(str(p), local=True)))
+                except ImageDecodeError:
+                    continue
+            bar.update(len(queries[start:start + 64]))
+            if not chunk:
+                continue
+            vecs = scratch.embed_crops(np.concatenate([it.crops for _, it in chunk]))
+            merged = scratch.search_merged([it for _, it in chunk], vecs)
+            local = scratch.match_local({i: it.local for i, (_, it) in enumerate(chunk)})
+            for i, ((qid, _), (hits, _ev)) in enumerate(zip(chunk, merged)):
+                refs = gt.get(qid, set())
+                cands = tuple((h.reference_id, h.brand, e, m) for h, e, m in scratch.deep_candidates(hits, local[i]))
+                out.append(DeepJudged(qid, info.get(qid, ""), frozenset(refs),
+                                      next(iter(refs)).split("/")[0] if refs else "", cands))
+        bar.close()
+        scratch.index.close()
+    return out
+
+
+def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_share: float = 0.3,
+                   method_note: str = "") -> tuple["DeepCalibration", dict]:
+    """Fit the fusion on candidate pairs, then the flag, copy and auto-gate thresholds.
+
+    - fusion: logistic regression, positive = the query's ground-truth reference;
+    - ``flag``: lowest probability at which each query's best candidate has the right brand
+      with ``target`` precision (a flag on a distractor or another brand is a false positive);
+    - ``copy_inliers`` / ``copy_area``: the pair that calls the most copy-family flags ``copy``
+      while ``target`` of the copy calls are copy families (a mark pasted into a photo is not);
+    - ``auto_gate``: the best global score above which ``max_deep_share`` of the distractors lie:
+      auto depth sends those (and brand hints, titles, audits) through the local stage.
+    """
+    import numpy as np
+
+    from brandguard.vision.fusion import FEATURES, DeepCalibration, fit_logistic
+
+    x, y = [], []
+    for j in judged:
+        for rid, _brand, e, _m in j.candidates:
+            x.append(e.vector())
+            y.append(1.0 if rid in j.truth else 0.0)
+    if not x or not 0 < sum(y) < len(y):
+        raise InputError("deep calibration needs candidates with both true and false matches")
+    w, b, mean, scale = fit_logistic(np.array(x), np.array(y))
+    fused = DeepCalibration(tuple(map(float, w)), float(b), tuple(map(float, mean)), tuple(map(float, scale)))
+
+    best = []  # per query: (p, right brand, family, evidence, match, global best)
+    for j in judged:
+        if not j.candidates:
+            best.append((0.0, False, j.family, None, None, -1.0))
+            continue
+        probs = fused.probability([c[2] for c in j.candidates])
+        k = int(np.argmax(probs))
+        g = max((c[2].global_score for c in j.candidates if not c[2].global_absent), default=-1.0)
+        best.append((float(probs[k]), bool(j.brand) and j.candidates[k][1] == j.brand, j.family,
+                     j.candidates[k][2], j.candidates[k][3], g))
+    t_flag, p_flag, _ = threshold_at_precision([(p, ok) for p, ok, *_ in best], target)
+    t_flag = min(t_flag, 1.0)
+    flagged = [bq for bq in best if bq[0] >= t_flag]
+    choice = (10**9, 1.0, 0, 1.0)  # (inliers, area, copies called right, precision)
+    for inl in (8, 10, 15, 20, 30, 45):
+        for area in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5):
+            calls = [bq for bq in flagged if bq[4] is not None and not bq[4].mirrored
+                     and bq[4].inliers >= inl and bq[4].area_share >= area]
+            good = sum(1 for bq in calls if bq[1] and bq[2] in COPY_FAMILIES)
+            prec = good / len(calls) if calls else 1.0
+            if prec >= target and good > choice[2]:
+                choice = (inl, area, good, prec)
+    distractor_g = sorted((bq[5] for bq in best if bq[2].startswith("distractor")), reverse=True)
+    gate = distractor_g[int(len(distractor_g) * max_deep_share)] if distractor_g else -1.0
+    cal = DeepCalibration(fused.weights, fused.bias, fused.mean, fused.scale, flag=round(t_flag, 6),
+                          copy_inliers=int(min(choice[0], 10**6)), copy_area=float(choice[1]),
+                          auto_gate=round(float(gate), 6),
+                          method=f"fusion fitted on {len(judged)} held-out queries, precision {target:.2f}"
+                          + (f"; {method_note}" if method_note else ""))
+    per_family: dict[str, dict] = {}
+    for p, ok, fam, *_rest in best:
+        f = per_family.setdefault(fam, {"n": 0, "flagged": 0, "flagged_right_brand": 0})
+        f["n"] += 1
+        f["flagged"] += p >= t_flag
+        f["flagged_right_brand"] += p >= t_flag and ok
+    for fam, f in per_family.items():
+        f["recall" if fam in FLAG_FAMILIES else "false_flag_rate"] = round(
+            (f["flagged_right_brand"] if fam in FLAG_FAMILIES else f["flagged"]) / f["n"], 4)
+    gated = [bq for bq in flagged if bq[1]]
+    report = {"features": list(FEATURES), "weights": [round(v, 4) for v in w], "bias": round(b, 4),
+              "n_pairs": len(y), "n_positive_pairs": int(sum(y)), "flag_threshold": cal.flag,
+              "flag_precision": round(p_flag, 4), "copy_inliers": cal.copy_inliers, "copy_area": cal.copy_area,
+              "copy_calls_right": choice[2], "copy_precision": round(choice[3], 4), "auto_gate": cal.auto_gate,
+              "auto_keeps_right_flags": round(sum(1 for bq in gated if bq[5] >= gate) / len(gated), 4) if gated else None,
+              "per_family": per_family}
+    return replace(cal, report=report), report
+
+
+def run_deep_calibration(bundle_dir: Path, split_dir: Path, target: float = 0.95, threads: int = 1,
+                         progress: bool = False) -> dict:
+    """Fit the fusion and the deep thresholds on ``split_dir``; stored in the bundle's calibration.json
+    beside the global thresholds (which are kept), the report in calibration_report.json."""
+    t0 = time.perf_counter()
+    pipe = Pipeline.from_bundle(Bundle.load(bundle_dir).path, threads=threads, depth=DepthOptions("fast"))
+    if pipe.extractor is None:
+        raise InputError(f"{bundle_dir}: the model card has no local_features; nothing to calibrate for depth")
+    judged = judge_split_deep(pipe, split_dir, threads=threads, progress=progress)
+    deep, report = calibrate_deep(judged, target)
+    cal = replace(Calibration.load(bundle_dir), deep=deep)
+    (Path(bundle_dir) / CALIBRATION_FILE).write_text(cal.to_json())
+    report.update(seconds=round(time.perf_counter() - t0, 1), split=str(split_dir))
+    path = Path(bundle_dir) / "calibration_report.json"
+    full = json.loads(path.read_text()) if path.is_file() else {}
+    full["deep"] = report
+    path.write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
     return report

@@ -80,6 +80,24 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (for logs)")
 
 
+def _add_depth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--depth", choices=("fast", "thorough", "auto"), default="auto",
+                   help="fast: global embedding only (hundreds of listings/s per core); thorough: + local "
+                        "features (keypoints in a descriptor index, RANSAC geometry) on every image, which finds "
+                        "marks small inside photos and mirrored knockoffs; auto (default): local features only "
+                        "where the global score passes the calibrated gate, a brand hint or the title names a "
+                        "registered brand, or the --audit-share draw picks the listing. A bundle without local "
+                        "features runs fast")
+    p.add_argument("--audit-share", type=float, default=0.0,
+                   help="auto depth: share of other listings sent through the local stage at random (0-1)")
+
+
+def _depth(args: argparse.Namespace):  # noqa: ANN202
+    from brandguard.vision.pipeline import DepthOptions
+
+    return DepthOptions(args.depth, args.audit_share)
+
+
 # ------------------------------------------------------------------------- index
 def cmd_index(args: argparse.Namespace) -> int:
     from brandguard.datasets.readers import read_references
@@ -115,7 +133,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from brandguard.vision.pipeline import Pipeline
 
     pipe = Pipeline.from_bundle(_resolve_bundle(args), threads=args.threads, device=args.device,
-                                region_mode=args.regions, require_index=True)
+                                region_mode=args.regions, require_index=True, depth=_depth(args))
     opts = ScanOptions(engine=args.engine, workers=args.workers, threads=args.threads, batch_size=args.batch_size,
                        part_size=args.part_size,
                        region_mode=args.regions, write_jsonl=args.jsonl, progress=not args.no_progress,
@@ -145,7 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from brandguard.vision.pipeline import Pipeline
 
     pipe = Pipeline.from_bundle(_resolve_bundle(args), threads=args.threads, device=args.device,
-                                region_mode=args.regions)
+                                region_mode=args.regions, depth=_depth(args))
     t0 = time.perf_counter()
     run = predict(pipe, args.references, args.queries, k=args.k, verify_top=args.verify_top)
     if not run.query_ids or run.n_references == 0:
@@ -156,7 +174,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     n = write_predictions(out / "predictions.csv", run.predictions)
     dt = time.perf_counter() - t0
     print(f"wrote {n} predictions for {len(run.query_ids)} queries against {run.n_references} references "
-          f"to {out / 'predictions.csv'} ({dt:.1f}s, regions {args.regions})")
+          f"to {out / 'predictions.csv'} ({dt:.1f}s, regions {args.regions}, depth {pipe.depth.depth})")
     if run.unreadable_queries or run.unreadable_references:
         print(f"warning: {len(run.unreadable_queries)} queries and {len(run.unreadable_references)} references "
               f"could not be decoded and have no predictions", file=sys.stderr)
@@ -165,7 +183,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         fams = read_query_families(args.query_info) if args.query_info else None
         metrics = evaluate(run.predictions, gt, run.query_ids, fams)
         metrics.update(model_sha256=pipe.card.sha256, k=args.k, seconds=round(dt, 2), regions=args.regions,
-                       verify_top=args.verify_top,
+                       verify_top=args.verify_top, depth=pipe.depth.depth, local_stage=dict(pipe.depth_counts),
                        unreadable_queries=len(run.unreadable_queries))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print(f"µAP {metrics['micro_ap']:.4f} · recall@P90 {metrics['recall_at_p90']:.4f} · "
@@ -205,15 +223,26 @@ def cmd_background(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- calibrate
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from brandguard.calibration import run_calibration
+    from brandguard.calibration import run_calibration, run_deep_calibration
+    from brandguard.vision.bundle import Bundle
 
-    report = run_calibration(args.bundle, args.split, target=args.target, threads=args.threads,
-                             region_mode=args.regions)
-    print(f"flag (knockoff) threshold {report['flag_threshold']:.4f} at precision {report['flag_precision']:.3f}; "
-          f"copy threshold {report['copy_threshold']:.4f} at precision {report['copy_precision']:.3f} "
-          f"({report['n_queries']} queries, {report['seconds']:.0f}s) -> {args.bundle / 'calibration.json'}")
-    for fam, m in report["per_family"].items():
-        print(f"  {fam:<24} n={m['n']:<5} flagged {m['flagged']:<5} right brand {m['flagged_right_brand']}")
+    if args.stage in ("global", "both"):
+        report = run_calibration(args.bundle, args.split, target=args.target, threads=args.threads,
+                                 region_mode=args.regions)
+        print(f"flag (knockoff) threshold {report['flag_threshold']:.4f} at precision {report['flag_precision']:.3f}; "
+              f"copy threshold {report['copy_threshold']:.4f} at precision {report['copy_precision']:.3f} "
+              f"({report['n_queries']} queries, {report['seconds']:.0f}s) -> {args.bundle / 'calibration.json'}")
+        for fam, m in report["per_family"].items():
+            print(f"  {fam:<24} n={m['n']:<5} flagged {m['flagged']:<5} right brand {m['flagged_right_brand']}")
+    if args.stage == "deep" or (args.stage == "both" and Bundle.load(args.bundle).card.local_features):
+        deep = run_deep_calibration(args.bundle, args.split, target=args.target, threads=args.threads,
+                                    progress=not args.no_progress)
+        print(f"deep stage: flag at fused probability {deep['flag_threshold']:.4f} (precision "
+              f"{deep['flag_precision']:.3f}); copy = >= {deep['copy_inliers']} inliers covering >= "
+              f"{deep['copy_area']:.0%} of the photo (precision {deep['copy_precision']:.3f}); auto gate "
+              f"{deep['auto_gate']:.4f} keeps {deep['auto_keeps_right_flags']} of right flags ({deep['seconds']:.0f}s)")
+        for fam, m in deep["per_family"].items():
+            print(f"  {fam:<24} n={m['n']:<5} flagged {m['flagged']:<5} right brand {m['flagged_right_brand']}")
     if args.report_split is not None:
         from brandguard.calibration import run_verdict_report
 
@@ -322,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                         '"default_price": p}}: authorised sellers are not leads; low prices raise the risk')
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--quiet", action="store_true", help="do not print the results table")
+    _add_depth_args(p)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_scan)
 
@@ -344,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="query regions searched, as in `scan` (grid: + 5 crops, finds small logos)")
     p.add_argument("--verify-top", type=int, default=0,
                    help="check the N best references of each query with local features (ORB + RANSAC), as "
-                        "the verdict step does, and rank geometrically verified ones first (default 0: off)")
+                        "the verdict step does, and rank geometrically verified ones first (default 0: off; "
+                        "fast depth only)")
+    _add_depth_args(p)
     _add_bundle_arg(p)
     _add_registry_arg(p)
     _add_runtime_args(p)
@@ -376,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", type=Path, required=True, help="bundle whose model is calibrated (written into)")
     p.add_argument("--split", type=Path, required=True, help="labelled corpus split, e.g. data_cache/corpus_std/val")
     p.add_argument("--target", type=float, default=0.95, help="precision to reach (default 0.95)")
+    p.add_argument("--stage", choices=("global", "deep", "both"), default="both",
+                   help="global: cosine thresholds; deep: the fusion of global and local evidence (thorough/auto "
+                        "depth) and its thresholds; both (default; deep only when the bundle has local features)")
     p.add_argument("--report-split", type=Path, default=None,
                    help="then judge this labelled split (e.g. the test split) with the new thresholds and write "
                         "BUNDLE/verdicts_<split>.json: copy/knockoff/clear confusion matrix, precision, recall")

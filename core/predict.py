@@ -16,7 +16,8 @@ import numpy as np
 from brandguard.errors import ImageDecodeError
 from brandguard.evaluation import Prediction, list_images
 from brandguard.index.store import ReferenceIndex, ReferenceRecord
-from brandguard.vision.pipeline import Pipeline
+from brandguard.vision.local import describe_reference
+from brandguard.vision.pipeline import Pipeline, local_spec_of
 from brandguard.vision.prepare import PreparedImage
 
 
@@ -30,7 +31,7 @@ class PredictionRun:
 
 
 def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch: int = 64,
-            verify_top: int = 0) -> PredictionRun:
+            verify_top: int = 0, progress=None) -> PredictionRun:  # noqa: ANN001
     """Top-``k`` (query, reference, score) per query against an exact scratch index of ``references``.
 
     The bundle's own index is never touched; brand = first folder of a reference id.
@@ -40,6 +41,15 @@ def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch:
     """
     refs, qs = list_images(references), list_images(queries)
     rvec, rerr = pipe.embed_sources([str(p) for _, p in refs])
+    deep = pipe.depth.depth != "fast" and pipe.extractor is not None
+    local = [None] * len(refs)
+    if deep:
+        for i, (_, p) in enumerate(refs):
+            if rerr[i] is None:
+                try:
+                    local[i] = describe_reference(pipe.extractor, str(p), pipe.local_config, pipe.limits)
+                except ImageDecodeError as exc:
+                    rerr[i] = exc
     ok = [i for i, e in enumerate(rerr) if e is None]
     run = PredictionRun([], [q for q, _ in qs], len(ok),
                         unreadable_references=[refs[i][0] for i, e in enumerate(rerr) if e is not None])
@@ -48,9 +58,14 @@ def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch:
         pipe.index = ReferenceIndex.build(tmp, pipe.card, rvec[ok],
                                           [ReferenceRecord(refs[i][0], refs[i][0].split("/")[0], source=str(refs[i][1].resolve()))
                                            for i in ok],
-                                          factory="IDMap2,Flat", threads=pipe.embedder.info.threads)
+                                          factory="IDMap2,Flat", threads=pipe.embedder.info.threads,
+                                          local=[local[i] for i in ok] if deep else None,
+                                          local_spec=local_spec_of(pipe.card.local_features) if deep else None)
         top_k, pipe.top_k = pipe.top_k, k
         try:
+            if deep:
+                _predict_deep(pipe, qs, batch, run, progress)
+                return run
             for start in range(0, len(qs), batch):
                 chunk = qs[start:start + batch]
                 items: list[tuple[str, PreparedImage]] = []
@@ -75,3 +90,28 @@ def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch:
             pipe.index.close()
             pipe.index, pipe.top_k = saved, top_k
     return run
+
+
+def _predict_deep(pipe: Pipeline, qs: list[tuple[str, Path]], batch: int, run: PredictionRun, progress) -> None:  # noqa: ANN001
+    """Thorough/auto predictions: the verdict step's own fused candidates, as the scanner judges.
+
+    Each query is prepared the way the scanner's workers prepare it (with keypoints in
+    thorough depth), judged by ``Pipeline.judge`` with its depth, and every candidate of the
+    verdict becomes a prediction scored by its fused probability.
+    """
+    for start in range(0, len(qs), batch):
+        chunk = qs[start:start + batch]
+        items, paths = [], []
+        for qid, path in chunk:
+            try:
+                items.append((qid, pipe.prepare(str(path), local=pipe.depth.depth == "thorough")))
+                paths.append(str(path))
+            except ImageDecodeError:
+                run.unreadable_queries.append(qid)
+        if not items:
+            continue
+        verdicts = pipe.judge([it for _, it in items], paths)
+        for (qid, _), v in zip(items, verdicts):
+            run.predictions.extend(Prediction(qid, h.reference_id, h.score) for h in v.top)
+        if progress is not None:
+            progress(len(chunk))

@@ -19,7 +19,9 @@ from brandguard.vision.bundle import CARD_FILE, MODEL_FILE, Bundle, sha256_file
 from brandguard.vision.background import META_FILE as BACKGROUND_META
 from brandguard.vision.background import VECTORS_FILE as BACKGROUND_VECTORS
 from brandguard.vision.decide import CALIBRATION_FILE
-from brandguard.vision.pipeline import Pipeline
+from brandguard.errors import ImageDecodeError
+from brandguard.vision.local import describe_reference
+from brandguard.vision.pipeline import Pipeline, local_spec_of
 
 STORE_DIR = "references"
 
@@ -62,15 +64,21 @@ def store_image(bundle_dir: Path, path: str) -> str:
 
 
 def _embed_rows(pipe: Pipeline, rows: Sequence[ReferenceRow], report: IndexReport):
+    """Embeddings, records and (when the bundle has a local stage) keypoints of the readable rows."""
     vecs, errors = pipe.embed_sources([r.path for r in rows])
-    keep, records = [], []
+    keep, records, local = [], [], []
     for i, (r, e) in enumerate(zip(rows, errors)):
+        if e is None and pipe.extractor is not None:
+            try:
+                local.append(describe_reference(pipe.extractor, r.path, pipe.local_config, pipe.limits))
+            except ImageDecodeError as exc:
+                e = exc
         if e is not None:
             report.skipped.append((r.reference_id, e.reason))
             continue
         keep.append(i)
         records.append(ReferenceRecord(r.reference_id, r.brand, r.sku, r.kind, store_image(pipe.bundle.path, r.path)))
-    return vecs[keep], records
+    return vecs[keep], records, (local if pipe.extractor is not None else None)
 
 
 def build_index(pipe: Pipeline, rows: Sequence[ReferenceRow], factory: str | None = None,
@@ -79,10 +87,11 @@ def build_index(pipe: Pipeline, rows: Sequence[ReferenceRow], factory: str | Non
     if not rows:
         raise InputError("no reference images to index")
     report = IndexReport()
-    vecs, records = _embed_rows(pipe, rows, report)
+    vecs, records, local = _embed_rows(pipe, rows, report)
     if not records:
         raise InputError("none of the reference images could be decoded")
-    index = ReferenceIndex.build(pipe.bundle.path, pipe.card, vecs, records, factory=factory, threads=threads)
+    index = ReferenceIndex.build(pipe.bundle.path, pipe.card, vecs, records, factory=factory, threads=threads,
+                                 local=local, local_spec=local_spec_of(pipe.card.local_features))
     pipe.index = index
     report.indexed, report.brands = len(index), len(index.brands())
     report.factory, report.generation = index.manifest.factory, index.generation
@@ -94,9 +103,9 @@ def add_references(pipe: Pipeline, rows: Sequence[ReferenceRow]) -> IndexReport:
     if pipe.index is None:
         raise InputError("the bundle has no index yet: build one first")
     report = IndexReport()
-    vecs, records = _embed_rows(pipe, rows, report)
+    vecs, records, local = _embed_rows(pipe, rows, report)
     if records:
-        report.generation = pipe.index.add(vecs, records)
+        report.generation = pipe.index.add(vecs, records, local=local if pipe.index.local is not None else None)
         if pipe.index.needs_rebuild():  # grown past what its factory is good for: re-choose by size
             pipe.index = pipe.index.rebuilt(pipe.card, threads=pipe.embedder.info.threads)
             report.generation = pipe.index.generation

@@ -1,7 +1,9 @@
 """Human-readable scan results: a terminal table and a self-contained HTML page of leads.
 
 The HTML embeds small JPEG thumbnails (data URIs) of each flagged listing beside the reference
-it matched, so the page can be mailed or archived as one file.
+it matched, so the page can be mailed or archived as one file. Where the verdict carries
+local-feature evidence, the listing thumbnail is drawn inside an SVG whose coordinates are the
+listing's original pixels, with the reference's projected outline (or the matched box) on it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import base64
 import html
 import io
 import json
+import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from PIL import Image
 
@@ -20,37 +23,241 @@ from brandguard.vision.decode import decode_image
 
 FLAGGED = ("copy", "knockoff")
 _ORDER = {"copy": 0, "knockoff": 1, "inconclusive": 2, "clear": 3}
+OUTLINE_COLOUR = "#ff00ff"  # magenta: rare in product photos and logos, visible on light and dark
+NEAR_MISS_MARGIN = 0.1
+NEAR_MISS_LIMIT = 12
+THUMB_SIDE = 160  # px of the embedded thumbnails (their long side)
+SHOW_SIDE = 170  # px the listing drawing is shown at (its long side)
 
 
-def thumbnail_data_uri(path: str, side: int = 160) -> str | None:
-    """A JPEG data URI of ``path`` no larger than ``side`` px, or None if it cannot be read."""
+def _thumbnail(path: str, side: int = THUMB_SIDE) -> tuple[str | None, tuple[int, int] | None]:
+    """A JPEG data URI of ``path`` no larger than ``side`` px and the image's displayed size in
+    original pixels (EXIF rotation applied); (None, None) if it cannot be read."""
     if not path or not Path(path).is_file():
-        return None
+        return None, None
     try:
         decoded = decode_image(path, target_side=side)
     except ImageDecodeError:
-        return None
+        return None, None
     img = Image.fromarray(decoded.rgb)
     img.thumbnail((side, side))
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), decoded.display_size
+
+
+def thumbnail_data_uri(path: str, side: int = THUMB_SIDE) -> str | None:
+    """A JPEG data URI of ``path`` no larger than ``side`` px, or None if it cannot be read."""
+    return _thumbnail(path, side)[0]
+
+
+# --------------------------------------------------------------------------- evidence values
+def _num(x: Any) -> float | None:
+    """A finite float, or None (evidence is JSON: anything may be missing or odd)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _fmt(x: float) -> str:
+    """A coordinate for SVG: at most two decimals, no trailing zeros."""
+    s = f"{x:.2f}".rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+def _box(b: Any) -> tuple[float, float, float, float] | None:
+    """``[x0, y0, x1, y1]`` with a positive area, else None (a zero-size box is no evidence)."""
+    if not isinstance(b, (list, tuple)) or len(b) != 4:
+        return None
+    v = [_num(x) for x in b]
+    if any(x is None for x in v):
+        return None
+    x0, y0, x1, y1 = v
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _outline(o: Any) -> list[tuple[float, float]] | None:
+    """At least three finite ``[x, y]`` points, else None."""
+    if not isinstance(o, (list, tuple)) or len(o) < 3:
+        return None
+    pts = []
+    for p in o:
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            return None
+        x, y = _num(p[0]), _num(p[1])
+        if x is None or y is None:
+            return None
+        pts.append((x, y))
+    return pts
+
+
+def _size(s: Any) -> tuple[float, float] | None:
+    if not isinstance(s, (list, tuple)) or len(s) != 2:
+        return None
+    w, h = _num(s[0]), _num(s[1])
+    return (w, h) if w and h and w > 0 and h > 0 else None
+
+
+def _dict(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _box_text(b: tuple[float, float, float, float]) -> str:
+    return "[" + ", ".join(_fmt(v) for v in b) + "]"
+
+
+def _transform_text(g: dict) -> str:
+    """``scale 0.412, rotation 12°``: scale to 3 significant digits, omitted when absent or not positive."""
+    parts = []
+    scale = _num(g.get("scale"))
+    if scale is not None and scale > 0:
+        parts.append(f"scale {scale:.3g}")
+    rot = _num(g.get("rotation_deg"))
+    if rot is not None and parts:
+        parts.append(f"rotation {rot:.0f}°")
+    return ", ".join(parts)
 
 
 def _geometry_note(g: dict | None) -> str:
-    """One line of local-feature evidence: how many keypoints agree, where, and the transform."""
-    if not g:
+    """One line of fast-path local-feature evidence: how many keypoints agree, where, and the transform."""
+    if not isinstance(g, dict) or not g:
         return ""
-    note = f"<br>keypoints: <b>{int(g.get('inliers', 0))}</b> consistent of {int(g.get('matches', 0))} matched"
-    if g.get("box"):
-        note += f" · matched box {html.escape(str(g['box']))}"
-    if g.get("scale") is not None:
-        note += f" · scale {g['scale']:.2f}, rotation {g.get('rotation_deg', 0):.0f}°"
-    if g.get("mirrored"):
+    inliers, matches = _num(g.get("inliers")) or 0, _num(g.get("matches")) or 0
+    note = f"<br>keypoints: <b>{int(inliers)}</b> consistent of {int(matches)} matched"
+    box = _box(g.get("box"))
+    if box:
+        note += f" · matched box {html.escape(_box_text(box))}"
+    transform = _transform_text(g)
+    if transform:
+        note += f" · {html.escape(transform)}"
+    if g.get("mirrored") is True:
         note += " · mirrored"
     return note
 
 
+def _thresholds_text(th: dict) -> str:
+    """The thresholds the verdict was held against, deep (fused) or fast (similarity)."""
+    parts = []
+    flag = _num(th.get("flag_probability"))
+    if flag is not None:
+        parts.append(f"flag ≥ {flag:.2f}")
+    ci, ca = _num(th.get("copy_inliers")), _num(th.get("copy_area"))
+    if ci is not None and ca is not None:
+        parts.append(f"copy: ≥ {int(ci)} inliers covering ≥ {ca:.0%}")
+    gc = _num(th.get("global_copy"))
+    if gc is not None:
+        parts.append(f"or global ≥ {gc:.2f}")
+    c, k = _num(th.get("copy")), _num(th.get("knockoff"))
+    if c is not None:
+        parts.append(f"copy ≥ {c:.3f}")
+    if k is not None:
+        parts.append(f"knockoff ≥ {k:.3f}")
+    return " · ".join(parts)
+
+
+def _local_note(ev: dict) -> str:
+    """Deep-path evidence: stage, inliers, fused probability against the thresholds, and the rule."""
+    esc = html.escape
+    local = _dict(ev.get("local"))
+    geometry = _dict(ev.get("geometry"))
+    lines = []
+    first = []
+    if isinstance(ev.get("stage"), str):
+        first.append(f"stage <b>{esc(ev['stage'])}</b>")
+    inliers = _num(local.get("inliers"))
+    if inliers is not None:
+        first.append(f"<b>{int(inliers)}</b> inliers" + (" · <b>mirrored</b>" if local.get("mirrored") is True else ""))
+        share = _num(local.get("area_share"))
+        if share is not None and share > 0:
+            first.append(f"outline covers {share:.0%}")
+        box = _box(local.get("box") or ev.get("match_box"))
+        if box:
+            first.append(f"box {esc(_box_text(box))}")
+        transform = _transform_text(local)
+        if transform:
+            first.append(esc(transform))
+    if first:
+        lines.append(" · ".join(first))
+    fused = _num(ev.get("fused_probability"))
+    second = []
+    if fused is not None:
+        second.append(f"fused probability <b>{fused:.3f}</b>")
+    g = _num(ev.get("global_score"))
+    if g is not None and ev.get("stage") != "local":
+        second.append(f"global {g:.3f}")
+    th = _thresholds_text(_dict(ev.get("thresholds")))
+    if th:
+        second.append(f"thresholds: {esc(th)}")
+    if second:
+        lines.append(" · ".join(second))
+    if geometry:
+        lines.append(_geometry_note(geometry).removeprefix("<br>"))
+    if isinstance(ev.get("decided_by"), str) and ev["decided_by"]:
+        lines.append(f'decided by: <span class="rule">{esc(ev["decided_by"])}</span>')
+    return "".join(f"<div>{line}</div>" for line in lines)
+
+
+# --------------------------------------------------------------------------- drawing
+def _match_shape(ev: dict) -> tuple[str, list[tuple[float, float]] | tuple[float, float, float, float]] | None:
+    """What to draw: the projected outline, else the matched box (deep or fast path), else None."""
+    outline = _outline(_dict(ev.get("local")).get("outline"))
+    if outline:
+        return "polygon", outline
+    for box in (_dict(ev.get("local")).get("box"), ev.get("match_box"), _dict(ev.get("geometry")).get("box")):
+        b = _box(box)
+        if b:
+            return "rect", b
+    return None
+
+
+def _match_title(ev: dict, ref_id: str) -> str:
+    local, geometry = _dict(ev.get("local")), _dict(ev.get("geometry"))
+    inliers = _num(local.get("inliers"))
+    if inliers is None:
+        inliers = _num(geometry.get("inliers"))
+    bits = [f"reference {ref_id}" if ref_id else "matched reference"]
+    if inliers is not None:
+        bits.append(f"{int(inliers)} inliers")
+    if local.get("mirrored") is True or geometry.get("mirrored") is True:
+        bits.append("mirrored")
+    if isinstance(ev.get("decided_by"), str) and ev["decided_by"]:
+        bits.append(ev["decided_by"])
+    return " · ".join(bits)
+
+
+def listing_drawing(uri: str, size: tuple[float, float], ev: dict, ref_id: str = "",
+                    show_side: int = SHOW_SIDE) -> str:
+    """An inline SVG in the listing's original pixels (viewBox ``0 0 W H``): the thumbnail stretched
+    over it, and the match outline (or box) drawn on top with a tooltip."""
+    esc = html.escape
+    w, h = size
+    f = show_side / max(w, h)
+    shape = _match_shape(ev)
+    title = f"<title>{esc(_match_title(ev, ref_id))}</title>"
+    common = ('fill="none" vector-effect="non-scaling-stroke" stroke-linejoin="round"')
+    drawn = ""
+    if shape is not None:
+        kind, geo = shape
+        if kind == "polygon":
+            pts = " ".join(f"{_fmt(x)},{_fmt(y)}" for x, y in geo)
+            drawn = (f'<polygon points="{pts}" {common} stroke="#000" stroke-opacity="0.55" stroke-width="5"/>'
+                     f'<polygon class="match" points="{pts}" {common} stroke="{OUTLINE_COLOUR}" stroke-width="2.5">'
+                     f"{title}</polygon>")
+        else:
+            x0, y0, x1, y1 = geo
+            attrs = f'x="{_fmt(x0)}" y="{_fmt(y0)}" width="{_fmt(x1 - x0)}" height="{_fmt(y1 - y0)}"'
+            drawn = (f'<rect {attrs} {common} stroke="#000" stroke-opacity="0.55" stroke-width="5"/>'
+                     f'<rect class="match" {attrs} {common} stroke="{OUTLINE_COLOUR}" stroke-width="2.5">'
+                     f"{title}</rect>")
+    return (f'<svg class="listing" xmlns="http://www.w3.org/2000/svg" role="img" '
+            f'aria-label="listing{" with matched outline" if drawn else ""}" '
+            f'viewBox="0 0 {_fmt(w)} {_fmt(h)}" width="{round(w * f)}" height="{round(h * f)}">'
+            f'<image href="{uri}" x="0" y="0" width="{_fmt(w)}" height="{_fmt(h)}" preserveAspectRatio="none"/>'
+            f"{drawn}</svg>")
+
+
+# --------------------------------------------------------------------------- rows
 def sort_rows(rows: Sequence[dict]) -> list[dict]:
     """Leads first by risk; then authorised-seller flags; then inconclusive; then clear."""
     def key(r: dict):
@@ -80,41 +287,114 @@ def terminal_table(rows: Sequence[dict], limit: int = 60) -> str:
     return "\n".join(out)
 
 
+def _evidence(r: dict) -> dict:
+    try:
+        ev = json.loads(r["evidence"]) if r.get("evidence") else {}
+    except (TypeError, ValueError):
+        return {}
+    return ev if isinstance(ev, dict) else {}
+
+
+def flag_threshold(ev: dict) -> float | None:
+    """The threshold a row had to reach to be flagged: the fused probability's (deep) or knockoff's (fast)."""
+    th = _dict(ev.get("thresholds"))
+    flag = _num(th.get("flag_probability"))
+    return flag if flag is not None else _num(th.get("knockoff"))
+
+
+def near_misses(rows: Sequence[dict], margin: float = NEAR_MISS_MARGIN,
+                limit: int = NEAR_MISS_LIMIT) -> list[tuple[dict, dict, float]]:
+    """Clear rows whose score is within ``margin`` of their flag threshold: (row, evidence,
+    threshold - score), closest first, at most ``limit``."""
+    out = []
+    for r in rows:
+        if r.get("verdict") != "clear":
+            continue
+        score = _num(r.get("score"))
+        ev = _evidence(r)
+        th = flag_threshold(ev)
+        if score is None or th is None:
+            continue
+        gap = th - score
+        if abs(gap) <= margin + 1e-12:
+            out.append((r, ev, gap))
+    out.sort(key=lambda t: (abs(t[2]), str(t[0].get("listing_id"))))
+    return out[:limit]
+
+
 def write_html_report(rows: Sequence[dict], reference_paths: dict[str, str], dest: str | Path,
                       title: str = "brandguard scan", summary: dict | None = None) -> Path:
-    """Write a self-contained HTML page: one card per flagged listing, then the inconclusive."""
+    """Write a self-contained HTML page: one card per flagged listing, then the inconclusive,
+    then the near misses (clear listings just under the flag threshold)."""
     esc = html.escape
+
+    def img_tag(uri: str | None, alt: str) -> str:
+        return f'<img src="{uri}" alt="{esc(alt)}">' if uri else f'<div class="missing">{esc(alt)}: no image</div>'
+
     cards = []
     for r in sort_rows(rows):
         if r["verdict"] == "clear":
             continue
-        listing_img = thumbnail_data_uri(r.get("image") or "")
+        flagged = r["verdict"] in FLAGGED
+        ev = _evidence(r)
         ref_id = r.get("top_reference_id") or ""
-        ref_img = thumbnail_data_uri(reference_paths.get(ref_id, "")) if r["verdict"] in FLAGGED else None
-        ev = json.loads(r["evidence"]) if r.get("evidence") else {}
-
-        def img_tag(uri: str | None, alt: str) -> str:
-            return f'<img src="{uri}" alt="{esc(alt)}">' if uri else f'<div class="missing">{esc(alt)}: no image</div>'
-
-        detail = (f"reason: <b>{esc(str(r.get('reason')))}</b> {esc(str(ev.get('detail', '')))}"
-                  if r["verdict"] == "inconclusive" else
-                  f"brand <b>{esc(str(r.get('brand')))}</b> · confidence {r['confidence']:.2f} · "
-                  f"similarity {r['score']:.3f} · region {esc(str(ev.get('region', 'full')))}"
-                  f"{_geometry_note(ev.get('geometry'))}"
-                  f"{' · uncalibrated' if not ev.get('calibrated', False) else ''}")
+        listing_uri, natural = _thumbnail(r.get("image") or "")
+        if flagged and listing_uri:
+            size = _size(ev.get("image_size")) or natural
+            listing_fig = listing_drawing(listing_uri, size, ev, ref_id) if size else img_tag(listing_uri, "listing")
+        else:
+            listing_fig = img_tag(listing_uri, "listing")
+        ref_img = thumbnail_data_uri(reference_paths.get(ref_id, "")) if flagged else None
+        if r["verdict"] == "inconclusive":
+            detail = f"reason: <b>{esc(str(r.get('reason')))}</b> {esc(str(ev.get('detail', '')))}"
+        else:
+            conf, score = _num(r.get("confidence")), _num(r.get("score"))
+            detail = (f"brand <b>{esc(str(r.get('brand')))}</b>"
+                      + (f" · confidence {conf:.2f}" if conf is not None else "")
+                      # a deep verdict's score is its fused probability, printed with the local evidence
+                      + (f" · similarity {score:.3f}" if score is not None and "fused_probability" not in ev else "")
+                      + f" · region {esc(str(ev.get('region', 'full')))}"
+                      + (" · uncalibrated" if not ev.get("calibrated", False) else ""))
+            if any(k in ev for k in ("stage", "local", "decided_by", "fused_probability")):
+                detail += _local_note(ev)
+            else:
+                detail += _geometry_note(ev.get("geometry"))
+                th = _thresholds_text(_dict(ev.get("thresholds")))
+                if th:
+                    detail += f"<br>thresholds: {esc(th)}"
         cards.append(
             f'<div class="card {esc(r["verdict"])}"><div class="head"><span class="tag">{esc(r["verdict"])}</span> '
             + (f'<span class="risk">risk {r["risk"]:.2f}</span> ' if r.get("risk") is not None else "")
             + ('<span class="risk">authorised seller</span> ' if r.get("lead") == "authorized" else "")
-            + f'listing <code>{esc(r["listing_id"])}</code> seller <code>{esc(str(r.get("seller_id") or "-"))}</code> '
+            + f'listing <code>{esc(str(r["listing_id"]))}</code> seller <code>{esc(str(r.get("seller_id") or "-"))}</code> '
             f'price {esc(str(r.get("price") if r.get("price") is not None else "-"))}</div>'
-            f'<div class="pair"><figure>{img_tag(listing_img, "listing")}<figcaption>listing</figcaption></figure>'
+            f'<div class="pair"><figure>{listing_fig}<figcaption>listing</figcaption></figure>'
             + (f'<figure>{img_tag(ref_img, "reference")}<figcaption>reference <code>{esc(ref_id)}</code>'
-               f'</figcaption></figure>' if r["verdict"] in FLAGGED else "")
+               f'</figcaption></figure>' if flagged else "")
             + f'</div><div class="detail">{detail}</div></div>'
         )
+
+    misses = []
+    for r, ev, gap in near_misses(rows):
+        uri, natural = _thumbnail(r.get("image") or "", side=96)
+        size = _size(ev.get("image_size")) or natural
+        pic = (listing_drawing(uri, size, ev, r.get("top_reference_id") or "", show_side=96) if uri and size
+               else '<div class="missing small">no image</div>')
+        th, score = flag_threshold(ev), float(r["score"])
+        where = "below" if gap >= 0 else "above"
+        misses.append(
+            f'<li class="near-miss" data-margin="{gap:.4f}">{pic}<div><code>{esc(str(r["listing_id"]))}</code>'
+            f' · best <code>{esc(str(r.get("top_reference_id") or "-"))}</code><br>'
+            f'score {score:.3f} vs flag {th:.3f}: <b>{abs(gap):.3f} {where}</b>'
+            + (f'<br><span class="rule">{esc(ev["decided_by"])}</span>'
+               if isinstance(ev.get("decided_by"), str) and ev["decided_by"] else "")
+            + "</div></li>")
+    near = (f'<h2>Near misses</h2><p class="note">Clear listings within {NEAR_MISS_MARGIN:g} of the flag '
+            f'threshold, closest first (at most {NEAR_MISS_LIMIT}).</p><ol class="near">{"".join(misses)}</ol>'
+            if misses else "")
+
     counts = summary.get("verdicts", {}) if summary else {}
-    head = " · ".join(f"{esc(k)}: {v}" for k, v in sorted(counts.items()))
+    head = " · ".join(f"{esc(str(k))}: {esc(str(v))}" for k, v in sorted(counts.items()))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>
@@ -126,14 +406,21 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #f6f6f6;
 .card.inconclusive {{ border-top-color: #757575; }}
 .tag {{ font-weight: bold; text-transform: uppercase; }}
 .risk {{ background: #222; color: white; border-radius: 4px; padding: 0 .4rem; font-size: .85rem; }}
-.pair {{ display: flex; gap: .5rem; margin: .5rem 0; }}
+.pair {{ display: flex; gap: .5rem; margin: .5rem 0; align-items: flex-start; }}
 figure {{ margin: 0; text-align: center; }} img {{ max-width: 170px; max-height: 170px; border: 1px solid #ddd; }}
+svg.listing {{ border: 1px solid #ddd; display: block; }}
 figcaption {{ font-size: .8rem; color: #555; }} .missing {{ width: 160px; height: 100px; background: #eee; }}
-.detail {{ font-size: .85rem; }}
+.missing.small {{ width: 96px; height: 64px; }}
+.detail {{ font-size: .85rem; }} .detail > div {{ margin-top: .2rem; }}
+.rule {{ font-family: ui-monospace, monospace; font-size: .8rem; }}
+ol.near {{ list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: .6rem; }}
+.near-miss {{ background: white; border-radius: 8px; padding: .5rem; display: flex; gap: .5rem; width: 380px;
+              font-size: .85rem; box-shadow: 0 1px 3px #0002; border-left: 4px solid #9e9e9e; }}
+.note {{ color: #555; font-size: .85rem; }}
 </style></head><body>
 <h1>{esc(title)}</h1><p>{head}</p><div class="cards">
 {''.join(cards) or '<p>No leads: nothing was flagged.</p>'}
-</div></body></html>
+</div>{near}</body></html>
 """
     dest = Path(dest)
     dest.write_text(page, encoding="utf-8")

@@ -15,17 +15,22 @@ from brandguard.datasets.readers import ListingRow
 from brandguard.errors import ImageDecodeError
 from brandguard.vision.bundle import ModelCard
 from brandguard.vision.decode import DecodeLimits
+from brandguard.vision.local import LocalConfig
 from brandguard.vision.prepare import PreparedImage, prepare_image
 
 _WORKER: dict = {}
 
 
-def init_worker(card: ModelCard, region_mode: str, limits: DecodeLimits) -> None:
-    """Per-process setup: one OpenCV thread, since the parallelism is the processes."""
+def init_worker(card: ModelCard, region_mode: str, limits: DecodeLimits, local: LocalConfig | None = None) -> None:
+    """Per-process setup: one OpenCV thread, since the parallelism is the processes.
+
+    With ``local`` (thorough depth) the worker also describes keypoints, so the local stage's
+    most expensive step runs on every core, not in the embedder's process."""
     import cv2
 
     cv2.setNumThreads(1)
-    _WORKER.update(card=card, region_mode=region_mode, limits=limits)
+    spec = (local.make(threads=1), local.query_side) if local is not None else None
+    _WORKER.update(card=card, region_mode=region_mode, limits=limits, local=spec)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,6 @@ def prepare_row(row: ListingRow) -> tuple[ListingRow, PreparedImage | tuple[str,
         return row, ("unreadable_file", f"{row.image}: {exc.strerror}"), Fingerprint()
     fp = fingerprint(row.image, data)
     try:
-        return row, prepare_image(data, _WORKER["card"], _WORKER["region_mode"], limits), fp
+        return row, prepare_image(data, _WORKER["card"], _WORKER["region_mode"], limits, _WORKER.get("local")), fp
     except ImageDecodeError as exc:
         return row, (exc.reason, exc.detail), fp

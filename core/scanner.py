@@ -32,7 +32,7 @@ from brandguard.errors import ImageDecodeError, InputError
 from brandguard.scan_worker import Fingerprint, fingerprint, init_worker, prepare_row
 from brandguard.vision.bundle import atomic_write_bytes
 from brandguard.vision.decide import Verdict
-from brandguard.vision.pipeline import Pipeline
+from brandguard.vision.pipeline import ListingHints, Pipeline
 from brandguard.vision.prepare import PreparedImage
 
 STATE_FILE = "scan_state.json"
@@ -92,6 +92,10 @@ class ScanSummary:
     images_per_second: float = 0.0
     model_sha256: str = ""
     index_count: int = 0
+    depth: str = "fast"
+    # listings that went through the local stage, and why (auto: global score, brand hint, title, audit)
+    local_stage: dict[str, int] = field(default_factory=dict)
+    local_share: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -156,7 +160,7 @@ def _unchanged(row: ListingRow, old: Fingerprint) -> bool:
 def _state(catalogue: Path, pipeline: Pipeline, opts: ScanOptions) -> dict:
     return {"catalogue": str(catalogue.resolve()), "model_sha256": pipeline.card.sha256,
             "index_sha256": pipeline.index.manifest.index_sha256 if pipeline.index else "",
-            "region_mode": opts.region_mode}
+            "region_mode": opts.region_mode, "depth": pipeline.depth.depth}
 
 
 def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.PathLike[str],
@@ -207,10 +211,13 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
         batches = ray_judged_batches(pending, pipeline, opts)
     else:  # ScanOptions admits only "local" and "ray"
         batches = _judged_batches(pending, pipeline, opts)
+    routes: Counter[str] = Counter()
     for results in batches:
         buffer.extend(results)
         bar.update(len(results))
         summary.scanned += len(results)
+        if pipeline.depth.depth != "fast":
+            routes.update(_local_route(r) for r in results)
         while len(buffer) >= opts.part_size:
             _write_part(parts_dir, n_parts, buffer[:opts.part_size])
             n_parts += 1
@@ -219,14 +226,27 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
         _write_part(parts_dir, n_parts, buffer)
     bar.close()
     summary.seconds = round(time.perf_counter() - t0, 3)
+    summary.depth = pipeline.depth.depth
+    routes.pop("", None)
+    summary.local_stage = dict(sorted(routes.items()))
+    summary.local_share = round(sum(routes.values()) / summary.scanned, 4) if summary.scanned else 0.0
     summary.images_per_second = round(summary.scanned / summary.seconds, 2) if summary.seconds > 0 else 0.0
     _finalise(out_dir, parts_dir, summary, opts, {r.listing_id for r in rows})
     return summary
 
 
+def _local_route(row: dict) -> str:
+    """Why a result row went through the local stage ("" if it did not), from its evidence: the
+    rows are what both engines (local processes, Ray actors) hand back."""
+    depth = json.loads(row["evidence"]).get("depth", {}) if row.get("evidence") else {}
+    return depth.get("why", "") if depth.get("local") else ""
+
+
 def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions
                     ) -> Iterator[tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]]:
-    init = (pipeline.card, opts.region_mode, pipeline.limits)
+    # thorough: the decode workers describe keypoints too, in parallel with the embedder
+    local = pipeline.local_config if pipeline.depth.depth == "thorough" and pipeline._has_local() else None
+    init = (pipeline.card, opts.region_mode, pipeline.limits, local)
     if opts.workers <= 0:
         init_worker(*init)
         yield from map(prepare_row, pending)
@@ -242,7 +262,8 @@ def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOpt
 
     def judge() -> list[dict]:
         items = [it if isinstance(it, PreparedImage) else ImageDecodeError(*it) for _, it, _ in batch]
-        verdicts = pipeline.judge(items, [r.image if isinstance(it, PreparedImage) else None for r, it, _ in batch])
+        verdicts = pipeline.judge(items, [r.image if isinstance(it, PreparedImage) else None for r, it, _ in batch],
+                                  [ListingHints(r.brand_hint, r.title) for r, _, _ in batch])
         rows = [_verdict_row(r, v, pipeline.card.sha256, fp) for (r, _, fp), v in zip(batch, verdicts)]
         batch.clear()
         return rows

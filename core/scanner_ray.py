@@ -19,19 +19,21 @@ import pyarrow as pa
 
 from brandguard.datasets.readers import ListingRow
 from brandguard.errors import ImageDecodeError
-from brandguard.vision.pipeline import Pipeline
+from brandguard.vision.pipeline import ListingHints, Pipeline
 from brandguard.vision.prepare import PreparedImage
 
 
 class _ScanActor:
     """One per Ray worker: holds the pipeline for the actor's lifetime."""
 
-    def __init__(self, bundle_dir: str, region_mode: str, threads: int, limits) -> None:
+    def __init__(self, bundle_dir: str, region_mode: str, threads: int, limits, depth) -> None:  # noqa: ANN001
         from brandguard.scan_worker import init_worker
 
-        self.pipe = Pipeline.from_bundle(bundle_dir, threads=threads, region_mode=region_mode, require_index=True)
+        self.pipe = Pipeline.from_bundle(bundle_dir, threads=threads, region_mode=region_mode, require_index=True,
+                                         depth=depth)
         self.pipe.limits = limits
-        init_worker(self.pipe.card, region_mode, limits)
+        local = self.pipe.local_config if depth.depth == "thorough" and self.pipe._has_local() else None
+        init_worker(self.pipe.card, region_mode, limits, local)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from brandguard.scan_worker import prepare_row
@@ -41,7 +43,8 @@ class _ScanActor:
         prepared = [prepare_row(r) for r in rows]
         items = [it if isinstance(it, PreparedImage) else ImageDecodeError(*it) for _, it, _ in prepared]
         verdicts = self.pipe.judge(items, [r.image if isinstance(it, PreparedImage) else None
-                                           for r, it, _ in prepared])
+                                           for r, it, _ in prepared],
+                                   [ListingHints(r.brand_hint, r.title) for r, _, _ in prepared])
         out = [_verdict_row(r, v, self.pipe.card.sha256, fp) for (r, _, fp), v in zip(prepared, verdicts)]
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
 
@@ -69,7 +72,7 @@ def ray_judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts) -> I
         ds = ds.map_batches(
             _ScanActor,
             fn_constructor_kwargs={"bundle_dir": str(pipeline.bundle.path), "region_mode": opts.region_mode,
-                                   "threads": opts.threads, "limits": pipeline.limits},
+                                   "threads": opts.threads, "limits": pipeline.limits, "depth": pipeline.depth},
             batch_size=opts.batch_size, batch_format="pyarrow", concurrency=max(opts.workers, 1),
             num_cpus=1,
         )

@@ -92,7 +92,15 @@ class LocalIndex:
         self._ref = ref_rows
         self._xy = points
         self.sizes = sizes
+        self._counts: dict[int, int] | None = None
         tune_descriptor_search(self._index)
+
+    def counts(self) -> dict[int, int]:
+        """Descriptors stored per reference row (for the share of a reference that matched)."""
+        if self._counts is None:
+            rows, n = np.unique(self._ref, return_counts=True)
+            self._counts = {int(r): int(c) for r, c in zip(rows, n)}
+        return self._counts
 
     @classmethod
     def empty(cls, dim: int, factory: str) -> "LocalIndex":
@@ -142,11 +150,13 @@ class LocalIndex:
         start = int(self._ids[-1]) + 1 if len(self._ids) else 0
         ids = np.arange(start, start + len(d), dtype=np.int64)
         self._index.add_with_ids(d, ids)
+        self._counts = None
         self._ids = np.concatenate([self._ids, ids])
         self._ref = np.concatenate([self._ref, *rows])
         self._xy = np.concatenate([self._xy, *pts])
 
     def remove(self, ref_rows: Sequence[int]) -> None:
+        self._counts = None
         gone = np.isin(self._ref, np.asarray(list(ref_rows), np.int64))
         if gone.any():
             self._index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(self._ids[gone])))

@@ -331,6 +331,26 @@ class ReferenceIndex:
             out.append(hits)
         return out
 
+    def records_by_rows(self, rows: Sequence[int]) -> dict[int, ReferenceRecord]:
+        """Records of FAISS ids (row ids), as the descriptor index reports them."""
+        return self._records_by_id(sorted({int(r) for r in rows if r >= 0}))
+
+    def brand_codes(self) -> np.ndarray:
+        """Row id -> small integer per brand, -1 for none; the last entry is -1 so that a
+        missing neighbour (row -1) maps to -1 too. Cached per generation."""
+        cached = getattr(self, "_brand_codes", None)
+        if cached is not None and cached[0] == self.generation:
+            return cached[1]
+        g = self.generation
+        rows = self._db.execute(f"SELECT id, brand FROM refs WHERE {_VISIBLE}", (g, g)).fetchall()
+        top = max((r for r, _ in rows), default=-1)
+        codes = np.full(top + 2, -1, np.int64)
+        names: dict[str, int] = {}
+        for r, b in rows:
+            codes[r] = names.setdefault(b, len(names))
+        self._brand_codes = (g, codes)
+        return codes
+
     def records(self, brand: str | None = None) -> list[ReferenceRecord]:
         g = self.generation
         sql = f"SELECT reference_id, brand, sku, kind, source FROM refs WHERE {_VISIBLE}"

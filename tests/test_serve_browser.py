@@ -222,3 +222,81 @@ def test_review_page_shows_lead_and_records_feedback(browser, tiny_bundle, tmp_p
             assert [(h.from_status, h.status) for h in store.history(lead_id)] == [("new", "sent")]
         finally:
             store.close()
+
+
+def test_review_page_draws_local_match_outline_over_the_listing(browser, tiny_bundle, tmp_path):
+    """A lead whose stored evidence has a local outline (original pixels) shows it over the listing
+    image as an SVG, with the inliers and the deciding rule beside it."""
+    from PIL import Image
+
+    from brandguard.leads import LeadInput
+
+    outline = [[60.5, 40.0], [240.0, 55.0], [230.0, 190.5], [50.0, 170.0]]
+    decided = "fused probability 0.93 >= 0.71; 45 inliers >= 15, outline covers 64% of the photo >= 25% -> copy"
+    with serving(tiny_bundle, tmp_path / "srv") as s:
+        with s.client("scanner") as c:
+            lead_id = c.post("/v1/check", files={"file": ("l.jpg", s.images["copy_acme"], "image/jpeg")},
+                             data={"listing_id": "WEB-outline"}).json()["lead_id"]
+        assert lead_id
+        store = LeadStore(s.settings.leads_db)
+        try:  # the same lead, rescanned by the deep path: its evidence now carries the local match
+            lead = store.get_lead(lead_id)
+            verdict = dict(lead.evidence)
+            verdict["evidence"] = {**verdict.get("evidence", {}), "image_size": [290, 220], "stage": "global+local",
+                                   "fused_probability": 0.93, "decided_by": decided,
+                                   "thresholds": {"flag_probability": 0.71, "copy_inliers": 15, "copy_area": 0.25,
+                                                  "global_copy": 0.85},
+                                   "local": {"inliers": 45, "votes": 70, "mirrored": False, "outline": outline,
+                                             "box": [50, 40, 240, 190], "area_share": 0.64},
+                                   "match_box": [50, 40, 240, 190]}
+            store.upsert_lead(LeadInput(listing_id=lead.listing_id, brand=lead.brand, verdict=lead.verdict,
+                                        confidence=lead.confidence, score=lead.score, reference_id=lead.reference_id,
+                                        evidence=verdict, model_sha256=lead.model_sha256))
+        finally:
+            store.close()
+
+        cdp = browser
+        cdp.send("Page.navigate", url=f"{s.url}/review")
+        cdp.wait_for("document.readyState === 'complete' && !!document.getElementById('load')", what="page load")
+        cdp.type_into("document.getElementById('key')", s.keys["brand:acme"])
+        cdp.click("document.getElementById('load')")
+        card = f"document.querySelector('article.card[data-lead-id=\"{lead_id}\"]')"
+        cdp.wait_for(f"{card} && [...{card}.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)",
+                     what="the lead card and its images")
+        info = cdp.eval(f"""(() => {{
+            const c = {card}, img = c.querySelector('.shot img'), svg = c.querySelector('.shot svg.overlay');
+            const m = svg && svg.querySelector('.match');
+            const ir = img.getBoundingClientRect(), sr = svg ? svg.getBoundingClientRect() : null;
+            return {{viewBox: svg && svg.getAttribute('viewBox'), tag: m && m.tagName, points: m && m.getAttribute('points'),
+                    stroke: m && m.getAttribute('stroke'), title: m && m.querySelector('title').textContent,
+                    note: c.querySelector('.match-note') ? c.querySelector('.match-note').innerText : null,
+                    evidence: c.querySelector('.evidence').innerText,
+                    img: {{x: ir.x + scrollX, y: ir.y + scrollY, w: ir.width, h: ir.height}},
+                    svg: sr && {{x: sr.x + scrollX, y: sr.y + scrollY, w: sr.width, h: sr.height}}}};
+        }})()""")
+        assert info["viewBox"] == "0 0 290 220" and info["tag"] == "polygon"
+        assert [[float(v) for v in p.split(",")] for p in info["points"].split()] == outline
+        assert info["stroke"] == "#ff00ff" and "45 inliers" in info["title"] and decided in info["title"]
+        assert info["note"] and "45 inliers" in info["note"] and decided in info["note"]
+        assert "global+local" in info["evidence"] and "flag ≥ 0.71" in info["evidence"]
+        assert all(abs(info["img"][k] - info["svg"][k]) < 1 for k in ("x", "y", "w", "h"))  # laid over the image
+
+        # Where the outline must be on screen: object-fit: contain maps the 290x220 photo into the img box.
+        img = info["img"]
+        f = min(img["w"] / 290, img["h"] / 220)
+        ox, oy = img["x"] + (img["w"] - 290 * f) / 2, img["y"] + (img["h"] - 220 * f) / 2
+        shot = cdp.screenshot(tmp_path / "review_outline.png")
+        if os.environ.get("BRANDGUARD_SCREENSHOT_DIR"):
+            out = Path(os.environ["BRANDGUARD_SCREENSHOT_DIR"])
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, out / "review_outline.png")
+        pic = Image.open(shot).convert("RGB")
+
+        def magenta_near(x: float, y: float, r: int = 3) -> bool:
+            px, py = int(round(ox + x * f)), int(round(oy + y * f))
+            return any((lambda p: p[0] > 200 and p[2] > 200 and p[1] < 90)(pic.getpixel((px + dx, py + dy)))
+                       for dx in range(-r, r + 1) for dy in range(-r, r + 1))
+
+        for (x0, y0), (x1, y1) in zip(outline, outline[1:] + outline[:1]):
+            assert magenta_near((x0 + x1) / 2, (y0 + y1) / 2), f"no outline near edge ({x0},{y0})-({x1},{y1})"
+        assert not magenta_near(145, 115, r=6)  # inside the outline: the photo, not the stroke

@@ -80,6 +80,9 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
+    # The local-feature stage (``vision.local.LocalConfig``): extractor, parameters, and any
+    # network file it loads with licence and sha256. Empty: the bundle has global features only.
+    local_features: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise :class:`BundleError` on any field a pipeline could not honour."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from brandguard.errors import BundleError
+from brandguard.vision.fusion import DeepCalibration
 from brandguard.vision.verify import Geometry
 
 VERDICTS = ("copy", "knockoff", "clear", "inconclusive")
@@ -76,6 +77,8 @@ class Calibration:
     verify_floor: float | None = None
     # Width of the logistic that turns the margin over a threshold into a confidence.
     temperature: float = 0.05
+    # Fusion of global and local evidence for thorough/auto depth (None: not calibrated yet).
+    deep: DeepCalibration | None = None
 
     def verify_from(self, brand: str) -> float:
         """Score above which a candidate of ``brand`` is worth a local-feature check."""
@@ -101,7 +104,8 @@ class Calibration:
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
             per = {b: BrandThresholds(**t) for b, t in d.pop("per_brand", {}).items()}
-            cal = cls(per_brand=per, **d)
+            deep = d.pop("deep", None)
+            cal = cls(per_brand=per, deep=DeepCalibration.from_dict(deep) if deep else None, **d)
         except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{path} is not a valid calibration file: {exc}") from exc
         for name, th in [("global", cal), *cal.per_brand.items()]:

@@ -52,6 +52,14 @@ class DecodedImage:
     def size(self) -> tuple[int, int]:
         return (int(self.rgb.shape[1]), int(self.rgb.shape[0]))
 
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """The stored size as the image is shown (EXIF rotation applied): the pixels every
+        box in the evidence is given in, whatever reduced size was decoded."""
+        w, h = self.original_size
+        rw, rh = self.size
+        return (h, w) if (rw > rh) != (w > h) and w != h and rw != rh else (w, h)
+
 
 def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     """Convert any PIL mode to RGB; transparent pixels become white, like a listing page."""

@@ -13,13 +13,15 @@ one coordinate system.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import cv2
 import numpy as np
 
-from brandguard.errors import InputError
+from brandguard.errors import BundleError, InputError
 
 QUERY_SIDE = 640  # long side a listing photo is described at (small marks need the pixels)
 REFERENCE_SIDE = 512  # long side a reference image is described at
@@ -33,13 +35,21 @@ class LocalFeatures:
     points: np.ndarray
     descriptors: np.ndarray
     image_size: tuple[int, int]
+    # The mirror image's keypoints (same original-pixel frame, x not flipped back), for
+    # mirrored knockoffs; None when not computed. SIFT gets them by permuting bins.
+    mirror_points: np.ndarray | None = None
+    mirror_descriptors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
 
-    @classmethod
-    def empty(cls, dim: int, image_size: tuple[int, int] = (0, 0)) -> "LocalFeatures":
-        return cls(np.zeros((0, 2), np.float32), np.zeros((0, dim), np.float32), image_size)
+    def query_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(descriptors, points, mirrored flags) of every row to search: straight, then mirror."""
+        if self.mirror_descriptors is None or self.mirror_points is None:
+            return self.descriptors, self.points, np.zeros(len(self.points), bool)
+        return (np.concatenate([self.descriptors, self.mirror_descriptors]),
+                np.concatenate([self.points, self.mirror_points]),
+                np.concatenate([np.zeros(len(self.points), bool), np.ones(len(self.mirror_points), bool)]))
 
 
 class LocalExtractor(Protocol):
@@ -120,29 +130,114 @@ def rootsift(desc: np.ndarray) -> np.ndarray:
     return d
 
 
-def to_gray(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    """Grey image with long side <= ``side``, and the factor from its pixels to ``rgb``'s."""
+def to_gray(rgb: np.ndarray, side: int, upscale: bool = False) -> tuple[np.ndarray, float]:
+    """Grey image with long side <= ``side`` (== ``side`` with ``upscale``), and the factor from
+    its pixels to ``rgb``'s."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise InputError(f"expected HxWx3 RGB, got {rgb.shape}")
     h, w = rgb.shape[:2]
-    f = min(1.0, side / max(h, w))
-    if f < 1.0:
-        rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    f = side / max(h, w) if upscale else min(1.0, side / max(h, w))
+    if f != 1.0:
+        rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))),
+                         interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 1.0 / f
 
 
 def describe_rgb(extractor: LocalExtractor, rgb: np.ndarray, original_size: tuple[int, int],
-                 side: int) -> LocalFeatures:
+                 side: int, mirror: bool = False, upscale: bool = False) -> LocalFeatures:
     """Local features of a decoded image, with points mapped to its ``original_size`` pixels.
 
     ``rgb`` may be a reduced decode (JPEG draft) of an image stored at ``original_size``.
+    ``mirror`` adds the mirror image's features: permuted descriptors where the extractor
+    knows how (SIFT), else a second extraction on the flipped image. ``upscale`` brings small
+    images up to ``side``: flat vector marks at 300 px give SIFT a handful of keypoints
+    (a 240 px swoosh: 3), at 512 px several times more.
     """
-    gray, to_rgb = to_gray(rgb, side)
+    gray, to_rgb = to_gray(rgb, side, upscale)
     pts, desc = extractor.extract(gray)
     h, w = rgb.shape[:2]
-    sx = to_rgb * original_size[0] / w
-    sy = to_rgb * original_size[1] / h
+    gw = gray.shape[1]
+    scale = np.float32([to_rgb * original_size[0] / w, to_rgb * original_size[1] / h])
+    mpts = mdesc = None
+    if mirror:
+        mdesc = extractor.mirror(desc) if len(desc) else desc
+        if mdesc is not None:
+            mpts = pts
+        else:
+            fpts, mdesc = extractor.extract(np.ascontiguousarray(gray[:, ::-1]))
+            mpts = fpts.copy()
+            if len(mpts):  # back to the unflipped frame (pixel centres: x -> W - 1 - x)
+                mpts[:, 0] = gw - 1 - mpts[:, 0]
+        mpts = np.ascontiguousarray(mpts * scale if len(mpts) else mpts.reshape(-1, 2), np.float32)
+        mdesc = np.ascontiguousarray(mdesc, np.float32)
     if len(pts):
-        pts = pts * np.float32([sx, sy])
-    return LocalFeatures(np.ascontiguousarray(pts, np.float32), np.ascontiguousarray(desc, np.float32),
-                         (int(original_size[0]), int(original_size[1])))
+        pts = pts * scale
+    return LocalFeatures(np.ascontiguousarray(pts, np.float32).reshape(-1, 2), np.ascontiguousarray(desc, np.float32),
+                         (int(original_size[0]), int(original_size[1])), mpts, mdesc)
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """The local stage of a bundle, as its model card records it (``local_features``).
+
+    ``extractor`` is ``sift`` or ``xfeat``; ``params`` go to its constructor; ``models`` lists
+    any network file the extractor loads, with licence and sha256 (checked on load).
+    """
+
+    extractor: str = "sift"
+    params: dict = field(default_factory=dict)
+    query_side: int = QUERY_SIDE
+    reference_side: int = REFERENCE_SIDE
+    models: tuple = ()
+
+    @classmethod
+    def from_card(cls, data: dict) -> "LocalConfig | None":
+        if not data:
+            return None
+        unknown = set(data) - {"extractor", "params", "query_side", "reference_side", "models"}
+        if unknown:
+            raise BundleError(f"model card local_features has unknown keys {sorted(unknown)}")
+        cfg = cls(extractor=data.get("extractor", "sift"), params=dict(data.get("params", {})),
+                  query_side=int(data.get("query_side", QUERY_SIDE)),
+                  reference_side=int(data.get("reference_side", REFERENCE_SIDE)),
+                  models=tuple(data.get("models", ())))
+        if cfg.extractor not in EXTRACTORS:
+            raise BundleError(f"unknown local feature extractor {cfg.extractor!r}; known: {sorted(EXTRACTORS)}")
+        if not (64 <= cfg.query_side <= 4096 and 64 <= cfg.reference_side <= 4096):
+            raise BundleError("local_features sides must be between 64 and 4096 px")
+        return cfg
+
+    def to_card(self) -> dict:
+        return {"extractor": self.extractor, "params": self.params, "query_side": self.query_side,
+                "reference_side": self.reference_side, "models": list(self.models)}
+
+    def spec_sha256(self) -> str:
+        """Identity of the descriptors: an index built with another spec is refused."""
+        ident = {"extractor": self.extractor, "params": self.params, "reference_side": self.reference_side,
+                 "models": [m.get("sha256") for m in self.models]}
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+    def make(self, threads: int = 1) -> LocalExtractor:
+        """The extractor this config names (XFeat loads and verifies its ONNX file)."""
+        if self.extractor == "xfeat":
+            from brandguard.vision.xfeat import XFeatExtractor
+
+            return XFeatExtractor(threads=threads, **self.params)
+        return SiftExtractor(**self.params)
+
+
+EXTRACTORS = ("sift", "xfeat")
+
+
+def describe_source(extractor: LocalExtractor, source, side: int, limits, mirror: bool = False,  # noqa: ANN001
+                    upscale: bool = False) -> LocalFeatures:
+    """Decode ``source`` (path or bytes) at about ``side`` px and describe it. Raises ImageDecodeError."""
+    from brandguard.vision.decode import decode_image
+
+    decoded = decode_image(source, target_side=side, limits=limits)
+    return describe_rgb(extractor, decoded.rgb, decoded.display_size, side, mirror=mirror, upscale=upscale)
+
+
+def describe_reference(extractor: LocalExtractor, source, config: "LocalConfig", limits) -> LocalFeatures:  # noqa: ANN001
+    """A reference's keypoints: brought to the configured side, small ones enlarged."""
+    return describe_source(extractor, source, config.reference_side, limits, upscale=True)

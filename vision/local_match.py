@@ -34,6 +34,7 @@ class MatchOptions:
     min_inliers: int = 6  # smallest instance worth reporting
     ransac_share: float = 0.012  # reprojection threshold, share of the listing's long side
     max_instances: int = 3
+    mirror_margin: float = 1.5  # mirrored fit needs this many times the straight fit's inliers
 
 
 @dataclass(frozen=True)
@@ -85,22 +86,22 @@ def tentative_matches(distances: np.ndarray, ref_rows: np.ndarray, brand_codes: 
     return ok
 
 
-def match_references(query_points: np.ndarray, image_size: tuple[int, int], n_query: int,
+def match_references(query_points: np.ndarray, query_mirrored: np.ndarray, image_size: tuple[int, int],
                      distances: np.ndarray, ref_rows: np.ndarray, ref_points: np.ndarray,
                      brand_codes: np.ndarray, ref_sizes: dict[int, tuple[int, int]],
                      ref_counts: dict[int, int], opts: MatchOptions = MatchOptions()) -> list[LocalMatch]:
     """Geometric matches of one listing, best first (by inliers).
 
-    The neighbour arrays have ``n_query`` rows for the listing's descriptors, optionally
-    followed by ``n_query`` rows for their mirror-image descriptors (same points).
+    One row per listing descriptor: its point (listing pixels), whether it describes the
+    mirror image (``query_mirrored``), and its k neighbours in the descriptor index.
     """
     mask = tentative_matches(distances, ref_rows, brand_codes, opts)
     qi, kj = np.nonzero(mask)
     if not len(qi):
         return []
     rows = ref_rows[qi, kj]
-    mirrored = qi >= n_query
-    qpt_idx = np.where(mirrored, qi - n_query, qi)
+    mirrored = np.asarray(query_mirrored, bool)[qi]
+    qpt_idx = qi
     # votes: distinct listing keypoints (positions) per reference
     uniq_rows, inverse = np.unique(rows, return_inverse=True)
     pos_key = np.round(query_points[qpt_idx]).astype(np.int64)
@@ -124,7 +125,8 @@ def match_references(query_points: np.ndarray, image_size: tuple[int, int], n_qu
             if flip:
                 dst[:, 0] = w - dst[:, 0]
             fit = _fit_instances(src, dst, thr, opts)
-            if fit is not None and (best is None or fit[0] > best[0]):
+            # A symmetric mark fits both ways: call it mirrored only when clearly better.
+            if fit is not None and (best is None or fit[0] > opts.mirror_margin * best[0]):
                 best = (*fit, flip, int(s.sum()))
         if best is None:
             continue

@@ -8,6 +8,11 @@ that very model. Data flows one way: decode → preprocess → embed → search 
 from __future__ import annotations
 
 import os
+import random
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -23,13 +28,50 @@ from brandguard.vision.preprocess import normalise_batch, resize_for_model
 from brandguard.vision.regions import Box
 from brandguard.vision.background import Background
 from brandguard.vision.verify import NO_GEOMETRY, Geometry, Verifier, to_work_gray
+from brandguard.vision.local import LocalConfig, LocalFeatures, describe_source
+from brandguard.vision.local_match import LocalMatch, MatchOptions, match_references
+from brandguard.vision.fusion import DeepCalibration, PairEvidence, with_gaps
+
+DEPTHS = ("fast", "thorough", "auto")
+DEFAULT_DEPTH = "auto"
+NEIGHBOURS = 5
+
+
+@dataclass(frozen=True)
+class DepthOptions:
+    """Which listings go through the local stage.
+
+    ``fast``: none (global embedding and the keypoint check of its best candidate).
+    ``thorough``: every listing. ``auto``: listings that a cheap signal points at: the best
+    global score reaches the calibrated gate, a brand hint or a title names a registered
+    brand, or a random audit draw (``audit_share``) picks it.
+    """
+
+    depth: str = DEFAULT_DEPTH
+    audit_share: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.depth not in DEPTHS:
+            raise InputError(f"depth must be one of {', '.join(DEPTHS)}, got {self.depth!r}")
+        if not 0.0 <= self.audit_share <= 1.0:
+            raise InputError(f"audit share must be in [0, 1], got {self.audit_share}")
+
+
+@dataclass(frozen=True)
+class ListingHints:
+    """What a catalogue row says besides the image (routes ``auto`` depth)."""
+
+    brand_hint: str = ""
+    title: str = ""
 
 
 class Pipeline:
     """A verified bundle ready to judge images. Build with :meth:`from_bundle`."""
 
     def __init__(self, bundle: Bundle, embedder: Embedder, index, calibration: Calibration,
-                 region_mode: str, limits: DecodeLimits, top_k: int) -> None:
+                 region_mode: str, limits: DecodeLimits, top_k: int,
+                 depth: DepthOptions = DepthOptions(), threads: int = 1) -> None:
         self.bundle = bundle
         self.card = bundle.card
         self.embedder = embedder
@@ -41,11 +83,21 @@ class Pipeline:
         self.verifier = Verifier(min_inliers=calibration.min_inliers)
         self._sources: dict[str, str] = {}
         self.background = Background.load(bundle.path, bundle.card)
+        self.local_config = LocalConfig.from_card(bundle.card.local_features)
+        self.extractor = self.local_config.make(threads) if self.local_config is not None else None
+        self.depth = depth
+        self.match_options = MatchOptions()
+        self.depth_counts: Counter[str] = Counter()  # listings per route, for reports
+        self._audit = random.Random(depth.seed)
+        if depth.depth != "fast" and self.extractor is None:
+            raise InputError(f"depth {depth.depth!r} needs local features, but the bundle's card has no "
+                             "local_features: use --depth fast or a bundle with a local stage")
 
     @classmethod
     def from_bundle(cls, path: str | os.PathLike[str] | None = None, *, threads: int = 1, device: str = "cpu",
                     region_mode: str = "full", require_index: bool = False,
-                    limits: DecodeLimits = DecodeLimits(), top_k: int = 5) -> "Pipeline":
+                    limits: DecodeLimits = DecodeLimits(), top_k: int = 5,
+                    depth: DepthOptions | str = DepthOptions()) -> "Pipeline":
         """Load and verify a bundle (the shipped default when ``path`` is None).
 
         The index is loaded when the bundle has one; ``require_index`` makes its absence an error.
@@ -59,16 +111,24 @@ class Pipeline:
         from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
 
         threadpool_limits(limits=threads, user_api="blas")  # process-wide, like FAISS's omp setting
+        if isinstance(depth, str):
+            depth = DepthOptions(depth)
         bundle = Bundle.load(path if path is not None else default_bundle_path())
+        if depth.depth != "fast" and not bundle.card.local_features:
+            depth = DepthOptions("fast") if depth == DepthOptions() else depth  # a default the bundle cannot do
         embedder = Embedder(bundle, threads=threads, device=device)
         index = None
         if require_index or (bundle.path / MANIFEST_FILE).exists():
-            index = ReferenceIndex.load(bundle.path, bundle.card, threads=threads)
-        return cls(bundle, embedder, index, Calibration.load(bundle.path), region_mode, limits, top_k)
+            index = ReferenceIndex.load(bundle.path, bundle.card, threads=threads,
+                                        local_spec=local_spec_of(bundle.card.local_features))
+        return cls(bundle, embedder, index, Calibration.load(bundle.path), region_mode, limits, top_k,
+                   depth, threads)
 
     # ------------------------------------------------------------------ stages
-    def prepare(self, source: bytes | str | os.PathLike[str]) -> PreparedImage:
-        return prepare_image(source, self.card, self.region_mode, self.limits)
+    def prepare(self, source: bytes | str | os.PathLike[str], local: bool = False) -> PreparedImage:
+        """Decode and crop; ``local`` also describes the image's keypoints in the same decode."""
+        spec = (self.extractor, self.local_config.query_side) if local and self.extractor is not None else None
+        return prepare_image(source, self.card, self.region_mode, self.limits, local=spec)
 
     def embed_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """R x S x S x 3 uint8 crops -> R x D unit vectors, in batches."""
@@ -101,8 +161,9 @@ class Pipeline:
                                                 m.score)
             pos += n
             ranked = sorted(best.values(), key=lambda hb: (-hb[0].score, hb[0].reference_id))[: self.top_k]
-            evidence = {"region": ranked[0][1].name, "region_box": ranked[0][1].as_list(),
-                        "image_size": list(item.size)} if ranked else {"image_size": list(item.size)}
+            size = item.original_size if item.original_size[0] else item.size
+            evidence = {"region": ranked[0][1].name, "region_box": item.to_original(ranked[0][1]),
+                        "image_size": list(size)} if ranked else {"image_size": list(size)}
             if ranked and self.background is not None:
                 evidence["cosine"] = round(ranked[0][2], 6)
                 evidence["background_normalised"] = True
@@ -112,23 +173,57 @@ class Pipeline:
         return out
 
     def judge(self, items: Sequence[PreparedImage | ImageDecodeError],
-              sources: Sequence[bytes | str | os.PathLike[str] | None] | None = None) -> list[Verdict]:
+              sources: Sequence[bytes | str | os.PathLike[str] | None] | None = None,
+              hints: Sequence[ListingHints | None] | None = None,
+              depth: DepthOptions | None = None) -> list[Verdict]:
         """Verdicts for already-decoded items; decode errors become ``inconclusive``.
 
-        With ``sources`` (the original bytes or paths, parallel to ``items``), candidates above
-        the knockoff threshold are verified with local features against their best reference:
-        only those images are decoded again at matching resolution, so clean listings cost nothing.
+        Every item gets the global stage. Items the depth routes deep (see :class:`DepthOptions`)
+        also get the local stage: their keypoints (computed by the decode worker, or here from
+        ``sources``) are searched in the descriptor index in one batch, verified with RANSAC,
+        and fused with the global score into one calibrated probability per reference.
+        Other items with ``sources`` keep the fast path's keypoint check of their best candidate.
         """
+        depth = depth or self.depth
         good = [it for it in items if isinstance(it, PreparedImage)]
         crops = np.concatenate([it.crops for it in good]) if good else None
         vectors = self.embed_crops(crops) if crops is not None else np.zeros((0, self.card.embedding_dim), np.float32)
         merged = iter(self.search_merged(good, vectors)) if good else iter(())
+        results: dict[int, tuple[list[ReferenceHit], dict]] = {}
+        for i, it in enumerate(items):
+            if isinstance(it, PreparedImage):
+                results[i] = next(merged)
+        routes = self._route(depth, items, results, hints)
+        feats: dict[int, LocalFeatures] = {}
+        for i, why in routes.items():
+            it = items[i]
+            if it.local is not None:
+                feats[i] = it.local
+            elif sources is not None and sources[i] is not None:
+                try:
+                    feats[i] = describe_source(self.extractor, sources[i], self.local_config.query_side,
+                                               self.limits, mirror=True)
+                except ImageDecodeError as exc:
+                    results[i][1]["local_error"] = exc.reason
+            else:
+                results[i][1]["local_error"] = "no image bytes for the local stage"
+        local = self.match_local(feats)
         verdicts = []
         for i, it in enumerate(items):
             if isinstance(it, ImageDecodeError):
                 verdicts.append(Verdict.inconclusive(it.reason, it.detail))
                 continue
-            hits, ev = next(merged)
+            hits, ev = results[i]
+            ev["depth"] = {"requested": depth.depth, "local": i in feats, "why": routes.get(i, "")}
+            if i in feats:
+                self.depth_counts["total"] += 1
+                self.depth_counts[routes[i]] += 1
+            if depth.depth != "fast" and self._has_local():
+                # One scale and one rule for every listing of a deep scan: items auto left on the
+                # global stage are fused with no local evidence.
+                verdicts.append(self.decide_deep(hits, ev, local.get(i, []),
+                                                 sources[i] if sources is not None else None))
+                continue
             geometry = None
             best = candidate(hits, self.calibration)
             if best is not None and sources is not None and sources[i] is not None:
@@ -136,6 +231,136 @@ class Pipeline:
                     geometry = self.verify(sources[i], best.reference_id)
             verdicts.append(decide(hits, self.calibration, ev, geometry))
         return verdicts
+
+    # ------------------------------------------------------------------ local stage
+    def _route(self, depth: DepthOptions, items: Sequence, results: dict[int, tuple[list[ReferenceHit], dict]],
+               hints: Sequence[ListingHints | None] | None) -> dict[int, str]:
+        """Which decoded items go through the local stage, and why."""
+        if depth.depth == "fast" or not self._has_local():
+            return {}
+        if depth.depth == "thorough":
+            return {i: "thorough" for i in results}
+        deep = self.calibration.deep
+        gate = deep.auto_gate if deep is not None else self.calibration.knockoff
+        brands = None
+        routes = {}
+        for i, (hits, _ev) in results.items():
+            h = hints[i] if hints is not None else None
+            if hits and hits[0].score >= gate:
+                routes[i] = "global score"
+            elif h is not None and (h.brand_hint or h.title):
+                brands = brands if brands is not None else {_norm(b): b for b in self.index.brands()}
+                if h.brand_hint and _norm(h.brand_hint) in brands:
+                    routes[i] = "brand hint"
+                elif h.title and _names_brand(h.title, brands):
+                    routes[i] = "title names a brand"
+            if i not in routes and depth.audit_share > 0 and self._audit.random() < depth.audit_share:
+                routes[i] = "audit"
+        return routes
+
+    def _has_local(self) -> bool:
+        return self.extractor is not None and self.index is not None and self.index.local is not None
+
+    def match_local(self, feats: dict[int, LocalFeatures]) -> dict[int, list[LocalMatch]]:
+        """Geometric matches per item: one batched kNN search for every item's descriptors."""
+        if not feats:
+            return {}
+        local = self.index.local
+        keys = list(feats)
+        rows = [feats[k].query_rows() for k in keys]
+        q = np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, local.dim), np.float32)
+        hits = local.search(q, NEIGHBOURS)
+        codes = self.index.brand_codes()
+        counts = local.counts()
+        out, pos = {}, 0
+        for k, (d, pts, mirrored) in zip(keys, rows):
+            n = len(d)
+            sl = slice(pos, pos + n)
+            ref_rows = hits.ref_rows[sl]
+            out[k] = match_references(pts, mirrored, feats[k].image_size, hits.distances[sl], ref_rows,
+                                      hits.points[sl], codes[np.minimum(ref_rows, len(codes) - 1)],
+                                      local.sizes, counts, self.match_options)
+            pos += n
+        return out
+
+    def deep_candidates(self, hits: list[ReferenceHit], matches: list[LocalMatch]
+                        ) -> list[tuple[ReferenceHit, PairEvidence, LocalMatch | None]]:
+        """Every reference with global or local evidence for one listing, with that evidence.
+
+        A reference found only by the local stage gets, as its global score, the lowest global
+        top-k score minus a margin (its true score is lower than that), flagged as absent."""
+        records = self.index.records_by_rows([m.ref_row for m in matches])
+        floor = (hits[-1].score if hits else 0.0) - 0.05
+        cands: dict[str, tuple[ReferenceHit, PairEvidence, LocalMatch | None]] = {}
+        for h in hits:
+            cands[h.reference_id] = (h, PairEvidence(h.score, False), None)
+        for m in matches:
+            r = records.get(m.ref_row)
+            if r is None:
+                continue
+            self._sources[r.reference_id] = r.source
+            prev = cands.get(r.reference_id)
+            g, absent = (prev[1].global_score, False) if prev else (floor, True)
+            hit = prev[0] if prev else ReferenceHit(r.reference_id, r.brand, r.sku, r.kind, floor)
+            cands[r.reference_id] = (hit, PairEvidence(g, absent, m.inliers, m.inlier_ratio, m.coverage,
+                                                       m.mirrored, m.votes, m.area_share, m.instances), m)
+        values = list(cands.values())
+        gapped = with_gaps([e for _, e, _ in values])
+        return [(h, e, m) for (h, _, m), e in zip(values, gapped)]
+
+    def decide_deep(self, hits: list[ReferenceHit], ev: dict, matches: list[LocalMatch],
+                    source: bytes | str | os.PathLike[str] | None = None) -> Verdict:
+        """Fuse global hits and local matches into one probability per reference, then decide.
+
+        A flagged reference without copy geometry from the descriptor index (a flat mark has
+        few SIFT keypoints) but with a global score from the fast path's verify floor gets the
+        fast path's ORB check against that one reference, with ``source``: a copy is a copy
+        whichever stage proves it."""
+        deep = self.calibration.deep or DEFAULT_DEEP
+        cands = self.deep_candidates(hits, matches)
+        if not cands:
+            return Verdict("clear", confidence=1.0, evidence={**ev, "note": "no references indexed"})
+        probs = deep.probability([c[1] for c in cands])
+        order = sorted(range(len(cands)), key=lambda j: (-probs[j], cands[j][0].reference_id))
+        top = tuple(ReferenceHit(cands[j][0].reference_id, cands[j][0].brand, cands[j][0].sku,
+                                 cands[j][0].kind, round(float(probs[j]), 6)) for j in order[: self.top_k])
+        best_hit, best_ev, best_match = cands[order[0]]
+        p = float(probs[order[0]])
+        th, _ = self.calibration.for_brand(best_hit.brand)
+        stage = ("global+local" if best_match is not None and not best_ev.global_absent else
+                 "local" if best_match is not None else "global")
+        ev.update(stage=stage, fused_probability=round(p, 6), global_score=round(best_ev.global_score, 6),
+                  calibration=deep.method, calibrated=deep.method != "default",
+                  thresholds={"flag_probability": deep.flag, "copy_inliers": deep.copy_inliers,
+                              "copy_area": deep.copy_area, "global_copy": th.copy})
+        if best_match is not None:
+            ev["local"] = best_match.to_dict()
+            ev["match_box"] = list(best_match.box)
+        if p < deep.flag:
+            ev["decided_by"] = f"fused probability {p:.2f} < {deep.flag:.2f} -> clear"
+            return Verdict("clear", confidence=round(1.0 - p, 4), score=round(p, 6), top=top, evidence=ev)
+        whole = (best_match is not None and not best_match.mirrored and best_match.inliers >= deep.copy_inliers
+                 and best_match.area_share >= deep.copy_area)
+        geometry = None
+        if (not whole and source is not None and not best_ev.global_absent
+                and best_ev.global_score >= self.calibration.verify_from(best_hit.brand)
+                and best_ev.global_score < th.copy):
+            geometry = self.verify(source, best_hit.reference_id)
+            ev["geometry"] = geometry.to_dict()
+        if not best_ev.global_absent and best_ev.global_score >= th.copy:
+            kind, rule = "copy", f"global score {best_ev.global_score:.2f} >= {th.copy:.2f} -> copy"
+        elif geometry is not None and geometry.inliers >= self.calibration.min_inliers and not geometry.mirrored:
+            kind, rule = "copy", (f"ORB check: {geometry.inliers} inliers >= {self.calibration.min_inliers} "
+                                  "against the whole reference -> copy")
+        elif whole:
+            kind, rule = "copy", (f"{best_match.inliers} inliers >= {deep.copy_inliers}, outline covers "
+                                  f"{best_match.area_share:.0%} of the photo >= {deep.copy_area:.0%} -> copy")
+        else:
+            why = ("mirrored match" if best_match is not None and best_match.mirrored else
+                   "partial local agreement" if best_match is not None else "global similarity without copy geometry")
+            kind, rule = "knockoff", f"{why} -> knockoff"
+        ev["decided_by"] = f"fused probability {p:.2f} >= {deep.flag:.2f}; {rule}"
+        return Verdict(kind, brand=best_hit.brand, confidence=round(p, 4), score=round(p, 6), top=top, evidence=ev)
 
     def verify(self, source: bytes | str | os.PathLike[str], reference_id: str) -> Geometry:
         """Local-feature evidence of ``source`` against one indexed reference (no match: 0 inliers)."""
@@ -154,16 +379,23 @@ class Pipeline:
             return [NO_GEOMETRY] * len(reference_ids)
         gray, factor = to_work_gray(query.rgb)
         features = self.verifier.features(gray)
+        # boxes come back in the reduced decode's pixels; evidence uses the original's
+        sx, sy = query.display_size[0] / query.size[0], query.display_size[1] / query.size[1]
         out = []
         for rid, ref_path in zip(reference_ids, ref_paths):
             if ref_path is None:
                 out.append(NO_GEOMETRY)
                 continue
             try:
-                out.append(self.verifier.verify(gray, factor, rid, lambda p=ref_path: decode_image(
-                    p, target_side=300, limits=self.limits).rgb, query_features=features))
+                g = self.verifier.verify(gray, factor, rid, lambda p=ref_path: decode_image(
+                    p, target_side=300, limits=self.limits).rgb, query_features=features)
             except ImageDecodeError:
                 out.append(NO_GEOMETRY)
+                continue
+            if g.box is not None:
+                x0, y0, x1, y1 = g.box
+                g = replace(g, box=(round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)))
+            out.append(g)
         return out
 
     def source_path(self, source: str) -> str:
@@ -180,15 +412,17 @@ class Pipeline:
         p = Path(self.source_path(src))
         return p if p.is_file() else None
 
-    def check(self, sources: Sequence[bytes | str | os.PathLike[str]]) -> list[Verdict]:
+    def check(self, sources: Sequence[bytes | str | os.PathLike[str]], hints: Sequence[ListingHints | None] | None = None,
+              depth: DepthOptions | None = None) -> list[Verdict]:
         """Judge images given as paths or bytes. Never raises for a bad image."""
+        depth = depth or self.depth
         items: list[PreparedImage | ImageDecodeError] = []
         for s in sources:
             try:
-                items.append(self.prepare(s))
+                items.append(self.prepare(s, local=depth.depth == "thorough" and self._has_local()))
             except ImageDecodeError as exc:
                 items.append(exc)
-        return self.judge(items, sources)
+        return self.judge(items, sources, hints, depth)
 
     def embed_sources(self, sources: Sequence[bytes | str | os.PathLike[str]],
                       batch_size: int = 64) -> tuple[np.ndarray, list[ImageDecodeError | None]]:
@@ -226,5 +460,33 @@ class Pipeline:
         return d
 
 
-def bundle_dir(path: str | os.PathLike[str] | None) -> Path:
-    return Path(path) if path is not None else default_bundle_path()
+# Before a bundle is calibrated for the deep stage: a hand-set fusion (inliers dominate, the
+# global score helps) so that thorough/auto still work, flagged as uncalibrated in evidence.
+DEFAULT_DEEP = DeepCalibration(
+    weights=(1.0, -0.3, 0.5, 0.5, 0.5, 0.5, 0.3, 0.2, 0.0, 0.2, 0.0, 0.0, 0.3, 0.3, 0.0), bias=-2.0,
+    mean=(0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    scale=(0.1, 1.0, 1.0, 0.5, 0.5, 0.5, 0.3, 0.1, 1.0, 1.0, 1.0, 1.0, 0.1, 0.5, 0.1), method="default")
+
+
+def local_spec_of(card_local: dict):  # noqa: ANN201
+    """The index's LocalSpec for a card's local_features (None: no local stage)."""
+    from brandguard.index.store import LocalSpec
+
+    cfg = LocalConfig.from_card(card_local)
+    if cfg is None:
+        return None
+    dim = 64 if cfg.extractor == "xfeat" else 128
+    return LocalSpec(cfg.extractor, dim, cfg.spec_sha256())
+
+
+def _norm(text: str) -> str:
+    """Brand names compare folded: case, width, accents and punctuation removed."""
+    t = unicodedata.normalize("NFKD", text).casefold()
+    return re.sub(r"[\W_]+", "", "".join(c for c in t if not unicodedata.combining(c)))
+
+
+def _names_brand(title: str, brands: dict[str, str]) -> bool:
+    """True when a registered brand's folded name appears as a whole word run in the title."""
+    words = [_norm(w) for w in re.split(r"\s+", title) if _norm(w)]
+    joined = {"".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, min(len(words), i + 3) + 1)}
+    return any(b in joined for b in brands if len(b) >= 3)

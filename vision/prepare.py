@@ -13,6 +13,7 @@ import numpy as np
 
 from brandguard.vision.bundle import ModelCard
 from brandguard.vision.decode import DecodeLimits, decode_image
+from brandguard.vision.local import LocalExtractor, LocalFeatures, describe_rgb
 from brandguard.vision.preprocess import resize_for_model
 from brandguard.vision.regions import Box, crop, region_boxes
 
@@ -22,9 +23,17 @@ class PreparedImage:
     """Model-ready crops of one decoded image (what decode workers send to the embedder)."""
 
     crops: np.ndarray  # R x S x S x 3 uint8; crop 0 is the whole image
-    boxes: tuple[Box, ...]
-    size: tuple[int, int]
+    boxes: tuple[Box, ...]  # in the decoded image's pixels (``size``)
+    size: tuple[int, int]  # the decoded (possibly DCT-reduced) image
     notes: tuple[str, ...]
+    original_size: tuple[int, int] = (0, 0)  # as displayed: the pixels evidence is reported in
+    local: LocalFeatures | None = None  # keypoints, when the worker described the image (thorough)
+
+    def to_original(self, box: Box) -> list[int]:
+        """A region box in original pixels (one coordinate system for all evidence)."""
+        ow, oh = self.original_size if self.original_size[0] else self.size
+        sx, sy = ow / self.size[0], oh / self.size[1]
+        return [int(round(box.x0 * sx)), int(round(box.y0 * sy)), int(round(box.x1 * sx)), int(round(box.y1 * sy))]
 
 
 DRAFT_SLACK = 0.75
@@ -42,13 +51,23 @@ def decode_side(input_size: int, region_mode: str) -> int:
 
 
 def prepare_image(source: bytes | str | os.PathLike[str], card: ModelCard,
-                  region_mode: str = "full", limits: DecodeLimits = DecodeLimits()) -> PreparedImage:
+                  region_mode: str = "full", limits: DecodeLimits = DecodeLimits(),
+                  local: tuple[LocalExtractor, int] | None = None) -> PreparedImage:
     """Decode and cut ``source`` into model-sized crops. Raises :class:`ImageDecodeError`.
 
-    A plain function of picklable arguments so worker processes can run it.
+    With ``local`` = (extractor, side) the image is decoded large enough for local features
+    and described too (with its mirror image), in the same decode. A plain function of
+    picklable arguments so worker processes can run it.
     """
-    decoded = decode_image(source, target_side=decode_side(card.input_size, region_mode), limits=limits)
+    side = decode_side(card.input_size, region_mode)
+    if local is not None:
+        side = max(side, local[1])
+    decoded = decode_image(source, target_side=side, limits=limits)
     w, h = decoded.size
     boxes = region_boxes(w, h, region_mode)
     crops = np.stack([resize_for_model(crop(decoded.rgb, b), card) for b in boxes])
-    return PreparedImage(crops=crops, boxes=tuple(boxes), size=(w, h), notes=decoded.notes)
+    feats = None
+    if local is not None:
+        feats = describe_rgb(local[0], decoded.rgb, decoded.display_size, local[1], mirror=True)
+    return PreparedImage(crops=crops, boxes=tuple(boxes), size=(w, h), notes=decoded.notes,
+                         original_size=decoded.display_size, local=feats)
