@@ -22,8 +22,11 @@ STD_SPLIT = REPO / "data_cache" / "corpus_std" / "test"
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "clothing-photos"
 
 LABELS = {
-    "brandguard": "brandguard, embedding search (shipped model)",
-    "brandguard_verified": "brandguard + keypoint verification of the top 3",
+    "brandguard": "brandguard fast: embedding search (shipped model)",
+    "brandguard_verified": "brandguard fast + ORB verification of the top 3",
+    "brandguard_thorough": "brandguard thorough: global + local features, fused",
+    "brandguard_auto": "brandguard auto (what scan runs by default)",
+    "rootsift_probe": "RootSIFT voting probe (flat index, ratio test, RANSAC)",
     "phash": "pHash (imagehash)", "dhash": "dHash (imagehash)", "whash": "wHash (imagehash)",
     "pdq": "PDQ 256-bit (pdqhash)",
     "imagededup_phash": "imagededup PHash", "imagededup_dhash": "imagededup DHash",

@@ -77,14 +77,15 @@ def _orb_subset(ds: Dataset, n: int, seed: int = 0) -> list[str] | None:
 
 
 def run_brandguard(ds: Dataset, cfg: BenchConfig, bundle: Path, out: Path, method: str = "brandguard",
-                   verify_top: int = 0) -> MethodQuality:
-    """``brandguard eval`` as a user runs it; ``verify_top`` adds the verdict step's keypoint check."""
+                   verify_top: int = 0, depth: str = "fast") -> MethodQuality:
+    """``brandguard eval`` as a user runs it; ``verify_top`` adds the fast path's keypoint check,
+    ``depth`` picks the stages (fast, thorough, auto: the default of ``scan`` and ``eval``)."""
     from brandguard.cli import main as cli_main
     from brandguard.evaluation import read_predictions
 
     argv = ["eval", "--references", str(ds.references), "--queries", str(ds.queries), "--out", str(out),
             "--k", str(cfg.k), "--bundle", str(bundle), "--threads", str(cfg.threads), "--no-progress",
-            "--verify-top", str(verify_top)]
+            "--verify-top", str(verify_top), "--depth", depth]
     if ds.ground_truth:
         argv += ["--ground-truth", str(ds.ground_truth)]
     if ds.query_info:
@@ -100,6 +101,29 @@ def run_brandguard(ds: Dataset, cfg: BenchConfig, bundle: Path, out: Path, metho
                          len({p.query_id for p in preds}), len(preds),
                          {k: m[k] for k in HEADLINE} if m else None, m.get("per_family") if m else None,
                          str(out / "predictions.csv"), {"model_sha256": m.get("model_sha256") if m else None})
+
+
+def run_probe_method(ds: Dataset, cfg: BenchConfig, out: Path) -> MethodQuality:
+    """The plain RootSIFT voting probe (benchmarks/bench_probe.py), scored like every method."""
+    from bench_probe import run_probe
+
+    from brandguard.evaluation import evaluate, read_ground_truth, read_predictions, read_query_families
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    notes = run_probe(ds.references, ds.queries, out / "predictions.csv", threads=cfg.threads)
+    dt = time.perf_counter() - t0
+    preds = read_predictions(out / "predictions.csv")
+    from brandguard.evaluation import list_images
+
+    qids = [q for q, _ in list_images(ds.queries)]
+    m = None
+    if ds.ground_truth:
+        m = evaluate(preds, read_ground_truth(ds.ground_truth), qids,
+                     read_query_families(ds.query_info) if ds.query_info else None)
+    return MethodQuality("rootsift_probe", LABELS["rootsift_probe"], round(dt, 2), len(qids), len(preds),
+                         {k: m[k] for k in HEADLINE} if m else None, m.get("per_family") if m else None,
+                         str(out / "predictions.csv"), notes)
 
 
 def run_baseline_method(method: str, ds: Dataset, cfg: BenchConfig, out: Path) -> MethodQuality:
@@ -153,6 +177,10 @@ def _run_method(method: str, ds: Dataset, cfg: BenchConfig, bundle: Path, out: P
             r = run_brandguard(ds, cfg, bundle, out / "brandguard")
         elif method == "brandguard_verified":
             r = run_brandguard(ds, cfg, bundle, out / "brandguard_verified", method, verify_top=3)
+        elif method in ("brandguard_thorough", "brandguard_auto"):
+            r = run_brandguard(ds, cfg, bundle, out / method, method, depth=method.split("_")[1])
+        elif method == "rootsift_probe":
+            r = run_probe_method(ds, cfg, out / method)
         else:
             r = run_baseline_method(method, ds, cfg, out)
     except Exception as exc:  # noqa: BLE001 - one broken method must not lose the others' numbers
@@ -180,7 +208,8 @@ def plot_pr_curves(results: list[MethodQuality], ds: Dataset, out: Path) -> dict
     palette = plt.get_cmap("tab10").colors
     others = [r.method for r in ok if not r.method.startswith("brandguard")]
     colours = ({m: palette[i % len(palette)] for i, m in enumerate(others)}
-               | {"brandguard": "dimgray", "brandguard_verified": "black"})
+               | {"brandguard": "dimgray", "brandguard_verified": "black", "brandguard_thorough": "crimson",
+                  "brandguard_auto": "darkorange"})
 
     def draw(ax, family: str | None) -> None:  # noqa: ANN001
         distractors = {q for q in fams if q not in gt}

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 FAMILY_ORDER = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
-TITLES = {"quality": "Quality", "speed": "Speed", "faiss": "FAISS search", "http": "HTTP service"}
+TITLES = {"quality": "Quality", "speed": "Speed", "faiss": "FAISS search", "local_index": "Descriptor index",
+          "http": "HTTP service"}
 
 
 def _f(x, nd: int = 3) -> str:  # noqa: ANN001
@@ -90,7 +91,9 @@ SPEED_ROWS = [
     ("decode_full_all_cores", "decode only, full size, all cores"),
     ("decode_draft_1proc", "decode only, DCT-downscaled (scanner path), 1 process"),
     ("decode_limit_all_cores", "**decode-only limit**: DCT-downscaled, all cores"),
-    ("scan_local", "`brandguard scan`, local engine"),
+    ("scan_local", "`brandguard scan --depth fast`, local engine"),
+    ("scan_thorough", "`brandguard scan --depth thorough` (global + local features on every listing)"),
+    ("scan_auto", "`brandguard scan --depth auto` (local features where cheap signals point)"),
     ("scan_ray_1w", "`brandguard scan --engine ray`, 1 worker"),
     ("scan_ray_2w", "`brandguard scan --engine ray`, 2 workers"),
     ("imagededup_cnn", "imagededup CNN encode (MobileNetV3-small, random weights)"),
@@ -121,7 +124,8 @@ def _speed(s: dict) -> list[str]:
             continue
         extra = v.get("extra") or {}
         settings = ", ".join(f"{k}={extra[k]}" for k in ("processes", "workers", "threads", "torch_threads",
-                                                          "ort_threads", "batch") if k in extra)
+                                                          "ort_threads", "batch", "cpu_ms_per_listing",
+                                                          "local_share") if extra.get(k) is not None)
         r = v.get("median_per_s")
         lines.append(f"| {label} | {_f(r, 1)} | {', '.join(f'{x:.0f}' for x in v.get('runs_per_s', []))} | "
                      f"{_f(r / lim if r and lim else None, 3)} | {settings} |")
@@ -170,6 +174,24 @@ def _faiss(f: dict) -> list[str]:
                   f"{e['bytes_per_vector']} bytes/vector, {e['memory_gb']} GB in memory (raw float32 would be "
                   f"{e['raw_float32_gb']} GB), build roughly {e['build_s_rough']:,} s on this machine "
                   f"(scaled from {e['based_on']}). {e['note']}."]
+    return lines
+
+
+def _local_index(li: dict) -> list[str]:
+    k = li["k"]
+    lines = ["## Descriptor index", "",
+             f"Local descriptors (`index/local_store.py`), dimension {li['dim']}, factory = `choose_descriptor_factory(n)`, "
+             f"built through `LocalIndex.add` in chunks; {li['data']}. {li['n_queries']} query descriptors searched "
+             f"through `LocalIndex.search` in batches of {li['query_batch']}, k={k}, {li['threads']} threads, median of "
+             f"{li['repeats']} run(s), at the nprobe `tune_descriptor_search` sets. recall = the index's top 1 is the "
+             f"exact top 1 (recall@1), the exact nearest neighbour is in the index's top {k} (recall@{k}).", "",
+             f"| descriptors | factory | build s | bytes/descriptor | nprobe | recall@1 vs exact | recall@{k} | "
+             "queries/s at default nprobe | peak RSS MB |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in li["runs"]:
+        d = next((s for s in r["search"] if s.get("default")), r["search"][0])
+        lines.append(f"| {r['n']:,} | `{r['factory']}` | {r['build_s']} | {r['bytes_per_descriptor']} | "
+                     f"{_f(d['nprobe'])} | {d['recall_at_1']} | {d['recall_at_k']} | {d['qps']:,.0f} | "
+                     f"{r['peak_rss_mb']:,.0f} |")
     return lines
 
 
@@ -229,7 +251,8 @@ def write_markdown(results: dict, doc: Path) -> Path:
     if results["mode"] == "quick":
         lines += ["> Quick mode: tiny corpus and tiny sizes, a smoke run. These numbers say the harness works, "
                   "not how good or fast anything is.", ""]
-    for key, fn in (("quality", lambda q: _quality(q, doc)), ("speed", _speed), ("faiss", _faiss), ("http", _http)):
+    for key, fn in (("quality", lambda q: _quality(q, doc)), ("speed", _speed), ("faiss", _faiss),
+                     ("local_index", _local_index), ("http", _http)):
         sec = results.get(key)
         if not sec or sec.get("skipped"):
             lines += [f"## {TITLES[key]}", "", "Not run in this run (`--parts`).", ""]

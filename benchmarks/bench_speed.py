@@ -197,27 +197,38 @@ def index_references(model_bundle: Path, references: Path, dest: Path, threads: 
     return dest
 
 
+DEEP_LISTINGS = 400  # listings scanned in thorough and auto depth (a minute per repeat at 40/s)
+
+
 def _scan_rate(catalogue: Path, bundle: Path, work: Path, n: int, engine: str, workers: int,
-               cfg: BenchConfig, label: str) -> Rate:
+               cfg: BenchConfig, label: str, depth: str = "fast") -> Rate:
     from brandguard.scanner import ScanOptions, scan
     from brandguard.vision.pipeline import Pipeline
 
-    pipe = Pipeline.from_bundle(bundle, threads=1, require_index=True)
-    runs, verdicts = [], {}
+    pipe = Pipeline.from_bundle(bundle, threads=1, require_index=True, depth=depth)
+    runs, verdicts, cpu_ms, share = [], {}, [], 0.0
     for r in range(cfg.repeats):
         d = work / f"{label}_{r}"
         shutil.rmtree(d, ignore_errors=True)
+        c0 = os.times()
         t0 = time.perf_counter()
         s = scan(catalogue, pipe, d, ScanOptions(engine=engine, workers=workers, threads=1, progress=False))
         runs.append(n / (time.perf_counter() - t0))
-        verdicts = s.verdicts
+        c1 = os.times()
+        # this process and its finished decode workers (the pool is closed when scan returns)
+        cpu = (c1.user - c0.user) + (c1.system - c0.system) + (c1.children_user - c0.children_user) \
+            + (c1.children_system - c0.children_system)
+        cpu_ms.append(1000.0 * cpu / n)
+        verdicts, share = s.verdicts, s.local_share
         if s.scanned != n:
             raise RuntimeError(f"{label}: scanned {s.scanned} of {n}")
         shutil.rmtree(d, ignore_errors=True)
     import statistics
 
     return Rate(round(statistics.median(runs), 2), [round(x, 2) for x in runs], n,
-                {"engine": engine, "workers": workers, "ort_threads": 1, "verdicts": verdicts,
+                {"engine": engine, "workers": workers, "ort_threads": 1, "verdicts": verdicts, "depth": depth,
+                 "cpu_ms_per_listing": round(statistics.median(cpu_ms), 2) if engine == "local" else None,
+                 "local_share": share,
                  "note": "wall clock of scan() incl. worker/actor start-up and writing results"})
 
 
@@ -228,7 +239,15 @@ def bench_scan(paths: list[Path], bundle: Path, cfg: BenchConfig, work: Path, lo
     local_workers = cfg.threads  # the CLI default: one decode process per core + the embedder
     out: dict = {"scan_local": timed_scan(lambda: _scan_rate(cat, bundle, work, n, "local", local_workers, cfg,
                                                               "local"))}
-    log(f"[speed] scan local: {out['scan_local']['median_per_s']} img/s")
+    log(f"[speed] scan local (fast): {out['scan_local']['median_per_s']} img/s")
+    # The deep depths on a share of the listings (thorough runs at tens of listings/s).
+    n_deep = min(n, DEEP_LISTINGS)
+    deep_cat = work / "catalogue_deep.jsonl"
+    deep_cat.write_text("".join(json.dumps({"listing_id": p.stem, "image": str(p)}) + "\n" for p in paths[:n_deep]))
+    for depth in ("thorough", "auto"):
+        out[f"scan_{depth}"] = timed_scan(lambda depth=depth: _scan_rate(deep_cat, bundle, work, n_deep, "local",
+                                                                         local_workers, cfg, depth, depth))
+        log(f"[speed] scan local ({depth}): {out[f'scan_{depth}']['median_per_s']} img/s")
     if cfg.ray_workers:
         import ray
 
@@ -388,6 +407,8 @@ def ratios(r: dict) -> dict:
     out = {
         "draft_vs_full_decode_1proc": div(rate("decode_draft_1proc"), rate("decode_full_1proc")),
         "scan_local_vs_decode_limit": div(rate("scan_local"), lim),
+        "scan_thorough_vs_fast": div(rate("scan_thorough"), rate("scan_local")),
+        "scan_auto_vs_fast": div(rate("scan_auto"), rate("scan_local")),
         "scan_local_vs_full_decode_all_cores": div(rate("scan_local"), rate("decode_full_all_cores")),
         "scan_local_vs_cpu_ceiling": div(rate("scan_local"), (r.get("stages") or {}).get("ceiling_per_s")),
         "cpu_ceiling_vs_decode_limit": div((r.get("stages") or {}).get("ceiling_per_s"), lim),

@@ -1,4 +1,4 @@
-"""brandguard benchmarks, one command: quality vs baselines, speed, FAISS scaling.
+"""brandguard benchmarks, one command: quality vs baselines, speed, FAISS scaling, descriptor index.
 
     python benchmarks/run.py            # full run (what `make bench` calls); tens of minutes
     python benchmarks/run.py --quick    # smoke run on a tiny corpus and tiny sizes (CI); tens of seconds
@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (ALL_METHODS, DEFAULT_PHOTOS, REPO, STD_SPLIT, BenchConfig, Dataset,  # noqa: E402
                           environment, pin_threads, snapshot_bundle)
 
-PARTS = ("quality", "speed", "faiss")
+PARTS = ("quality", "speed", "faiss", "local_index")
+# descriptor counts of the local_index part (quick: the exact and the IVF-Flat factory)
+LOCAL_INDEX_SIZES, LOCAL_INDEX_QUICK_SIZES = (1_000_000, 10_000_000), (10_000, 100_000)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +227,14 @@ def run(cfg: BenchConfig, argv: list[str], log=print) -> dict:  # noqa: ANN001
         results["faiss"] = _section("faiss", lambda: run_faiss(cfg, card.embedding_dim, log), log)
     else:
         results["faiss"] = _reuse(previous, "faiss", card.sha256)
+    if "local_index" in cfg.parts:
+        from bench_local_index import run_local_index_bench
+
+        sizes = LOCAL_INDEX_QUICK_SIZES if cfg.quick else LOCAL_INDEX_SIZES
+        results["local_index"] = _section("local_index", lambda: run_local_index_bench(
+            sizes, threads=cfg.threads, repeats=cfg.repeats, log=log), log)
+    else:
+        results["local_index"] = _reuse(previous, "local_index", card.sha256)
     results["http"] = read_http(cfg.http_results)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     return results

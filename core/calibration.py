@@ -30,6 +30,7 @@ from brandguard.evaluation import list_images, read_ground_truth, read_query_fam
 from brandguard.references import build_index, new_bundle_from
 from brandguard.vision.bundle import Bundle
 from brandguard.vision.decide import CALIBRATION_FILE, Calibration
+from brandguard.vision.fusion import DeepCalibration
 from brandguard.vision.pipeline import DepthOptions, Pipeline
 
 COPY_FAMILIES = ("copy_light", "copy_strong")
@@ -288,7 +289,7 @@ def judge_split_deep(pipe: Pipeline, split_dir: Path, threads: int = 1, progress
 
 
 def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_share: float = 0.3,
-                   method_note: str = "") -> tuple["DeepCalibration", dict]:
+                   method_note: str = "") -> tuple[DeepCalibration, dict]:
     """Fit the fusion on candidate pairs, then the flag, copy and auto-gate thresholds.
 
     - fusion: logistic regression, positive = the query's ground-truth reference;
@@ -301,7 +302,7 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
     """
     import numpy as np
 
-    from brandguard.vision.fusion import FEATURES, DeepCalibration, fit_logistic
+    from brandguard.vision.fusion import FEATURES, fit_logistic
 
     x, y = [], []
     for j in judged:
@@ -335,11 +336,25 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
             prec = good / len(calls) if calls else 1.0
             if prec >= target and good > choice[2]:
                 choice = (inl, area, good, prec)
+    # Geometry alone: the lowest inlier count whose best match names the right brand with at least
+    # 0.99 precision (stricter than the target: it bypasses the fusion) over >= 20 queries.
+    geo_t, geo_prec = 10**6, None
+    strongest = []
+    for j in judged:
+        ms = [(c[3].inliers, c[1]) for c in j.candidates if c[3] is not None]
+        if ms:
+            inl, brand = max(ms)
+            strongest.append((inl, bool(j.brand) and brand == j.brand))
+    for t in (8, 10, 12, 15, 20, 30, 45):
+        sel = [ok for inl, ok in strongest if inl >= t]
+        if len(sel) >= 20 and sum(sel) / len(sel) >= max(target, 0.99):
+            geo_t, geo_prec = t, sum(sel) / len(sel)
+            break
     distractor_g = sorted((bq[5] for bq in best if bq[2].startswith("distractor")), reverse=True)
     gate = distractor_g[int(len(distractor_g) * max_deep_share)] if distractor_g else -1.0
     cal = DeepCalibration(fused.weights, fused.bias, fused.mean, fused.scale, flag=round(t_flag, 6),
                           copy_inliers=int(min(choice[0], 10**6)), copy_area=float(choice[1]),
-                          auto_gate=round(float(gate), 6),
+                          auto_gate=round(float(gate), 6), geometry_inliers=geo_t,
                           method=f"fusion fitted on {len(judged)} held-out queries, precision {target:.2f}"
                           + (f"; {method_note}" if method_note else ""))
     per_family: dict[str, dict] = {}
@@ -356,6 +371,7 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
               "n_pairs": len(y), "n_positive_pairs": int(sum(y)), "flag_threshold": cal.flag,
               "flag_precision": round(p_flag, 4), "copy_inliers": cal.copy_inliers, "copy_area": cal.copy_area,
               "copy_calls_right": choice[2], "copy_precision": round(choice[3], 4), "auto_gate": cal.auto_gate,
+              "geometry_inliers": geo_t, "geometry_precision": round(geo_prec, 4) if geo_prec else None,
               "auto_keeps_right_flags": round(sum(1 for bq in gated if bq[5] >= gate) / len(gated), 4) if gated else None,
               "per_family": per_family}
     return replace(cal, report=report), report

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Sequence
 
 from brandguard.datasets.readers import ReferenceRow
-from brandguard.errors import InputError
+from brandguard.errors import ImageDecodeError, InputError
 from brandguard.index.store import ReferenceIndex, ReferenceRecord
 from brandguard.vision.bundle import CARD_FILE, MODEL_FILE, Bundle, sha256_file
 from brandguard.vision.background import META_FILE as BACKGROUND_META
 from brandguard.vision.background import VECTORS_FILE as BACKGROUND_VECTORS
 from brandguard.vision.decide import CALIBRATION_FILE
-from brandguard.errors import ImageDecodeError
 from brandguard.vision.local import describe_reference
 from brandguard.vision.pipeline import Pipeline, local_spec_of
 

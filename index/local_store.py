@@ -40,10 +40,11 @@ def choose_descriptor_factory(n_descriptors: int) -> str:
     Exact below 20k (a thousand query descriptors against 20k is ~2.6 GFLOP, tens of ms);
     IVF with exact residuals up to 1M; 8-bit scalar quantisation up to 8M (1/4 the memory,
     RootSIFT values live in [0, 1]); IVF-PQ beyond, where memory per descriptor decides.
-    IVF stores the ids itself, so no ID map (whose hash table costs ~40 bytes a descriptor).
+    IVF stores the ids itself, so no ID map (whose hash table costs ~40 bytes a descriptor); the
+    small exact index uses IDMap2, whose reverse map lets a rebuild take its vectors back.
     """
     if n_descriptors < 20_000:
-        return "IDMap,Flat"
+        return "IDMap2,Flat"  # IDMap2 can give vectors back by id (a rebuild needs that)
     nlist = _nlist(n_descriptors)
     if n_descriptors < 1_000_000:
         return f"IVF{nlist},Flat"
@@ -169,7 +170,7 @@ class LocalIndex:
         """(descriptors, reference rows, points) of everything stored, for a rebuild."""
         try:
             ivf = faiss.extract_index_ivf(self._index)
-            ivf.make_direct_map(faiss.DirectMap.Hashtable)
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # ids are not 0..n-1 after removals
         except RuntimeError:
             pass
         try:

@@ -22,7 +22,8 @@ _OVERRIDES = {"bundle": "bundle", "registry": "registry", "deployment": "deploym
               "batch_window_ms": "batch_window_ms", "queue_size": "queue_size",
               "max_upload_bytes": "max_upload_bytes", "max_pixels": "max_pixels",
               "request_timeout": "request_timeout_s", "decode_threads": "decode_threads",
-              "max_inflight": "max_inflight", "retry_after": "retry_after_s"}
+              "max_inflight": "max_inflight", "retry_after": "retry_after_s", "depth": "depth",
+              "audit_share": "audit_share"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media-dir", type=Path, default=None, help="thumbnails of flagged uploads")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--regions", choices=("full", "grid"), default=None)
+    parser.add_argument("--depth", choices=("fast", "thorough", "auto"), default=None,
+                        help="default depth of a check (default auto; see `brandguard scan --help`); a request "
+                             "may send its own depth field")
+    parser.add_argument("--audit-share", type=float, default=None,
+                        help="auto depth: random share of other checks sent through the local stage")
     parser.add_argument("--max-batch", type=int, default=None, help="images per inference batch")
     parser.add_argument("--max-files", type=int, default=None, help="images per /v1/check/batch request")
     parser.add_argument("--batch-window-ms", type=float, default=None, help="how long a batch waits to fill")

@@ -206,6 +206,9 @@ class ListingFields:
     listing_id: str | None = None
     seller_id: str | None = None
     price: float | None = None
+    title: str | None = None  # routes auto depth when it names a registered brand
+    brand_hint: str | None = None
+    depth: str | None = None  # fast | thorough | auto; None = the service's default
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> "ListingFields":
@@ -228,7 +231,10 @@ class ListingFields:
                 raise InputError(f"price must be a finite number >= 0, got {price}")
         else:
             price = None
-        return cls(text("listing_id"), text("seller_id"), price)
+        depth = text("depth")
+        if depth is not None and depth not in ("fast", "thorough", "auto"):
+            raise InputError(f"depth must be fast, thorough or auto, got {depth!r}")
+        return cls(text("listing_id"), text("seller_id"), price, text("title"), text("brand_hint"), depth)
 
 
 @dataclass(frozen=True)
@@ -343,7 +349,16 @@ class Service:
         verified with local features exactly as the scanner does, so both give one verdict.
         """
         self.reload_if_changed()
-        return self.pipeline.judge([p for p, _ in items], [d for _, d in items])
+        out: list = [None] * len(items)
+        by_depth: dict = {}
+        for i, item in enumerate(items):
+            by_depth.setdefault(item[2], []).append(i)
+        for depth, idx in by_depth.items():  # one judge call per depth in this micro-batch
+            verdicts = self.pipeline.judge([items[i][0] for i in idx], [items[i][1] for i in idx],
+                                           [items[i][3] for i in idx], depth)
+            for i, v in zip(idx, verdicts):
+                out[i] = v
+        return out
 
     # ------------------------------------------------------------------ references (writes)
     def _add_reference_sync(self, data: bytes, ref: NewReference, suffix: str) -> tuple[ReferenceRecord, int]:
@@ -406,34 +421,43 @@ class Service:
                 "index_count": self.info.get("index_count")}
 
     # ------------------------------------------------------------------ checking
-    def _prepare(self, data: bytes):
+    def _prepare(self, data: bytes, depth: str):
+        """Decode (and, in thorough depth, describe keypoints) in a decode thread."""
         try:
-            return self.pipeline.prepare(data)
+            return self.pipeline.prepare(data, local=depth == "thorough")
         except ImageDecodeError as exc:
             return exc
 
-    async def judge_bytes(self, images: Sequence[bytes]) -> list:
-        """Admit, decode in the threadpool (bounded), then judge all images as one admission to the queue."""
+    async def judge_bytes(self, images: Sequence[bytes], listings: Sequence[ListingFields] | None = None) -> list:
+        """Admit, decode in the threadpool (bounded), then judge all images as one admission to the queue.
+
+        Each listing's depth (its ``depth`` field, else the service's) and hints travel with it."""
         n, limit = len(images), self.settings.inflight_limit
         if self.inflight + n > limit:
             self.admission_rejected += n
             raise QueueFullError(n, max(0, limit - self.inflight), self.settings.retry_after_s)
         self.inflight += n
         try:
-            return await self._judge_admitted(images)
+            return await self._judge_admitted(images, listings or [ListingFields()] * n)
         finally:
             self.inflight -= n
 
-    async def _judge_admitted(self, images: Sequence[bytes]) -> list:
+    async def _judge_admitted(self, images: Sequence[bytes], listings: Sequence[ListingFields]) -> list:
+        from brandguard.vision.pipeline import DepthOptions, ListingHints
+
         prepared = [None] * len(images)
+        depths = [DepthOptions(lst.depth or self.settings.depth, self.settings.audit_share) for lst in listings]
 
         async def one(i: int, data: bytes) -> None:
-            prepared[i] = await anyio.to_thread.run_sync(self._prepare, data, limiter=self.decode_limiter)
+            prepared[i] = await anyio.to_thread.run_sync(self._prepare, data, depths[i].depth,
+                                                         limiter=self.decode_limiter)
 
         async with anyio.create_task_group() as tg:
             for i, data in enumerate(images):
                 tg.start_soon(one, i, data)
-        verdicts = await self.batcher.submit_many(list(zip(prepared, images)), self.settings.request_timeout_s)
+        hints = [ListingHints(lst.brand_hint or "", lst.title or "") for lst in listings]
+        verdicts = await self.batcher.submit_many(list(zip(prepared, images, depths, hints)),
+                                                  self.settings.request_timeout_s)
         for v in verdicts:
             self.metrics.verdicts[v.verdict] = self.metrics.verdicts.get(v.verdict, 0) + 1
         return verdicts
@@ -494,7 +518,7 @@ class Service:
 
     async def check(self, images: Sequence[bytes], listings: Sequence[ListingFields],
                     principal: Principal) -> list[dict[str, Any]]:
-        verdicts = await self.judge_bytes(images)
+        verdicts = await self.judge_bytes(images, listings)
         record = principal.can("record_leads")
         out = []
         for data, v, listing in zip(images, verdicts, listings):
@@ -538,7 +562,8 @@ class Service:
         from brandguard import __version__
 
         keys = ("model", "model_version", "model_sha256", "embedding_dim", "providers", "index_factory",
-                "index_count", "index_sha256", "index_generation", "calibration", "region_mode")
+                "index_count", "index_sha256", "index_generation", "calibration", "region_mode", "depth",
+                "local_features", "local_factory", "local_descriptors", "deep_calibration")
         return {"brandguard": __version__, "model_sha256_at_check": model_at_check,
                 "serving_now": {k: self.info.get(k) for k in keys}}
 
@@ -850,7 +875,9 @@ def _multipart(fields: dict[str, dict], *, files: int = 1, raw: bool = False, re
 
 
 _LISTING_FIELDS = {"listing_id": {"type": "string", "maxLength": 512}, "seller_id": {"type": "string", "maxLength": 512},
-                   "price": {"type": "number", "minimum": 0}}
+                   "price": {"type": "number", "minimum": 0}, "title": {"type": "string", "maxLength": 512},
+                   "brand_hint": {"type": "string", "maxLength": 512},
+                   "depth": {"type": "string", "enum": ["fast", "thorough", "auto"]}}
 
 
 def scrub_verdict(d: dict[str, Any], brand: str | None) -> dict[str, Any]:
@@ -866,7 +893,16 @@ def scrub_verdict(d: dict[str, Any], brand: str | None) -> dict[str, Any]:
     if d.get("brand") not in (None, brand):
         out.update(verdict="clear", brand=None, score=None, confidence=1.0,
                    evidence={"note": "no match among this brand's references"})
+    elif d.get("brand") is None and isinstance(d.get("evidence"), dict):
+        # a clear verdict's evidence describes its best candidate, whichever brand that was
+        out["evidence"] = {k: v for k, v in d["evidence"].items() if k not in _CANDIDATE_EVIDENCE}
+        out["score"] = None
     return out
+
+
+# Evidence keys that describe a verdict's best candidate (scrubbed from clear verdicts for brand keys).
+_CANDIDATE_EVIDENCE = frozenset({"local", "match_box", "geometry", "global_score", "fused_probability", "cosine",
+                                 "region", "region_box", "decided_by", "stage"})
 
 
 def _complaint_view(c: Complaint, principal: Principal | None = None) -> dict[str, Any]:
@@ -898,14 +934,15 @@ def create_app(settings: Settings) -> FastAPI:
         import cv2
 
         from brandguard.vision.decode import DecodeLimits
-        from brandguard.vision.pipeline import Pipeline
+        from brandguard.vision.pipeline import DepthOptions, Pipeline
 
         cv2.setNumThreads(settings.threads)
         limits = DecodeLimits(max_pixels=settings.max_pixels, max_bytes=settings.max_upload_bytes)
 
         def load():
             pipe = Pipeline.from_bundle(settings.bundle_path(), threads=settings.threads, device=settings.device,
-                                        region_mode=settings.region_mode, require_index=True, limits=limits)
+                                        region_mode=settings.region_mode, require_index=True, limits=limits,
+                                        depth=DepthOptions(settings.depth, settings.audit_share))
             # Sources are stored relative to the bundle (copied in at index time) or absolute.
             return pipe, _reference_map(pipe)
 
@@ -1097,7 +1134,9 @@ def create_app(settings: Settings) -> FastAPI:
         brand = principal.brand_scope(fields.get("brand") or None)
         if brand is None:
             raise InputError("an admin complaint must name the brand")
-        (verdict,) = await service.judge_bytes(up.images)
+        # a complaint names the brand and is worth every stage: thorough unless the request says otherwise
+        (verdict,) = await service.judge_bytes(up.images, [replace(listing, depth=listing.depth or "thorough",
+                                                                   brand_hint=brand)])
         lead_id = await service.maybe_record(up.images[0], verdict, listing, brand)
         image_path = await anyio.to_thread.run_sync(service.save_original, up.images[0])
         record = {**verdict.to_dict(), "model_sha256": service.info.get("model_sha256"),

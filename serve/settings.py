@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     decode_threads: int = Field(default=2, ge=1, le=64, description="threads decoding uploads off the event loop")
     device: Literal["cpu", "cuda"] = "cpu"
     region_mode: Literal["full", "grid"] = "full"
+    depth: Literal["fast", "thorough", "auto"] = Field(
+        default="auto", description="default depth of a check: fast (global embedding), thorough (+ local "
+        "features on every image), auto (local features where the global score, or the listing's title or "
+        "brand hint, points at a brand); a request may ask for another with its depth field")
+    audit_share: float = Field(default=0.0, ge=0.0, le=1.0, description="auto depth: random share of other "
+                               "checks sent through the local stage")
 
     @model_validator(mode="after")
     def _one_model_source(self) -> "Settings":

@@ -224,12 +224,7 @@ def test_remove_from_ivf():
     assert not np.isin(gone.ref_rows, [0, 5]).any()
 
 
-@pytest.mark.xfail(strict=True, raises=(ReferenceIndexError, TypeError),
-                   reason="LocalIndex.descriptors(): for 'IDMap,Flat' (the factory below 20k descriptors) it "
-                          "reconstructs by external id, which FAISS's IndexIDMap cannot do (IDMap2 can); for IVF it "
-                          "calls ivf.make_direct_map(faiss.DirectMap.Hashtable), but make_direct_map takes a bool "
-                          "(TypeError; set_direct_map_type is the call)")
-@pytest.mark.parametrize("factory", ["IDMap,Flat", "IVF16,Flat"])
+@pytest.mark.parametrize("factory", ["IDMap2,Flat", "IVF16,Flat"])
 def test_descriptor_index_gives_its_vectors_back(factory):
     rng = np.random.default_rng(7)
     sets = keypoint_sets(rng, counts_of(rng, 10, 2000))
@@ -243,9 +238,6 @@ def test_descriptor_index_gives_its_vectors_back(factory):
     np.testing.assert_array_equal(d, x)  # flat codes store the vectors as they are
 
 
-@pytest.mark.xfail(strict=True, raises=ReferenceIndexError,
-                   reason="ReferenceIndex.rebuilt() takes the descriptors back with LocalIndex.descriptors(), "
-                          "which fails (see test_descriptor_index_gives_its_vectors_back)")
 def test_rebuild_keeps_local_features(tmp_path):
     rng = np.random.default_rng(11)
     counts = [int(c) for c in rng.integers(5, 60, 20)]

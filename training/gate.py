@@ -155,12 +155,14 @@ def score_bundle(bundle_dir: Path, split_dir: Path, level: str, cfg: GateConfig,
     card = Bundle.load(bundle_dir).card
     key = None
     if cache_dir is not None:
-        key = hashlib.sha256(f"{card.sha256}|{split_fingerprint(split_dir)}|{level}|{cfg.k}|{cfg.region_mode}".encode()
+        key = hashlib.sha256(f"{card.sha256}|{split_fingerprint(split_dir)}|{level}|{cfg.k}|{cfg.region_mode}|fast".encode()
                              ).hexdigest()[:32]
         cached = cache_dir / f"{key}.json"
         if cached.is_file():
             return BenchScore(**json.loads(cached.read_text()))
-    pipe = Pipeline.from_bundle(bundle_dir, threads=cfg.threads, region_mode=cfg.region_mode)
+    # The gate judges the global model being trained: the local stage does not change with it and
+    # would blur the comparison, so both bundles are measured at fast depth.
+    pipe = Pipeline.from_bundle(bundle_dir, threads=cfg.threads, region_mode=cfg.region_mode, depth="fast")
     try:
         run = predict(pipe, split_dir / "references", split_dir / "queries", k=cfg.k)
     finally:

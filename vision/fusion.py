@@ -21,7 +21,7 @@ from brandguard.errors import BundleError
 # ``global_absent`` = 1).
 FEATURES = ("global", "global_absent", "log_inliers", "inliers_ge8", "inliers_ge15", "inliers_ge30",
             "inlier_ratio", "coverage", "mirrored", "log_votes", "area_share", "instances", "global_gap",
-            "inlier_gap", "coverage_gap")
+            "inlier_gap", "coverage_gap", "outline_share", "outline_fits")
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,17 @@ class PairEvidence:
     global_gap: float = 0.0  # this global score minus the listing's best
     inlier_gap: float = 0.0  # log1p(inliers) minus the listing's best
     coverage_gap: float = 0.0  # coverage minus the listing's best
+    # The reference's projected outline over the listing's area: about 1 when the listing is that
+    # image (a copy), far below when a mark inside another picture matched.
+    outline_share: float = 0.0
 
     def vector(self) -> list[float]:
         # Inlier steps let a linear model say "8 agreeing points is a lot more than 5".
         return [self.global_score, float(self.global_absent), math.log1p(self.inliers), float(self.inliers >= 8),
                 float(self.inliers >= 15), float(self.inliers >= 30), self.inlier_ratio, self.coverage,
                 float(self.mirrored), math.log1p(self.votes), self.area_share, float(min(self.instances, 3)),
-                self.global_gap, self.inlier_gap, self.coverage_gap]
+                self.global_gap, self.inlier_gap, self.coverage_gap, min(self.outline_share, 4.0),
+                float(0.5 <= self.outline_share <= 2.5)]
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class DeepCalibration:
     covers at least this share of the listing (a mark small inside a photo is not a copy of
     the reference image); or when the global score alone is at copy level.
     ``auto_gate``: in ``auto`` depth, listings whose best global score reaches this go deep.
+    ``geometry_inliers``: a match with this many inliers is flagged whatever the probability.
     """
 
     weights: tuple[float, ...]
@@ -71,6 +76,9 @@ class DeepCalibration:
     copy_inliers: int = 15
     copy_area: float = 0.25
     auto_gate: float = -1.0
+    # A local match this strong flags on its own (geometry is rarely wrong at that count, even
+    # where the global score is far off, e.g. a small mark on an unusual photo).
+    geometry_inliers: int = 10**6
     features: tuple[str, ...] = FEATURES
     method: str = "default"
     report: dict = field(default_factory=dict)

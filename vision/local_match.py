@@ -30,8 +30,8 @@ class MatchOptions:
     ratio: float = 0.85  # Lowe's ratio against the nearest descriptor of another brand
     max_distance: float = 0.75  # absolute L2 cap for unit descriptors (RootSIFT)
     top_n: int = 10  # references verified geometrically per listing
-    min_votes: int = 5
-    min_inliers: int = 6  # smallest instance worth reporting
+    min_votes: int = 4
+    min_inliers: int = 5  # smallest instance worth reporting
     ransac_share: float = 0.012  # reprojection threshold, share of the listing's long side
     max_instances: int = 3
     mirror_margin: float = 1.5  # mirrored fit needs this many times the straight fit's inliers
@@ -51,6 +51,7 @@ class LocalMatch:
     outline: tuple[tuple[float, float], ...]  # reference corners projected into the listing
     box: tuple[int, int, int, int]  # bounding box of the outline, clipped to the listing
     area_share: float  # box area / listing area
+    outline_share: float  # the projected reference's own area / listing area (not clipped): ~1 for a copy
     scale: float  # listing pixels per reference pixel
     rotation_deg: float
 
@@ -58,7 +59,8 @@ class LocalMatch:
         return {"inliers": self.inliers, "votes": self.votes, "inlier_ratio": round(self.inlier_ratio, 3),
                 "coverage": round(self.coverage, 3), "mirrored": self.mirrored, "instances": self.instances,
                 "outline": [[round(x, 1), round(y, 1)] for x, y in self.outline], "box": list(self.box),
-                "area_share": round(self.area_share, 4), "scale": round(self.scale, 4),
+                "area_share": round(self.area_share, 4), "outline_share": round(self.outline_share, 4),
+                "scale": round(self.scale, 4),
                 "rotation_deg": round(self.rotation_deg, 1)}
 
 
@@ -141,12 +143,15 @@ def match_references(query_points: np.ndarray, query_mirrored: np.ndarray, image
         x0, y0 = np.clip(proj.min(axis=0), 0, [w, h])
         x1, y1 = np.clip(proj.max(axis=0), 0, [w, h])
         area = max(0.0, (x1 - x0) * (y1 - y0)) / max(1.0, float(w * h))
+        xs, ys = proj[:, 0], proj[:, 1]
+        outline_area = 0.5 * abs(float(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))
         scale = float(math.hypot(m[0, 0], m[1, 0]))
         rot = float(math.degrees(math.atan2(m[1, 0], m[0, 0])))
         out.append(LocalMatch(int(r), votes[r], inliers, inliers / max(1, tentative),
                               min(1.0, inliers / max(1, ref_counts.get(r, inliers))), flip, instances,
                               tuple((float(x), float(y)) for x, y in proj),
-                              (int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))), area, scale, rot))
+                              (int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))), area,
+                              outline_area / max(1.0, float(w * h)), scale, rot))
     out.sort(key=lambda m: (-m.inliers, m.ref_row))
     return out
 

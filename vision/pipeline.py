@@ -224,13 +224,18 @@ class Pipeline:
                 verdicts.append(self.decide_deep(hits, ev, local.get(i, []),
                                                  sources[i] if sources is not None else None))
                 continue
-            geometry = None
-            best = candidate(hits, self.calibration)
-            if best is not None and sources is not None and sources[i] is not None:
-                if best.score >= self.calibration.verify_from(best.brand):
-                    geometry = self.verify(sources[i], best.reference_id)
-            verdicts.append(decide(hits, self.calibration, ev, geometry))
+            verdicts.append(self.decide_fast(hits, ev, sources[i] if sources is not None else None))
         return verdicts
+
+    def decide_fast(self, hits: list[ReferenceHit], ev: dict,
+                    source: bytes | str | os.PathLike[str] | None = None) -> Verdict:
+        """The global stage's verdict: thresholds on the global score, and the ORB check of the
+        best candidate (from the verify floor on, when the image bytes are at hand)."""
+        geometry = None
+        best = candidate(hits, self.calibration)
+        if best is not None and source is not None and best.score >= self.calibration.verify_from(best.brand):
+            geometry = self.verify(source, best.reference_id)
+        return decide(hits, self.calibration, ev, geometry)
 
     # ------------------------------------------------------------------ local stage
     def _route(self, depth: DepthOptions, items: Sequence, results: dict[int, tuple[list[ReferenceHit], dict]],
@@ -303,7 +308,8 @@ class Pipeline:
             g, absent = (prev[1].global_score, False) if prev else (floor, True)
             hit = prev[0] if prev else ReferenceHit(r.reference_id, r.brand, r.sku, r.kind, floor)
             cands[r.reference_id] = (hit, PairEvidence(g, absent, m.inliers, m.inlier_ratio, m.coverage,
-                                                       m.mirrored, m.votes, m.area_share, m.instances), m)
+                                                       m.mirrored, m.votes, m.area_share, m.instances,
+                                                       outline_share=m.outline_share), m)
         values = list(cands.values())
         gapped = with_gaps([e for _, e, _ in values])
         return [(h, e, m) for (h, _, m), e in zip(values, gapped)]
@@ -324,8 +330,15 @@ class Pipeline:
         order = sorted(range(len(cands)), key=lambda j: (-probs[j], cands[j][0].reference_id))
         top = tuple(ReferenceHit(cands[j][0].reference_id, cands[j][0].brand, cands[j][0].sku,
                                  cands[j][0].kind, round(float(probs[j]), 6)) for j in order[: self.top_k])
-        best_hit, best_ev, best_match = cands[order[0]]
-        p = float(probs[order[0]])
+        pick = order[0]
+        by_geometry = False
+        if float(probs[pick]) < deep.flag:  # a strong geometric match flags on its own
+            strongest = max(range(len(cands)), key=lambda j: (cands[j][2].inliers if cands[j][2] else 0, probs[j]))
+            m = cands[strongest][2]
+            if m is not None and m.inliers >= deep.geometry_inliers:
+                pick, by_geometry = strongest, True
+        best_hit, best_ev, best_match = cands[pick]
+        p = float(probs[pick])
         th, _ = self.calibration.for_brand(best_hit.brand)
         stage = ("global+local" if best_match is not None and not best_ev.global_absent else
                  "local" if best_match is not None else "global")
@@ -336,11 +349,27 @@ class Pipeline:
         if best_match is not None:
             ev["local"] = best_match.to_dict()
             ev["match_box"] = list(best_match.box)
-        if p < deep.flag:
-            ev["decided_by"] = f"fused probability {p:.2f} < {deep.flag:.2f} -> clear"
-            return Verdict("clear", confidence=round(1.0 - p, 4), score=round(p, 6), top=top, evidence=ev)
+        ev["thresholds"]["geometry_inliers"] = deep.geometry_inliers
         whole = (best_match is not None and not best_match.mirrored and best_match.inliers >= deep.copy_inliers
                  and best_match.area_share >= deep.copy_area)
+        if p < deep.flag and not by_geometry:
+            # What the fast stage flags stays flagged: a flat mark (a swoosh, arches) gives SIFT a
+            # handful of keypoints, so no local evidence is no evidence against a global match.
+            fast = self.decide_fast(hits, dict(ev), source)
+            if fast.verdict in ("copy", "knockoff"):
+                ev.update({k: v for k, v in fast.evidence.items() if k in ("geometry", "decided_by")})
+                ev["decided_by"] = (f"fused probability {p:.2f} < {deep.flag:.2f}, but the global stage flags it: "
+                                    + fast.evidence.get("decided_by", f"global score {fast.score:.2f} >= "
+                                                        f"{th.knockoff:.2f} -> {fast.verdict}"))
+                ev["stage"] = "global"
+                if fast.brand != best_hit.brand:  # the local evidence is about another reference
+                    ev.pop("local", None)
+                    ev.pop("match_box", None)
+                score = next((h.score for h in top if h.reference_id == fast.top[0].reference_id), p) if fast.top else p
+                return Verdict(fast.verdict, brand=fast.brand, confidence=fast.confidence, score=score, top=top,
+                               evidence=ev)
+            ev["decided_by"] = f"fused probability {p:.2f} < {deep.flag:.2f} -> clear"
+            return Verdict("clear", confidence=round(1.0 - p, 4), score=round(p, 6), top=top, evidence=ev)
         geometry = None
         if (not whole and source is not None and not best_ev.global_absent
                 and best_ev.global_score >= self.calibration.verify_from(best_hit.brand)
@@ -359,7 +388,9 @@ class Pipeline:
             why = ("mirrored match" if best_match is not None and best_match.mirrored else
                    "partial local agreement" if best_match is not None else "global similarity without copy geometry")
             kind, rule = "knockoff", f"{why} -> knockoff"
-        ev["decided_by"] = f"fused probability {p:.2f} >= {deep.flag:.2f}; {rule}"
+        flag_rule = (f"{best_match.inliers} inliers >= {deep.geometry_inliers} (geometric match)" if by_geometry
+                     else f"fused probability {p:.2f} >= {deep.flag:.2f}")
+        ev["decided_by"] = f"{flag_rule}; {rule}"
         return Verdict(kind, brand=best_hit.brand, confidence=round(p, 4), score=round(p, 6), top=top, evidence=ev)
 
     def verify(self, source: bytes | str | os.PathLike[str], reference_id: str) -> Geometry:
@@ -457,15 +488,19 @@ class Pipeline:
         if self.index is not None:
             d.update(index_factory=self.index.manifest.factory, index_count=len(self.index),
                      index_sha256=self.index.manifest.index_sha256)
+            if self.index.local is not None:
+                d.update(local_factory=self.index.local.factory, local_descriptors=len(self.index.local))
+        d.update(depth=self.depth.depth, local_features=self.local_config.extractor if self.local_config else None,
+                 deep_calibration=self.calibration.deep.method if self.calibration.deep else None)
         return d
 
 
 # Before a bundle is calibrated for the deep stage: a hand-set fusion (inliers dominate, the
 # global score helps) so that thorough/auto still work, flagged as uncalibrated in evidence.
 DEFAULT_DEEP = DeepCalibration(
-    weights=(1.0, -0.3, 0.5, 0.5, 0.5, 0.5, 0.3, 0.2, 0.0, 0.2, 0.0, 0.0, 0.3, 0.3, 0.0), bias=-2.0,
-    mean=(0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
-    scale=(0.1, 1.0, 1.0, 0.5, 0.5, 0.5, 0.3, 0.1, 1.0, 1.0, 1.0, 1.0, 0.1, 0.5, 0.1), method="default")
+    weights=(1.0, -0.3, 0.5, 0.5, 0.5, 0.5, 0.3, 0.2, 0.0, 0.2, 0.0, 0.0, 0.3, 0.3, 0.0, 0.0, 0.3), bias=-2.0,
+    mean=(0.3,) + (0.0,) * 16,
+    scale=(0.1, 1.0, 1.0, 0.5, 0.5, 0.5, 0.3, 0.1, 1.0, 1.0, 1.0, 1.0, 0.1, 0.5, 0.1, 1.0, 1.0), method="default")
 
 
 def local_spec_of(card_local: dict):  # noqa: ANN201
