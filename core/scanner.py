@@ -245,7 +245,7 @@ def _local_route(row: dict) -> str:
 def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions
                     ) -> Iterator[tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]]:
     # thorough: the decode workers describe keypoints too, in parallel with the embedder
-    local = pipeline.local_config if pipeline.depth.depth == "thorough" and pipeline._has_local() else None
+    local = pipeline.local_config if pipeline.depth.depth == "thorough" and pipeline.has_local_stage() else None
     init = (pipeline.card, opts.region_mode, pipeline.limits, local)
     if opts.workers <= 0:
         init_worker(*init)

@@ -32,7 +32,7 @@ class _ScanActor:
         self.pipe = Pipeline.from_bundle(bundle_dir, threads=threads, region_mode=region_mode, require_index=True,
                                          depth=depth)
         self.pipe.limits = limits
-        local = self.pipe.local_config if depth.depth == "thorough" and self.pipe._has_local() else None
+        local = self.pipe.local_config if depth.depth == "thorough" and self.pipe.has_local_stage() else None
         init_worker(self.pipe.card, region_mode, limits, local)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -62,12 +62,14 @@ def _nlist(n: int) -> int:
 
 
 def tune_descriptor_search(index: faiss.Index, nprobe: int | None = None) -> None:
-    """IVF ``nprobe`` for descriptors: 1/64 of the lists, at least 8 (votes tolerate misses)."""
+    """IVF ``nprobe`` for descriptors: 1/64 of the lists, at least 8 (votes tolerate misses), at
+    most 128: at 10M descriptors (IVF16384,PQ32) recall@1 is 0.91 at 128, 256 and 512 alike
+    (the compression caps it), and 128 searches twice as fast as 256 (make bench)."""
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
         return
-    n = nprobe if nprobe is not None else max(8, int(ivf.nlist) // 64)
+    n = nprobe if nprobe is not None else max(8, min(128, int(ivf.nlist) // 64))
     ivf.nprobe = min(int(n), int(ivf.nlist))
 
 
@@ -145,6 +147,11 @@ class LocalIndex:
         if not len(d):
             return
         if not self._index.is_trained:
+            # k-means wants ~40 points per list: 16384 lists at 10M need 655k, not 200k
+            try:
+                train_sample = max(train_sample, 40 * int(faiss.extract_index_ivf(self._index).nlist))
+            except RuntimeError:
+                pass
             rng = np.random.default_rng(seed)
             sample = d if len(d) <= train_sample else d[rng.choice(len(d), train_sample, replace=False)]
             self._index.train(sample)

@@ -500,7 +500,8 @@ class ReferenceIndex:
             self._db.execute("DELETE FROM refs WHERE added_gen > ?", (g,))
             self._db.execute("UPDATE refs SET removed_gen = NULL WHERE removed_gen > ?", (g,))
         keep = _files_of(self.manifest)
-        for pattern in ("index-*.faiss", ".index-*.tmp", "local-*.faiss", "local-*.npz", ".local-*.tmp"):
+        for pattern in ("index-*.faiss", ".index-*.tmp", "local-*.faiss", "local-*.npz", ".local-*.tmp",
+                        ".index.json.*.tmp"):
             for stray in self.folder.glob(pattern):
                 if stray.name not in keep:
                     _unlink_quietly(stray)

@@ -218,7 +218,7 @@ class Pipeline:
             if i in feats:
                 self.depth_counts["total"] += 1
                 self.depth_counts[routes[i]] += 1
-            if depth.depth != "fast" and self._has_local():
+            if depth.depth != "fast" and self.has_local_stage():
                 # One scale and one rule for every listing of a deep scan: items auto left on the
                 # global stage are fused with no local evidence.
                 verdicts.append(self.decide_deep(hits, ev, local.get(i, []),
@@ -241,7 +241,7 @@ class Pipeline:
     def _route(self, depth: DepthOptions, items: Sequence, results: dict[int, tuple[list[ReferenceHit], dict]],
                hints: Sequence[ListingHints | None] | None) -> dict[int, str]:
         """Which decoded items go through the local stage, and why."""
-        if depth.depth == "fast" or not self._has_local():
+        if depth.depth == "fast" or not self.has_local_stage():
             return {}
         if depth.depth == "thorough":
             return {i: "thorough" for i in results}
@@ -263,7 +263,8 @@ class Pipeline:
                 routes[i] = "audit"
         return routes
 
-    def _has_local(self) -> bool:
+    def has_local_stage(self) -> bool:
+        """True when this bundle can run the local stage: an extractor and a descriptor index."""
         return self.extractor is not None and self.index is not None and self.index.local is not None
 
     def match_local(self, feats: dict[int, LocalFeatures]) -> dict[int, list[LocalMatch]]:
@@ -450,7 +451,7 @@ class Pipeline:
         items: list[PreparedImage | ImageDecodeError] = []
         for s in sources:
             try:
-                items.append(self.prepare(s, local=depth.depth == "thorough" and self._has_local()))
+                items.append(self.prepare(s, local=depth.depth == "thorough" and self.has_local_stage()))
             except ImageDecodeError as exc:
                 items.append(exc)
         return self.judge(items, sources, hints, depth)
