@@ -181,8 +181,10 @@ class Pipeline:
         Every item gets the global stage. Items the depth routes deep (see :class:`DepthOptions`)
         also get the local stage: their keypoints (computed by the decode worker, or here from
         ``sources``) are searched in the descriptor index in one batch, verified with RANSAC,
-        and fused with the global score into one calibrated probability per reference.
-        Other items with ``sources`` keep the fast path's keypoint check of their best candidate.
+        and fused with the global score into one calibrated probability per reference. In a
+        deep depth the items auto leaves on the global stage are fused too (no local evidence);
+        in every depth, what the fast stage flags (its thresholds, its ORB check of the best
+        candidate, given ``sources``) stays flagged.
         """
         depth = depth or self.depth
         good = [it for it in items if isinstance(it, PreparedImage)]
