@@ -15,13 +15,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+
+from test_serve_browser import browser  # noqa: F401 - the headless Chromium fixture
 
 from brandguard.report import NEAR_MISS_LIMIT, OUTLINE_COLOUR, near_misses, write_html_report
 
@@ -221,35 +221,17 @@ def _is_outline_colour(px) -> bool:
     return r > 200 and b > 200 and g < 90
 
 
-def test_outline_shows_in_a_browser_screenshot(report, tmp_path):
-    from test_serve_browser import chromium_binary, launch_chromium
-
-    binary = chromium_binary()
-    if binary is None:
-        pytest.skip("no Chromium binary (install Debian's chromium, or set BRANDGUARD_CHROMIUM)")
+def test_outline_shows_in_a_browser_screenshot(report, browser, tmp_path):
+    cdp = browser
     page, _ = report
-    profile = Path(tempfile.mkdtemp(prefix="bg-chromium-", dir=tmp_path))
-    proc, cdp = launch_chromium(binary, profile)
-    try:
-        cdp.send("Page.enable")
-        cdp.send("Runtime.enable")
-        cdp.send("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
-        cdp.send("Page.navigate", url=page.resolve().as_uri())
-        cdp.wait_for("document.readyState === 'complete' && document.querySelector('svg.listing')", what="report")
-        # Where the browser put the copy card's drawing (the first card, at the top of the page).
-        # Its content box (inside the border) is the viewBox, in CSS px of the page.
-        box = cdp.eval("""(() => { const s = document.querySelector('svg.listing'), r = s.getBoundingClientRect();
-            return {x: r.x + s.clientLeft + window.scrollX, y: r.y + s.clientTop + window.scrollY,
-                    w: s.clientWidth, h: s.clientHeight}; })()""")
-        shot = cdp.screenshot(tmp_path / "report.png")
-    finally:
-        cdp.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    cdp.send("Page.navigate", url=page.resolve().as_uri())
+    cdp.wait_for("document.readyState === 'complete' && document.querySelector('svg.listing')", what="report")
+    # Where the browser put the copy card's drawing (the first card, at the top of the page).
+    # Its content box (inside the border) is the viewBox, in CSS px of the page.
+    box = cdp.eval("""(() => { const s = document.querySelector('svg.listing'), r = s.getBoundingClientRect();
+        return {x: r.x + s.clientLeft + window.scrollX, y: r.y + s.clientTop + window.scrollY,
+                w: s.clientWidth, h: s.clientHeight}; })()""")
+    shot = cdp.screenshot(tmp_path / "report.png")
     if os.environ.get("BRANDGUARD_SCREENSHOT_DIR"):
         out = Path(os.environ["BRANDGUARD_SCREENSHOT_DIR"])
         out.mkdir(parents=True, exist_ok=True)
