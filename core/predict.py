@@ -31,7 +31,7 @@ class PredictionRun:
 
 
 def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch: int = 64,
-            verify_top: int = 0, progress=None) -> PredictionRun:  # noqa: ANN001
+            verify_top: int = 0) -> PredictionRun:
     """Top-``k`` (query, reference, score) per query against an exact scratch index of ``references``.
 
     The bundle's own index is never touched; brand = first folder of a reference id.
@@ -64,7 +64,7 @@ def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch:
         top_k, pipe.top_k = pipe.top_k, k
         try:
             if deep:
-                _predict_deep(pipe, qs, batch, run, progress)
+                _predict_deep(pipe, qs, batch, run)
                 return run
             for start in range(0, len(qs), batch):
                 chunk = qs[start:start + batch]
@@ -92,7 +92,7 @@ def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch:
     return run
 
 
-def _predict_deep(pipe: Pipeline, qs: list[tuple[str, Path]], batch: int, run: PredictionRun, progress) -> None:  # noqa: ANN001
+def _predict_deep(pipe: Pipeline, qs: list[tuple[str, Path]], batch: int, run: PredictionRun) -> None:
     """Thorough/auto predictions: the verdict step's own fused candidates, as the scanner judges.
 
     Each query is prepared the way the scanner's workers prepare it (with keypoints in
@@ -113,5 +113,3 @@ def _predict_deep(pipe: Pipeline, qs: list[tuple[str, Path]], batch: int, run: P
         verdicts = pipe.judge([it for _, it in items], paths)
         for (qid, _), v in zip(items, verdicts):
             run.predictions.extend(Prediction(qid, h.reference_id, h.score) for h in v.top)
-        if progress is not None:
-            progress(len(chunk))

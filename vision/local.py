@@ -207,10 +207,6 @@ class LocalConfig:
             raise BundleError("local_features sides must be between 64 and 4096 px")
         return cfg
 
-    def to_card(self) -> dict:
-        return {"extractor": self.extractor, "params": self.params, "query_side": self.query_side,
-                "reference_side": self.reference_side, "models": list(self.models)}
-
     def spec_sha256(self) -> str:
         """Identity of the descriptors: an index built with another spec is refused."""
         ident = {"extractor": self.extractor, "params": self.params, "reference_side": self.reference_side,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from brandguard.errors import InputError
+from brandguard.vision.local import to_gray
 
 WORK_SIDE = 400  # long side both images are brought to before matching
 
@@ -43,13 +43,8 @@ NO_GEOMETRY = Geometry(0, 0, None, None, None, False)
 
 def to_work_gray(rgb: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
     """Grey image with long side <= ``side`` and the factor applied (to map boxes back)."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise InputError(f"expected HxWx3 RGB, got {rgb.shape}")
-    h, w = rgb.shape[:2]
-    f = min(1.0, side / max(h, w))
-    if f < 1.0:
-        rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), f
+    gray, to_rgb = to_gray(rgb, side)
+    return gray, 1.0 / to_rgb
 
 
 class Verifier:
