@@ -48,14 +48,14 @@ test-all: setup browser
 train: setup
 	$(BIN)/python -m brandguard.training.train --out runs/default --minutes $(TRAIN_MINUTES) --input-size 128 \
 		--dim 256 $(if $(wildcard $(PHOTOS)),--photos $(PHOTOS),)
-	$(BIN)/python -m brandguard.training.export --ckpt runs/default/ckpt.pt --dest core/assets/default_bundle
+	$(BIN)/python -m brandguard.training.export --ckpt runs/default/ckpt.pt --dest brandguard/assets/default_bundle
 	$(MAKE) calibrate
 
 calibrate: setup
 	@test -d data_cache/corpus_std/val || $(BIN)/brandguard corpus --size standard --out data_cache/corpus_std \
 		$(if $(wildcard $(PHOTOS)),--photos $(PHOTOS),)
-	$(BIN)/brandguard background --bundle core/assets/default_bundle --split data_cache/corpus_std/train
-	$(BIN)/brandguard calibrate --bundle core/assets/default_bundle --split data_cache/corpus_std/val \
+	$(BIN)/brandguard background --bundle brandguard/assets/default_bundle --split data_cache/corpus_std/train
+	$(BIN)/brandguard calibrate --bundle brandguard/assets/default_bundle --split data_cache/corpus_std/val \
 		--report-split data_cache/corpus_std/test
 
 # Training ablation: each ingredient of the recipe switched off (or on) at a fixed step budget,

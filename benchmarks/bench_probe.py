@@ -17,7 +17,8 @@ import cv2
 import faiss
 import numpy as np
 
-from brandguard.evaluation import Prediction, list_images, write_predictions
+from brandguard.evaluation.metrics import Prediction, write_predictions
+from brandguard.inputs import list_images
 
 SIDE = 512
 

@@ -1,9 +1,9 @@
 """Quality: brandguard and the baselines on one DISC21-style benchmark, same metrics code.
 
 Every method writes predictions (``query_id,reference_id,score``, top-k per query) and is
-scored by ``brandguard.evaluation.evaluate`` — the same µAP / recall@P90 / recall@1 as
+scored by ``brandguard.evaluation.metrics.evaluate`` — the same µAP / recall@P90 / recall@1 as
 ``brandguard eval`` — overall and per family. brandguard itself runs through
-``brandguard.cli.main(["eval", ...])``, i.e. exactly the command a user runs.
+``brandguard.cli.main.main(["eval", ...])``, i.e. exactly the command a user runs.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ class PRCurve:
 
 
 def pr_curve(preds: list, gt: dict[str, set[str]], queries: set[str] | None = None) -> PRCurve:
-    """Pooled PR curve (brandguard.evaluation.pr_curve), optionally restricted to ``queries``."""
-    from brandguard.evaluation import pr_curve as evaluation_pr_curve
+    """Pooled PR curve (brandguard.evaluation.metrics.pr_curve), optionally restricted to ``queries``."""
+    from brandguard.evaluation.metrics import pr_curve as evaluation_pr_curve
 
     kept = preds if queries is None else [p for p in preds if p.query_id in queries]
     recall, precision = evaluation_pr_curve(kept, gt)
@@ -57,7 +57,8 @@ def pr_curve(preds: list, gt: dict[str, set[str]], queries: set[str] | None = No
 
 def _orb_subset(ds: Dataset, n: int, seed: int = 0) -> list[str] | None:
     """A family-stratified query subset for ORB (documented in the output), or None for all."""
-    from brandguard.evaluation import list_images, read_query_families
+    from brandguard.evaluation.metrics import read_query_families
+    from brandguard.inputs import list_images
 
     if n <= 0:
         return None
@@ -80,8 +81,8 @@ def run_brandguard(ds: Dataset, cfg: BenchConfig, bundle: Path, out: Path, metho
                    verify_top: int = 0, depth: str = "fast") -> MethodQuality:
     """``brandguard eval`` as a user runs it; ``verify_top`` adds the fast path's keypoint check,
     ``depth`` picks the stages (fast, thorough, auto: the default of ``scan`` and ``eval``)."""
-    from brandguard.cli import main as cli_main
-    from brandguard.evaluation import read_predictions
+    from brandguard.cli.main import main as cli_main
+    from brandguard.evaluation.metrics import read_predictions
 
     argv = ["eval", "--references", str(ds.references), "--queries", str(ds.queries), "--out", str(out),
             "--k", str(cfg.k), "--bundle", str(bundle), "--threads", str(cfg.threads), "--no-progress",
@@ -107,14 +108,14 @@ def run_probe_method(ds: Dataset, cfg: BenchConfig, out: Path) -> MethodQuality:
     """The plain RootSIFT voting probe (benchmarks/bench_probe.py), scored like every method."""
     from bench_probe import run_probe
 
-    from brandguard.evaluation import evaluate, read_ground_truth, read_predictions, read_query_families
+    from brandguard.evaluation.metrics import evaluate, read_ground_truth, read_predictions, read_query_families
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     notes = run_probe(ds.references, ds.queries, out / "predictions.csv", threads=cfg.threads)
     dt = time.perf_counter() - t0
     preds = read_predictions(out / "predictions.csv")
-    from brandguard.evaluation import list_images
+    from brandguard.inputs import list_images
 
     qids = [q for q, _ in list_images(ds.queries)]
     m = None
@@ -157,7 +158,7 @@ def run_quality(cfg: BenchConfig, ds: Dataset, bundle: Path, log=print) -> dict:
     with worker_pool(cfg.threads):
         results = [_run_method(m, ds, cfg, bundle, out, log) for m in cfg.methods]
     figures = plot_pr_curves(results, ds, cfg.out) if ds.ground_truth else {}
-    from brandguard.evaluation import list_images
+    from brandguard.inputs import list_images
 
     return {
         "dataset": {"name": ds.name, "references": str(ds.references), "queries": str(ds.queries),
@@ -197,7 +198,7 @@ def plot_pr_curves(results: list[MethodQuality], ds: Dataset, out: Path) -> dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from brandguard.evaluation import read_ground_truth, read_predictions, read_query_families
+    from brandguard.evaluation.metrics import read_ground_truth, read_predictions, read_query_families
 
     gt = read_ground_truth(ds.ground_truth)
     fams = read_query_families(ds.query_info) if ds.query_info else {}

@@ -32,7 +32,7 @@ def _quality(q: dict, doc: Path) -> list[str]:
     ds = q["dataset"]
     lines = [f"## Quality: `{ds['name']}`", "",
              f"{ds['n_references']} references, {ds['n_queries']} queries, top-{q['k']} predictions per query, "
-             "scored by `brandguard.evaluation.evaluate` (µAP as in the Image Similarity Challenge 2021: all "
+             "scored by `brandguard.evaluation.metrics.evaluate` (µAP as in the Image Similarity Challenge 2021: all "
              "predictions pooled and sorted by score; recall at 90% precision; recall@1).", "",
              "| method | µAP | recall@P90 | recall@1 | queries | seconds | notes |", "|---|---:|---:|---:|---:|---:|---|"]
     methods = q["methods"]

@@ -107,7 +107,7 @@ def bench_stages(paths: list[str], bundle: Path, cfg: BenchConfig) -> dict:
     import cv2
 
     from brandguard.vision.decode import decode_image
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.engine.pipeline import Pipeline
     from brandguard.vision.prepare import PreparedImage, decode_side
     from brandguard.vision.preprocess import normalise_batch, resize_for_model
     from brandguard.vision.regions import region_boxes
@@ -186,7 +186,7 @@ def bench_embedding(bundle: Path, cfg: BenchConfig) -> dict[str, Rate]:
 # ------------------------------------------------------------------ scan
 def index_references(model_bundle: Path, references: Path, dest: Path, threads: int) -> Path:
     """An indexed bundle over ``references`` (``brandguard index``, i.e. the user's command)."""
-    from brandguard.cli import main as cli_main
+    from brandguard.cli.main import main as cli_main
 
     if dest.exists():
         shutil.rmtree(dest)
@@ -202,8 +202,8 @@ DEEP_LISTINGS = 400  # listings scanned in thorough and auto depth (a minute per
 
 def _scan_rate(catalogue: Path, bundle: Path, work: Path, n: int, engine: str, workers: int,
                cfg: BenchConfig, label: str, depth: str = "fast") -> Rate:
-    from brandguard.scanner import ScanOptions, scan
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.scan.scanner import ScanOptions, scan
+    from brandguard.engine.pipeline import Pipeline
 
     pipe = Pipeline.from_bundle(bundle, threads=1, require_index=True, depth=depth)
     runs, verdicts, cpu_ms, share = [], {}, [], 0.0

@@ -70,7 +70,7 @@ class ServerProcess:
     key: str = ""
 
     def __enter__(self) -> "ServerProcess":
-        from brandguard.leads import LeadStore
+        from brandguard.cases.leads import LeadStore
 
         db = self.workdir / "leads.sqlite"
         store = LeadStore(db)
@@ -288,7 +288,7 @@ def photo_paths(photos: Path | None, limit: int) -> list[Path]:
 
 def prepare_bundle(paths: list[Path], workdir: Path, n_refs: int, model_bundle: Path | None) -> Path:
     """Index ``n_refs`` photos as references (brand = their folder) with the shipped model."""
-    from brandguard.cli import main as cli_main
+    from brandguard.cli.main import main as cli_main
 
     refs = workdir / "refs"
     for p in paths[:n_refs]:

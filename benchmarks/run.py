@@ -116,7 +116,7 @@ def ensure_dataset(cfg: BenchConfig, log) -> Dataset:  # noqa: ANN001
     if cfg.dataset is not None:
         if cfg.dataset.references == STD_SPLIT / "references" and not STD_SPLIT.is_dir():
             log(f"[quality] {STD_SPLIT} missing: building the standard corpus (minutes)")
-            from brandguard.cli import main as cli_main
+            from brandguard.cli.main import main as cli_main
 
             argv = ["corpus", "--size", "standard", "--out", str(STD_SPLIT.parent)]
             if DEFAULT_PHOTOS.is_dir():

@@ -67,7 +67,7 @@ class OrbOptions:
 
 
 def _images(folder: Path) -> list[tuple[str, Path]]:
-    from brandguard.evaluation import list_images
+    from brandguard.inputs import list_images
 
     return list_images(folder)
 
@@ -307,7 +307,7 @@ def predict(method: str, split_dir: Path | None = None, k: int = 10, *, referenc
 
 def _predict(method: str, split_dir: Path | None, k: int, references: Path | None, queries: Path | None,
              workers: int, orb: OrbOptions, query_ids: Sequence[str] | None) -> tuple[list, dict]:
-    from brandguard.evaluation import Prediction
+    from brandguard.evaluation.metrics import Prediction
 
     if method not in BASELINES:
         raise InputError(f"unknown baseline {method!r}; choose from {BASELINES}")
@@ -352,7 +352,7 @@ def run_baseline(method: str, split_dir: Path | None, out_dir: Path, k: int = 10
     With ``split_dir`` the corpus layout is used (``ground_truth.csv`` and ``queries.csv``
     beside ``references/`` and ``queries/``); explicit paths override it.
     """
-    from brandguard.evaluation import evaluate, read_ground_truth, read_query_families, write_predictions
+    from brandguard.evaluation.metrics import evaluate, read_ground_truth, read_query_families, write_predictions
 
     t0 = time.perf_counter()
     out = Path(out_dir) / method

@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from brandguard.errors import InputError
+from brandguard.inputs import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 #: Bundled scikit-image files that are real photographs or textures, with their documented terms
 #: (from the skimage.data docstrings). logo.png (a mark!), charts and micrographs are left out.
@@ -70,7 +70,7 @@ def find_images(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"photo folder does not exist: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
 def _folder_license(folder: Path) -> str:

@@ -30,14 +30,27 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import faiss
 import numpy as np
 
+from brandguard.artifacts import atomic_write_bytes, sha256_file
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
 from brandguard.index.local_store import KeypointSet, LocalIndex, choose_descriptor_factory
-from brandguard.vision.bundle import ModelCard, atomic_write_bytes, sha256_file
+
+
+class ModelIdentity(Protocol):
+    """All the index needs to know of a model: its hash (to refuse another model's queries)
+    and its embedding width. A bundle's ``ModelCard`` satisfies it; the index never imports
+    the vision layer."""
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def embedding_dim(self) -> int: ...
+
 
 MANIFEST_FILE = "index.json"
 MANIFEST_VERSION = 2
@@ -183,7 +196,7 @@ class ReferenceIndex:
     def build(
         cls,
         folder: str | os.PathLike[str],
-        card: ModelCard,
+        card: ModelIdentity,
         vectors: np.ndarray,
         records: Sequence[ReferenceRecord],
         factory: str | None = None,
@@ -244,7 +257,7 @@ class ReferenceIndex:
         return obj
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str], card: ModelCard, threads: int = 1,
+    def load(cls, folder: str | os.PathLike[str], card: ModelIdentity, threads: int = 1,
              local_spec: LocalSpec | None = None) -> "ReferenceIndex":
         """Open an index, verifying checksum, dimension, count and the model it was built with.
 
@@ -444,7 +457,7 @@ class ReferenceIndex:
             return True
         return choose_factory(len(self)) != self.manifest.factory
 
-    def rebuilt(self, card: ModelCard, factory: str | None = None, threads: int = 1) -> "ReferenceIndex":
+    def rebuilt(self, card: ModelIdentity, factory: str | None = None, threads: int = 1) -> "ReferenceIndex":
         """A new index over the same live references with ``factory`` (default: the size rule).
 
         Vectors come back out of the current index (flat and IVF-flat codes are exact), so no

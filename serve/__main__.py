@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-# Same meanings as brandguard.cli's exit codes (kept here so this module imports nothing heavy).
+# Same meanings as brandguard.cli.main's exit codes (kept here so this module imports nothing heavy).
 EXIT_OK, EXIT_USAGE, EXIT_ARTIFACT = 0, 2, 3
 
 # CLI flag -> Settings field, for the values that override the environment.
@@ -82,7 +82,7 @@ def build_settings(args: argparse.Namespace):
 
 def _create_key(args: argparse.Namespace) -> int:
     from brandguard.errors import InputError
-    from brandguard.leads import LeadStore
+    from brandguard.cases.leads import LeadStore
 
     db = getattr(args, "leads_db", None) or os.environ.get("BRANDGUARD_LEADS_DB") or "brandguard-leads.sqlite"
     store = LeadStore(db)

@@ -49,7 +49,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from brandguard.errors import BrandguardError, BundleError, ImageDecodeError, InputError, ReferenceIndexError
-from brandguard.leads import (FLAGGED_VERDICTS, LEAD_STATUSES, TRANSITIONS, Complaint, IllegalTransitionError, Lead,
+from brandguard.cases.leads import (FLAGGED_VERDICTS, LEAD_STATUSES, TRANSITIONS, Complaint, IllegalTransitionError, Lead,
                               LeadInput, LeadStore, NotFoundError, validate_brand)
 from brandguard.serve.auth import (Checker, Complainer, ComplaintDecider, ForbiddenError, LeadReader, Principal,
                                    ReferenceManager, StoreDep, UnauthenticatedError)
@@ -362,7 +362,7 @@ class Service:
 
     # ------------------------------------------------------------------ references (writes)
     def _add_reference_sync(self, data: bytes, ref: NewReference, suffix: str) -> tuple[ReferenceRecord, int]:
-        from brandguard.datasets.readers import ReferenceRow
+        from brandguard.inputs import ReferenceRow
         from brandguard.references import add_references
 
         with self._bundle_lock(exclusive=True):
@@ -443,7 +443,7 @@ class Service:
             self.inflight -= n
 
     async def _judge_admitted(self, images: Sequence[bytes], listings: Sequence[ListingFields]) -> list:
-        from brandguard.vision.pipeline import DepthOptions, ListingHints
+        from brandguard.engine.pipeline import DepthOptions, ListingHints
 
         prepared = [None] * len(images)
         depths = [DepthOptions(lst.depth or self.settings.depth, self.settings.audit_share) for lst in listings]
@@ -934,7 +934,7 @@ def create_app(settings: Settings) -> FastAPI:
         import cv2
 
         from brandguard.vision.decode import DecodeLimits
-        from brandguard.vision.pipeline import DepthOptions, Pipeline
+        from brandguard.engine.pipeline import DepthOptions, Pipeline
 
         cv2.setNumThreads(settings.threads)
         limits = DecodeLimits(max_pixels=settings.max_pixels, max_bytes=settings.max_upload_bytes)

@@ -1,7 +1,7 @@
 """API-key authentication and the role rules, as FastAPI dependencies.
 
 A caller sends ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``). Keys live hashed in
-the leads database (:class:`brandguard.leads.LeadStore`). Roles:
+the leads database (:class:`brandguard.cases.leads.LeadStore`). Roles:
 
 - ``admin``: everything, every brand.
 - ``scanner``: checks images; checks that name a listing record leads. Cannot read leads.
@@ -18,7 +18,7 @@ from typing import Annotated, Callable
 from fastapi import Depends, Header, Request
 
 from brandguard.errors import BrandguardError
-from brandguard.leads import ApiKey, InvalidKeyError, LeadStore
+from brandguard.cases.leads import ApiKey, InvalidKeyError, LeadStore
 
 CAPABILITIES: dict[str, frozenset[str]] = {
     "check": frozenset({"admin", "scanner", "brand"}),

@@ -61,7 +61,7 @@ def test_every_section_present_and_none_failed(quick_run) -> None:
 
 def test_quality_every_method_scored_with_the_same_metrics(quick_run) -> None:
     r, out, _ = quick_run
-    from brandguard.evaluation import read_predictions
+    from brandguard.evaluation.metrics import read_predictions
 
     q = r["quality"]
     all_methods = _bench_module("bench_common").ALL_METHODS
@@ -203,7 +203,7 @@ def test_http_slot_and_markdown(quick_run) -> None:
 
 def test_pr_curve_integrates_to_micro_ap() -> None:
     """The plotted curve is the one µAP integrates (same pooling, dedup and tie order)."""
-    from brandguard.evaluation import Prediction, micro_ap
+    from brandguard.evaluation.metrics import Prediction, micro_ap
 
     pr_curve = _bench_module("bench_quality").pr_curve
     rng = np.random.default_rng(1)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from brandguard.calibration import Judged, calibrate, threshold_at_precision
-from brandguard.cli import EXIT_OK, main
-from brandguard.vision.decide import Calibration
+from brandguard.evaluation.calibration import Judged, calibrate, threshold_at_precision
+from brandguard.cli.main import EXIT_OK, main
+from brandguard.engine.decide import Calibration
 
 
 def test_threshold_at_precision_by_hand():
@@ -73,7 +73,7 @@ def test_verified_copies_are_flagged_below_the_similarity_threshold():
 
 
 def test_per_brand_thresholds_pick_the_brand_that_clears_its_own_threshold():
-    from brandguard.vision.decide import BrandThresholds, ReferenceHit, decide
+    from brandguard.engine.decide import BrandThresholds, ReferenceHit, decide
 
     cal = Calibration(copy=0.97, knockoff=0.95, per_brand={"b": BrandThresholds(copy=0.85, knockoff=0.80)},
                       method="test")
@@ -88,9 +88,9 @@ def test_background_normalises_scores_and_is_verified(tiny_bundle, tmp_path):
     import numpy as np
 
     from brandguard.errors import BundleError
-    from brandguard.vision.background import Background
+    from brandguard.engine.background import Background
     from brandguard.vision.bundle import Bundle
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.engine.pipeline import Pipeline
     from tests_helpers import blob_image, save
 
     for i in range(3):
@@ -115,7 +115,7 @@ def test_background_normalises_scores_and_is_verified(tiny_bundle, tmp_path):
 
 
 def test_verdict_report_by_hand():
-    from brandguard.calibration import verdict_report
+    from brandguard.evaluation.calibration import verdict_report
 
     judged = [Judged("a", "copy_light", "x", "x", 0.9, 30, "copy"),
               Judged("b", "knockoff", "x", "x", 0.8, 0, "copy"),       # knockoff called copy

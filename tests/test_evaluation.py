@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from brandguard.errors import InputError
-from brandguard.evaluation import (Prediction, evaluate, micro_ap, read_ground_truth, read_predictions,
+from brandguard.evaluation.metrics import (Prediction, evaluate, micro_ap, read_ground_truth, read_predictions,
                                    recall_at_1, write_predictions)
 
 GT = {"q1": {"r1"}, "q2": {"r2"}, "q3": {"r3"}}

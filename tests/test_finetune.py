@@ -167,7 +167,7 @@ def test_weights_must_reproduce_the_bundle(base_bundle: Path, tmp_path: Path) ->
 
 
 def test_feedback_from_the_leads_store(tmp_path: Path, brand_refs: Path) -> None:
-    from brandguard.leads import LeadInput, LeadStore
+    from brandguard.cases.leads import LeadInput, LeadStore
 
     imgs = sorted((brand_refs / BRAND).glob("*.png"))
     store = LeadStore(tmp_path / "leads.sqlite")
@@ -258,12 +258,12 @@ def _catalogue(tmp: Path, refs: Path) -> Path:
 
 def test_retraining_loop_end_to_end(base_bundle: Path, brand_refs: Path, regression: Path, tmp_path: Path) -> None:
     """Register a brand, scan, work its leads, retrain, gate, promote, scan with the new version."""
-    from brandguard.datasets.readers import read_references
-    from brandguard.leads import LeadStore
+    from brandguard.inputs import read_references
+    from brandguard.cases.leads import LeadStore
     from brandguard.references import build_index, new_bundle_from
-    from brandguard.scanner import ScanOptions, scan
-    from brandguard.vision.decide import Calibration
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.scan.scanner import ScanOptions, scan
+    from brandguard.engine.decide import Calibration
+    from brandguard.engine.pipeline import Pipeline
 
     # 1. The brand registers: its references are indexed with the serving model -> v0001, promoted.
     reg = Registry(tmp_path / "reg", create=True)

@@ -7,9 +7,9 @@ import resource
 
 import pytest
 
-from brandguard.cli import EXIT_OK, main
-from brandguard.scanner import ScanOptions, read_results, scan
-from brandguard.vision.pipeline import Pipeline
+from brandguard.cli.main import EXIT_OK, main
+from brandguard.scan.scanner import ScanOptions, read_results, scan
+from brandguard.engine.pipeline import Pipeline
 from hostile import hostile_corpus
 from tests_helpers import blob_image, save
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from brandguard.errors import BrandguardError, InputError
-from brandguard.leads import (COMPLAINT_SLA_SECONDS, IllegalTransitionError, InvalidKeyError, LeadInput, LeadStore,
+from brandguard.cases.leads import (COMPLAINT_SLA_SECONDS, IllegalTransitionError, InvalidKeyError, LeadInput, LeadStore,
                               NotFoundError)
 
 

@@ -16,8 +16,8 @@ def test_wheel_installs_and_imports_without_the_repo(tmp_path):
                     "-w", str(dist), str(REPO)], check=True, capture_output=True, timeout=300)
     (wheel,) = dist.glob("brandguard-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("brandguard/cli.py", "brandguard/vision/decode.py", "brandguard/index/store.py",
-                   "brandguard/datasets/readers.py", "brandguard/training/__init__.py"):
+    for module in ("brandguard/cli/main.py", "brandguard/vision/decode.py", "brandguard/index/store.py",
+                   "brandguard/inputs.py", "brandguard/engine/pipeline.py", "brandguard/training/__init__.py"):
         assert module in names, module
     # No top-level packages besides brandguard (no stray `datasets` or `index`).
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
@@ -25,7 +25,7 @@ def test_wheel_installs_and_imports_without_the_repo(tmp_path):
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
-    code = ("import brandguard, brandguard.vision.pipeline, brandguard.scanner; "
+    code = ("import brandguard, brandguard.engine.pipeline, brandguard.scan.scanner; "
             "from brandguard.vision.bundle import default_bundle_path; "
             "print(brandguard.__file__); print(default_bundle_path())")
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,

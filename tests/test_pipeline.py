@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brandguard.cli import EXIT_ARTIFACT, EXIT_OK, EXIT_USAGE, main
+from brandguard.cli.main import EXIT_ARTIFACT, EXIT_OK, EXIT_USAGE, main
 from brandguard.errors import BundleError
-from brandguard.scanner import ScanOptions, read_results, scan
+from brandguard.scan.scanner import ScanOptions, read_results, scan
 from brandguard.vision.bundle import CARD_FILE, Bundle
-from brandguard.vision.pipeline import Pipeline
+from brandguard.engine.pipeline import Pipeline
 from tests_helpers import blob_image, fresh_python, save
 
 BRANDS = ["acme", "bolt", "cora", "dune"]
@@ -125,7 +125,7 @@ def test_geometric_verification_turns_a_weak_match_into_a_copy(tiny_bundle, cata
     RANSAC find the reference's region; the evidence carries inliers and the matched box."""
     import cv2
 
-    from brandguard.vision.decide import Calibration
+    from brandguard.engine.decide import Calibration
 
     refs = catalogue / "refs_textured"
     rng = np.random.default_rng(0)
@@ -224,10 +224,10 @@ def test_cli_usage_errors_have_exit_codes(tmp_path, capsys):
 
 def test_inference_imports_no_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "import brandguard.vision.pipeline, brandguard.vision.decode, brandguard.index.store\n"
-            "import brandguard.scanner, brandguard.report, brandguard.cli, brandguard.evaluation\n"
-            "import brandguard.datasets.readers\n"
-            "from brandguard.cli import build_parser; build_parser()\n"
+            "import brandguard.engine.pipeline, brandguard.vision.decode, brandguard.index.store\n"
+            "import brandguard.scan.scanner, brandguard.scan.report, brandguard.cli.main, brandguard.evaluation.metrics\n"
+            "import brandguard.inputs\n"
+            "from brandguard.cli.main import build_parser; build_parser()\n"
             "assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
             "print('ok')")
     assert fresh_python(code) == "ok"
@@ -237,7 +237,7 @@ def test_decode_worker_imports_only_the_decoder():
     """A scan's decode workers start on every scan: their module must not pull in ONNX Runtime,
     FAISS, pyarrow or torch (0.4 s of imports per worker, and thread pools nobody uses there)."""
     code = ("import sys\n"
-            "import brandguard.scan_worker\n"
+            "import brandguard.scan.worker\n"
             "heavy = {'onnxruntime', 'faiss', 'pyarrow', 'torch', 'torchvision', 'ray'}\n"
             "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
     assert fresh_python(code) == "[]"

@@ -129,9 +129,9 @@ def test_promote_refuses_a_version_modified_after_registration(reg: Registry, ti
 def test_indexed_version_serves_through_resolve_bundle(reg: Registry, tiny_bundle: Path, tmp_path: Path) -> None:
     from tests_helpers import blob_image, save
 
-    from brandguard.datasets.readers import read_references
+    from brandguard.inputs import read_references
     from brandguard.references import build_index, new_bundle_from
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.engine.pipeline import Pipeline
 
     refs = tmp_path / "refs"
     for i in range(4):

@@ -3,7 +3,7 @@ original pixels (viewBox ``0 0 W H``) with the thumbnail stretched over it and t
 projected outline (or the matched box) on top; the rule that decided is printed verbatim,
 escaped; clear listings just under the flag threshold are listed as near misses.
 
-Rows are built by hand in the shape of ``core/scanner.py``'s ``_verdict_row``. The page is
+Rows are built by hand in the shape of ``brandguard/scan/scanner.py``'s ``verdict_row``. The page is
 parsed, then rendered in headless Chromium, and the outline's colour is looked for in the
 screenshot where the outline should be.
 """
@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from test_serve_browser import browser  # noqa: F401 - the headless Chromium fixture
 
-from brandguard.report import NEAR_MISS_LIMIT, OUTLINE_COLOUR, near_misses, write_html_report
+from brandguard.scan.report import NEAR_MISS_LIMIT, OUTLINE_COLOUR, near_misses, write_html_report
 
 W, H = 640, 480
 OUTLINE = [[180.5, 120.0], [470.0, 140.5], [450.0, 380.0], [160.0, 350.5]]
@@ -45,7 +45,7 @@ def make_image(path: Path, size=(W, H), seed: int = 0) -> Path:
 
 def row(listing_id: str, image: Path | None, verdict: str, score: float | None, evidence: dict,
         brand: str | None = "acme", ref: str | None = "acme/logo", **extra) -> dict:
-    """A results row as ``_verdict_row`` writes it (plus what ranking adds)."""
+    """A results row as ``verdict_row`` writes it (plus what ranking adds)."""
     return {"image_bytes": 1, "image_mtime_ns": 1, "image_sha256": "0" * 64, "listing_id": listing_id,
             "seller_id": "s-1", "title": "t", "price": 9.5, "image": str(image) if image else None,
             "verdict": verdict, "brand": brand if verdict in ("copy", "knockoff") else None,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brandguard.cli import EXIT_OK, main
-from brandguard.scanner import read_results
+from brandguard.cli.main import EXIT_OK, main
+from brandguard.scan.scanner import read_results
 from tests_helpers import blob_image, save
 
 
@@ -32,7 +32,7 @@ def test_kill_9_during_scan_then_resume_exactly_once(tiny_bundle, tmp_path):
     cat = tmp_path / "cat.jsonl"
     cat.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "brandguard.cli", "scan", str(cat), "--bundle", str(tmp_path / "b"),
+    cmd = [sys.executable, "-m", "brandguard.cli.main", "scan", str(cat), "--bundle", str(tmp_path / "b"),
            "--out", str(out), "--workers", "1", "--batch-size", "8", "--part-size", "40", "--no-progress", "--quiet", "--no-report"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     rng = np.random.default_rng(0)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from brandguard.cli import EXIT_OK, main
-from brandguard.leads import LeadInput, LeadStore
-from brandguard.risk import risk_score
-from brandguard.scanner import ScanOptions, read_results, scan
-from brandguard.vision.pipeline import Pipeline
+from brandguard.cli.main import EXIT_OK, main
+from brandguard.cases.leads import LeadInput, LeadStore
+from brandguard.cases.risk import risk_score
+from brandguard.scan.scanner import ScanOptions, read_results, scan
+from brandguard.engine.pipeline import Pipeline
 from tests_helpers import blob_image, save
 
 

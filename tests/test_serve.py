@@ -31,10 +31,10 @@ import uvicorn
 from PIL import Image
 from pydantic import ValidationError
 
-from brandguard.cli import EXIT_OK
-from brandguard.cli import main as cli_main
+from brandguard.cli.main import EXIT_OK
+from brandguard.cli.main import main as cli_main
 from brandguard.errors import ReferenceIndexError
-from brandguard.leads import LeadStore
+from brandguard.cases.leads import LeadStore
 from brandguard.serve.__main__ import add_arguments, run
 from brandguard.serve.app import create_app
 from brandguard.serve.settings import Settings
@@ -493,7 +493,7 @@ def test_serve_module_runs_uvicorn_subprocess(tiny_bundle, tmp_path):
 def test_serving_imports_no_torch_and_does_no_work_at_import():
     code = ("import sys, threading; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
             "n = threading.active_count()\n"
-            "import brandguard.serve.app, brandguard.serve.__main__, brandguard.serve.batching, brandguard.leads\n"
+            "import brandguard.serve.app, brandguard.serve.__main__, brandguard.serve.batching, brandguard.cases.leads\n"
             "assert threading.active_count() == n, 'threads started at import'\n"
             "assert 'onnxruntime' not in sys.modules and 'faiss' not in sys.modules, 'model stack loaded at import'\n"
             "print('ok')")

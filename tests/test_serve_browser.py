@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from brandguard.leads import LeadStore
+from brandguard.cases.leads import LeadStore
 from test_serve import serving
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
@@ -229,7 +229,7 @@ def test_review_page_draws_local_match_outline_over_the_listing(browser, tiny_bu
     image as an SVG, with the inliers and the deciding rule beside it."""
     from PIL import Image
 
-    from brandguard.leads import LeadInput
+    from brandguard.cases.leads import LeadInput
 
     outline = [[60.5, 40.0], [240.0, 55.0], [230.0, 190.5], [50.0, 170.0]]
     decided = "fused probability 0.93 >= 0.71; 45 inliers >= 15, outline covers 64% of the photo >= 25% -> copy"

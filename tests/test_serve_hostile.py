@@ -52,13 +52,13 @@ def test_service_and_scanner_give_the_same_verdict_with_geometric_evidence(tiny_
     import cv2
     import numpy as np
 
-    from brandguard.cli import main
-    from brandguard.leads import LeadStore
-    from brandguard.scanner import ScanOptions, read_results, scan
+    from brandguard.cli.main import main
+    from brandguard.cases.leads import LeadStore
+    from brandguard.scan.scanner import ScanOptions, read_results, scan
     from brandguard.serve.app import create_app
     from brandguard.serve.settings import Settings
-    from brandguard.vision.decide import Calibration
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.engine.decide import Calibration
+    from brandguard.engine.pipeline import Pipeline
     from test_serve import LiveServer
     from tests_helpers import blob_image, save
 

@@ -15,7 +15,6 @@ used, otherwise a small built-in fallback keeps training runnable.
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,14 @@ import cv2
 import numpy as np
 
 from brandguard.datasets import logos
+from brandguard.datasets.augment import training_view
+from brandguard.datasets.photos import photo_split, procedural_background
 from brandguard.errors import InputError
+from brandguard.inputs import IMAGE_EXTENSIONS
 from brandguard.vision.bundle import ModelCard
 from brandguard.vision.preprocess import resize_for_model
 
-PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+PHOTO_EXTS = tuple(sorted(IMAGE_EXTENSIONS - {".gif", ".tif", ".tiff"}))
 SPLITS = ("train", "val", "test")
 
 
@@ -143,12 +145,9 @@ def list_photos(
     if not root.is_dir():
         raise InputError(f"photos folder {root} does not exist")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_EXTS and p.is_file())
-    pmod = _photos_module()
-    if split is not None and pmod is not None and hasattr(pmod, "photo_split"):
-        files = [
-            p for p in files
-            if pmod.photo_split(f"{root.name}/{p.relative_to(root).with_suffix('').as_posix()}", seed) == split
-        ]
+    if split is not None:
+        files = [p for p in files
+                 if photo_split(f"{root.name}/{p.relative_to(root).with_suffix('').as_posix()}", seed) == split]
     return files[:limit] if limit else files
 
 
@@ -324,21 +323,6 @@ class ViewConfig:
             raise InputError(f"min_mark_fraction {self.min_mark_fraction} not in [0.02, 1]")
 
 
-def _augment_module() -> Any | None:
-    try:
-        mod = importlib.import_module("brandguard.datasets.augment")
-    except ImportError:
-        return None
-    return mod if hasattr(mod, "training_view") else None
-
-
-def _photos_module() -> Any | None:
-    try:
-        return importlib.import_module("brandguard.datasets.photos")
-    except ImportError:
-        return None
-
-
 def _alpha_bbox(alpha: np.ndarray) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(alpha > 8)
     if len(xs) == 0:
@@ -361,10 +345,11 @@ class ViewMaker:
         self.marks, self.photos, self.cfg = marks, list(photos), cfg
         self.card = ModelCard(name="train", architecture="", input_size=cfg.input_size,
                               embedding_dim=8, sha256="0" * 64)
-        aug = _augment_module() if cfg.use_shared_augment else None
-        self.shared: Callable[..., np.ndarray] | None = getattr(aug, "training_view", None)
-        pmod = _photos_module() if cfg.use_shared_augment else None
-        self.procedural: Callable[..., np.ndarray] | None = getattr(pmod, "procedural_background", None)
+        # The shared augmentation (the same view families the corpus is built with), unless an
+        # ablation switches it off to measure what it adds over the built-in scene + edits.
+        self.shared: Callable[..., np.ndarray] | None = training_view if cfg.use_shared_augment else None
+        self.procedural: Callable[..., np.ndarray] | None = (procedural_background if cfg.use_shared_augment
+                                                            else None)
         self.augment_source = "brandguard.datasets.augment" if self.shared else "brandguard.training.data"
         self.bboxes = [_alpha_bbox(m[..., 3]) for m in marks.rgba]
         self.work_side = int(cfg.input_size * 1.4)

@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m brandguard.training.export",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__,
-        epilog="example:\n  python -m brandguard.training.export --ckpt runs/x/ckpt.pt --dest core/assets/default_bundle\n",
+        epilog="example:\n  python -m brandguard.training.export --ckpt runs/x/ckpt.pt --dest brandguard/assets/default_bundle\n",
     )
     p.add_argument("--ckpt", required=True,
                    help="final checkpoint of a brandguard.training.train run (only the final one carries "

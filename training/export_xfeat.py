@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from brandguard.errors import BundleError
-from brandguard.vision.bundle import atomic_write_bytes, sha256_file
+from brandguard.artifacts import atomic_write_bytes, sha256_file
 
 OPSET = 17
 NAME = "xfeat"

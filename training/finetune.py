@@ -42,12 +42,13 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from brandguard.datasets.readers import ReferenceRow
+from brandguard.inputs import IMAGE_EXTENSIONS, ReferenceRow
 from brandguard.errors import BrandguardError, BundleError, InputError
 from brandguard.training.gate import (
     BenchSource,
     GateConfig,
     GateReport,
+    imread_rgb,
     build_brand_benchmark,
     mark_from_reference,
     other_brand_sources,
@@ -55,9 +56,9 @@ from brandguard.training.gate import (
     run_gate,
 )
 from brandguard.registry import DEFAULT_DEPLOYMENT, WEIGHTS_FILE, Registry
-from brandguard.vision.bundle import Bundle, ModelCard, atomic_write_bytes, sha256_file, write_bundle
+from brandguard.artifacts import atomic_write_bytes, sha256_file
+from brandguard.vision.bundle import Bundle, ModelCard, write_bundle
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 class FinetuneError(BrandguardError):
@@ -104,7 +105,7 @@ class FinetuneConfig:
     threads: int = 1
 
     def validate(self) -> None:
-        from brandguard.leads import validate_brand
+        from brandguard.cases.leads import validate_brand
 
         validate_brand(self.brand)
         if (self.from_bundle is None) == (self.registry is None):
@@ -183,12 +184,12 @@ def make_brand_references(slug: str, n: int, out: str | Path, seed: int = 0, siz
 def read_brand_references(source: str | Path, brand: str) -> list[ReferenceRow]:
     """The brand's references from ``DIR/<brand>/*``, ``DIR/*`` (all one brand), or a
     JSONL/CSV/Parquet/folder that ``read_references`` understands (rows of other brands dropped)."""
-    from brandguard.datasets.readers import read_references
+    from brandguard.inputs import read_references
 
     p = Path(source)
     if p.is_dir():
         folder = p / brand if (p / brand).is_dir() else p
-        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
         rows = [ReferenceRow(f"{brand}/{f.stem}", brand, str(f.resolve()), kind="brand_reference") for f in files]
         if not rows:
             rows = [r for r in read_references(p) if r.brand == brand]
@@ -233,7 +234,7 @@ def read_feedback(leads_db: str | Path | None, brand: str) -> Feedback:
     """Confirmed counterfeits (positives) and genuine/dismissed leads (threshold negatives)."""
     if leads_db is None:
         return Feedback([], [], [])
-    from brandguard.leads import LeadStore
+    from brandguard.cases.leads import LeadStore
 
     if not Path(leads_db).is_file():
         raise InputError(f"leads database {leads_db} does not exist")
@@ -558,7 +559,7 @@ def reindex(candidate: Path, parent: Bundle, brand_rows: Sequence[ReferenceRow],
     """Index the parent's references (other brands; the brand's are replaced) + the brand's."""
     from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
     from brandguard.references import build_index
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.engine.pipeline import Pipeline
 
     rows: list[ReferenceRow] = []
     if (parent.path / MANIFEST_FILE).is_file():
@@ -583,9 +584,9 @@ def reindex(candidate: Path, parent: Bundle, brand_rows: Sequence[ReferenceRow],
 def calibrate_brand(candidate: Path, parent: Bundle, split: Path, brand: str, target: float,
                     threads: int) -> dict[str, Any]:
     """The brand's thresholds from its held-out views (and feedback); global ones kept."""
-    from brandguard.calibration import calibrate, judge_split
-    from brandguard.vision.decide import CALIBRATION_FILE, BrandThresholds, Calibration
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.evaluation.calibration import calibrate, judge_split
+    from brandguard.engine.decide import CALIBRATION_FILE, BrandThresholds, Calibration
+    from brandguard.engine.pipeline import Pipeline
 
     pipe = Pipeline.from_bundle(candidate, threads=threads)
     try:
@@ -611,12 +612,6 @@ def calibrate_brand(candidate: Path, parent: Bundle, split: Path, brand: str, ta
 
 
 # --------------------------------------------------------------------------- orchestration
-
-
-def _read_rgb(path: str, keep_alpha: bool = False) -> np.ndarray:
-    from brandguard.training.gate import _imread_rgb
-
-    return _imread_rgb(path, keep_alpha)
 
 
 def _png(path: Path, rgb: np.ndarray) -> str:
@@ -703,14 +698,14 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
 
     anchors, anchor_desc = anchor_images(parent.bundle, cfg.brand, cfg.anchor_brands, cfg.seed, cfg.cache_dir,
                                          cfg.view_side)
-    brand_imgs = [_read_rgb(r.path, keep_alpha=True) for r in train_rows]
+    brand_imgs = [imread_rgb(r.path, keep_alpha=True) for r in train_rows]
     marks = [mark_from_reference(im) for im in brand_imgs]
     from brandguard.datasets.augment import ensure_rgb, resize_max
 
     brand_rgb = [resize_max(ensure_rgb(im), cfg.view_side) for im in brand_imgs]
     marks = [None if m is None else resize_max(m, cfg.view_side // 2) for m in marks]
-    counterfeit = [(resize_max(ensure_rgb(_read_rgb(ref_path.get(rid or "", train_rows[0].path))), cfg.view_side),
-                    resize_max(ensure_rgb(_read_rgb(p)), cfg.view_side)) for p, rid in train_pos]
+    counterfeit = [(resize_max(ensure_rgb(imread_rgb(ref_path.get(rid or "", train_rows[0].path))), cfg.view_side),
+                    resize_max(ensure_rgb(imread_rgb(p)), cfg.view_side)) for p, rid in train_pos]
     training_data["anchors"] = anchor_desc
     views = ViewSource(brand_rgb, marks, counterfeit, anchors, unreg[:4], parent.bundle.card, cfg.view_side, cfg.seed,
                        cfg.photo_fraction)
@@ -813,7 +808,7 @@ def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAUL
     t = time.perf_counter()
     if current is not None and (current / MANIFEST_FILE).is_file():
         from brandguard.references import build_index
-        from brandguard.vision.pipeline import Pipeline
+        from brandguard.engine.pipeline import Pipeline
 
         cb = Bundle.load(current)
         idx = ReferenceIndex.load(current, cb.card)
@@ -824,7 +819,7 @@ def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAUL
             pipe = Pipeline.from_bundle(cand, threads=threads)
             build_index(pipe, rows, threads=threads)[0].close()
     if calibrate_split is not None:
-        from brandguard.calibration import run_calibration
+        from brandguard.evaluation.calibration import run_calibration
 
         run_calibration(cand, Path(calibrate_split), threads=threads)
     timings["index_calibrate"] = round(time.perf_counter() - t, 1)
@@ -851,7 +846,7 @@ def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAUL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``brandguard train {brand,base}`` (wired from ``brandguard.cli``)."""
+    """``brandguard train {brand,base}`` (wired from ``brandguard.cli.main``)."""
     sub = parser.add_subparsers(dest="train_command", metavar="{brand,base}", required=True)
     p = sub.add_parser("brand", help="fine-tune the serving model for one brand, gate it, register/promote it",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -36,10 +36,11 @@ import cv2
 import numpy as np
 
 from brandguard.errors import BrandguardError, InputError
-from brandguard.evaluation import Prediction, evaluate, list_images, micro_ap, read_ground_truth, read_query_families
-from brandguard.evaluation import pr_curve as evaluation_pr_curve
+from brandguard.evaluation.metrics import Prediction, evaluate, micro_ap, read_ground_truth, read_query_families
+from brandguard.inputs import list_images
+from brandguard.evaluation.metrics import pr_curve as evaluation_pr_curve
 from brandguard.datasets.corpus import write_csv
-from brandguard.vision.bundle import atomic_write_bytes
+from brandguard.artifacts import atomic_write_bytes
 
 REPORT_JSON = "gate_report.json"
 REPORT_MD = "gate_report.md"
@@ -146,9 +147,9 @@ def split_fingerprint(split_dir: Path) -> str:
 def score_bundle(bundle_dir: Path, split_dir: Path, level: str, cfg: GateConfig,
                  cache_dir: Path | None = None) -> BenchScore:
     """Run one bundle over one benchmark split (cached by model sha256 + split fingerprint)."""
-    from brandguard.predict import predict
+    from brandguard.evaluation.predictions import predict
     from brandguard.vision.bundle import Bundle
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.engine.pipeline import Pipeline
 
     if level not in ("brand", "image"):
         raise InputError(f"level must be brand or image, got {level!r}")
@@ -210,7 +211,8 @@ def mark_from_reference(image: np.ndarray) -> np.ndarray | None:
     return np.ascontiguousarray(np.dstack([rgb, alpha])[y0:y1, x0:x1])
 
 
-def _imread_rgb(path: str | Path, keep_alpha: bool = False) -> np.ndarray:
+def imread_rgb(path: str | Path, keep_alpha: bool = False) -> np.ndarray:
+    """RGB (or RGBA with ``keep_alpha``) uint8 of a trusted training image; raises InputError."""
     flag = cv2.IMREAD_UNCHANGED if keep_alpha else cv2.IMREAD_COLOR
     img = cv2.imread(str(path), flag)
     if img is None:
@@ -281,10 +283,10 @@ def build_brand_benchmark(out: Path, brand: str, references: Sequence[BenchSourc
     for src in list(references) + list(others):
         dest = out / "references" / f"{src.reference_id}.png"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        img = _imread_rgb(src.path)
+        img = imread_rgb(src.path)
         _write_image(dest, img, jpeg=False)
     pool = PhotoPool.from_sources([], split="val", seed=seed, max_side=max_side)
-    other_imgs = [_imread_rgb(s.path) for s in list(others)[:8]]
+    other_imgs = [imread_rgb(s.path) for s in list(others)[:8]]
     rows: list[dict[str, str]] = []
 
     def add(img: np.ndarray, family: str, ref_id: str, brand_: str, log: list[str]) -> None:
@@ -295,7 +297,7 @@ def build_brand_benchmark(out: Path, brand: str, references: Sequence[BenchSourc
 
     for i, src in enumerate(query_references):
         rng = np.random.default_rng([seed, 31, i])
-        ref = _imread_rgb(src.path, keep_alpha=True)
+        ref = imread_rgb(src.path, keep_alpha=True)
         rgb = A.ensure_rgb(ref)
         mark = mark_from_reference(ref)
         for _ in range(per_reference):
@@ -324,7 +326,7 @@ def build_brand_benchmark(out: Path, brand: str, references: Sequence[BenchSourc
                 "", "", log)
     for path, family, ref_id in extra_queries:
         try:
-            img = _imread_rgb(path)
+            img = imread_rgb(path)
         except InputError:
             continue
         add(img, family, ref_id, brand if ref_id else "", [f"feedback:{Path(path).name}"])

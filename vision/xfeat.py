@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from brandguard.errors import BundleError, InputError
-from brandguard.vision.bundle import sha256_file
+from brandguard.artifacts import sha256_file
 
 ONNX_FILE = "xfeat.onnx"
 INPUT_NAME = "image"

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from brandguard.errors import BrandguardError, BundleError
-from brandguard.vision.bundle import Bundle, atomic_write_bytes, sha256_file
+from brandguard.artifacts import atomic_write_bytes, sha256_file
+from brandguard.vision.bundle import Bundle
 
 VERSIONS_DIR = "versions"
 CURRENT_FILE = "current.json"
@@ -377,7 +378,7 @@ def resolve_bundle(bundle: str | os.PathLike[str] | None, registry: str | os.Pat
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``brandguard registry {list,current,register,promote,rollback}`` (wired from ``brandguard.cli``)."""
+    """``brandguard registry {list,current,register,promote,rollback}`` (wired from ``brandguard.cli.main``)."""
     sub = parser.add_subparsers(dest="registry_command", required=True,
                                 metavar="{list,current,register,promote,rollback}")
     p = sub.add_parser("list", help="versions, their parents and gate decisions, and what each deployment serves")

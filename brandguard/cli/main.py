@@ -93,17 +93,17 @@ def _add_depth_args(p: argparse.ArgumentParser) -> None:
 
 
 def _depth(args: argparse.Namespace):  # noqa: ANN202
-    from brandguard.vision.pipeline import DepthOptions
+    from brandguard.engine.pipeline import DepthOptions
 
     return DepthOptions(args.depth, args.audit_share)
 
 
 # ------------------------------------------------------------------------- index
 def cmd_index(args: argparse.Namespace) -> int:
-    from brandguard.datasets.readers import read_references
+    from brandguard.inputs import read_references
     from brandguard.references import add_references, build_index, new_bundle_from
     from brandguard.vision.bundle import Bundle, default_bundle_path
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.engine.pipeline import Pipeline
 
     t0 = time.perf_counter()
     model = None if args.add else Bundle.load(args.bundle or default_bundle_path())  # fail fast on artifacts
@@ -128,9 +128,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- scan
 def cmd_scan(args: argparse.Namespace) -> int:
-    from brandguard.report import terminal_table, write_html_report
-    from brandguard.scanner import ScanOptions, read_results, scan
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.scan.report import terminal_table, write_html_report
+    from brandguard.scan.scanner import ScanOptions, read_results, scan
+    from brandguard.engine.pipeline import Pipeline
 
     pipe = Pipeline.from_bundle(_resolve_bundle(args), threads=args.threads, device=args.device,
                                 region_mode=args.regions, require_index=True, depth=_depth(args))
@@ -158,9 +158,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from brandguard.evaluation import evaluate, read_ground_truth, read_query_families, write_predictions
-    from brandguard.predict import predict
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.evaluation.metrics import evaluate, read_ground_truth, read_query_families, write_predictions
+    from brandguard.evaluation.predictions import predict
+    from brandguard.engine.pipeline import Pipeline
 
     pipe = Pipeline.from_bundle(_resolve_bundle(args), threads=args.threads, device=args.device,
                                 region_mode=args.regions, depth=_depth(args))
@@ -196,9 +196,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- background
 def cmd_background(args: argparse.Namespace) -> int:
-    from brandguard.evaluation import list_images, read_query_families
-    from brandguard.vision.background import write_background
-    from brandguard.vision.pipeline import Pipeline
+    from brandguard.evaluation.metrics import read_query_families
+    from brandguard.inputs import list_images
+    from brandguard.engine.background import write_background
+    from brandguard.engine.pipeline import Pipeline
 
     paths: list[str] = []
     if args.split is not None:
@@ -223,7 +224,7 @@ def cmd_background(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- calibrate
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from brandguard.calibration import run_calibration, run_deep_calibration
+    from brandguard.evaluation.calibration import run_calibration, run_deep_calibration
     from brandguard.vision.bundle import Bundle
 
     if args.stage in ("global", "both"):
@@ -244,7 +245,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         for fam, m in deep["per_family"].items():
             print(f"  {fam:<24} n={m['n']:<5} flagged {m['flagged']:<5} right brand {m['flagged_right_brand']}")
     if args.report_split is not None:
-        from brandguard.calibration import run_verdict_report
+        from brandguard.evaluation.calibration import run_verdict_report
 
         vr = run_verdict_report(args.bundle, args.report_split, threads=args.threads, region_mode=args.regions)
         dest = args.bundle / f"verdicts_{args.report_split.name}.json"
@@ -261,7 +262,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    from brandguard.demo import run_demo
+    from brandguard.cli.demo import run_demo
 
     return run_demo(Path(args.out), threads=args.threads, workers=args.workers)
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from brandguard.errors import ImageDecodeError
-from brandguard.evaluation import Prediction, list_images
+from brandguard.evaluation.metrics import Prediction
+from brandguard.inputs import list_images
 from brandguard.index.store import ReferenceIndex, ReferenceRecord
 from brandguard.vision.local import describe_reference
-from brandguard.vision.pipeline import Pipeline, local_spec_of
+from brandguard.engine.pipeline import Pipeline, local_spec_of
 from brandguard.vision.prepare import PreparedImage
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def run_demo(out: Path, threads: int = 1, workers: int = 1, seed: int = 0) -> int:
-    from brandguard.cli import EXIT_OK, main as cli_main
+    from brandguard.cli.main import EXIT_OK, main as cli_main
     from brandguard.datasets.demo import build_demo_catalogue
 
     out.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ def run_demo(out: Path, threads: int = 1, workers: int = 1, seed: int = 0) -> in
 
 def compare_with_expected(scan_dir: Path, expected_csv: Path) -> dict:
     """Confusion of expected (copy/knockoff/clear) vs found verdicts, and brand accuracy of flags."""
-    from brandguard.scanner import read_results
+    from brandguard.scan.scanner import read_results
 
     results = {r["listing_id"]: r for r in read_results(scan_dir)}
     with open(expected_csv, newline="", encoding="utf-8") as f:

@@ -198,25 +198,3 @@ def evaluate(
             }
         result["per_family"] = by_family
     return result
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[tuple[str, Path]]:
-    """(id, path) for every image under ``folder``; id = relative path without extension.
-
-    Sorted for determinism; two files that differ only by extension would share an id,
-    which is refused rather than silently dropping one.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise InputError(f"{root} is not a folder")
-    out: dict[str, Path] = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
-            ident = p.relative_to(root).with_suffix("").as_posix()
-            if ident in out:
-                raise InputError(f"two images share the id {ident!r}: {out[ident].name} and {p.name}")
-            out[ident] = p
-    return sorted(out.items())
-
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})

@@ -17,9 +17,9 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from brandguard.datasets.readers import ListingRow
+from brandguard.inputs import ListingRow
 from brandguard.errors import ImageDecodeError
-from brandguard.vision.pipeline import ListingHints, Pipeline
+from brandguard.engine.pipeline import ListingHints, Pipeline
 from brandguard.vision.prepare import PreparedImage
 
 
@@ -27,7 +27,7 @@ class _ScanActor:
     """One per Ray worker: holds the pipeline for the actor's lifetime."""
 
     def __init__(self, bundle_dir: str, region_mode: str, threads: int, limits, depth) -> None:  # noqa: ANN001
-        from brandguard.scan_worker import init_worker
+        from brandguard.scan.worker import init_worker
 
         self.pipe = Pipeline.from_bundle(bundle_dir, threads=threads, region_mode=region_mode, require_index=True,
                                          depth=depth)
@@ -36,8 +36,8 @@ class _ScanActor:
         init_worker(self.pipe.card, region_mode, limits, local)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from brandguard.scan_worker import prepare_row
-        from brandguard.scanner import RESULT_SCHEMA, _verdict_row
+        from brandguard.scan.worker import prepare_row
+        from brandguard.scan.scanner import RESULT_SCHEMA, verdict_row
 
         rows = [ListingRow(**r) for r in batch.to_pylist()]
         prepared = [prepare_row(r) for r in rows]
@@ -45,7 +45,7 @@ class _ScanActor:
         verdicts = self.pipe.judge(items, [r.image if isinstance(it, PreparedImage) else None
                                            for r, it, _ in prepared],
                                    [ListingHints(r.brand_hint, r.title) for r, _, _ in prepared])
-        out = [_verdict_row(r, v, self.pipe.card.sha256, fp) for (r, _, fp), v in zip(prepared, verdicts)]
+        out = [verdict_row(r, v, self.pipe.card.sha256, fp) for (r, _, fp), v in zip(prepared, verdicts)]
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
 
 

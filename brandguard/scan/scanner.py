@@ -27,12 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from brandguard.datasets.readers import ListingRow, read_catalogue
+from brandguard.inputs import ListingRow, read_catalogue
 from brandguard.errors import ImageDecodeError, InputError
-from brandguard.scan_worker import Fingerprint, fingerprint, init_worker, prepare_row
-from brandguard.vision.bundle import atomic_write_bytes
-from brandguard.vision.decide import Verdict
-from brandguard.vision.pipeline import ListingHints, Pipeline
+from brandguard.scan.worker import Fingerprint, fingerprint, init_worker, prepare_row
+from brandguard.artifacts import atomic_write_bytes
+from brandguard.engine.decide import Verdict
+from brandguard.engine.pipeline import ListingHints, Pipeline
 from brandguard.vision.prepare import PreparedImage
 
 STATE_FILE = "scan_state.json"
@@ -102,7 +102,7 @@ class ScanSummary:
 
 
 # ---------------------------------------------------------------------- main side
-def _verdict_row(row: ListingRow, v: Verdict, model_sha: str, fp: Fingerprint) -> dict:
+def verdict_row(row: ListingRow, v: Verdict, model_sha: str, fp: Fingerprint) -> dict:
     return {
         "image_bytes": fp.size, "image_mtime_ns": fp.mtime_ns, "image_sha256": fp.sha256,
         "listing_id": row.listing_id, "seller_id": row.seller_id, "title": row.title, "price": row.price,
@@ -206,7 +206,7 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
     bar = tqdm(total=len(rows), initial=summary.resumed, unit="img", desc="scan", disable=not opts.progress,
                smoothing=0.05, dynamic_ncols=True)
     if opts.engine == "ray":
-        from brandguard.scanner_ray import ray_judged_batches
+        from brandguard.scan.ray_engine import ray_judged_batches
 
         batches = ray_judged_batches(pending, pipeline, opts)
     else:  # ScanOptions admits only "local" and "ray"
@@ -264,7 +264,7 @@ def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOpt
         items = [it if isinstance(it, PreparedImage) else ImageDecodeError(*it) for _, it, _ in batch]
         verdicts = pipeline.judge(items, [r.image if isinstance(it, PreparedImage) else None for r, it, _ in batch],
                                   [ListingHints(r.brand_hint, r.title) for r, _, _ in batch])
-        rows = [_verdict_row(r, v, pipeline.card.sha256, fp) for (r, _, fp), v in zip(batch, verdicts)]
+        rows = [verdict_row(r, v, pipeline.card.sha256, fp) for (r, _, fp), v in zip(batch, verdicts)]
         batch.clear()
         return rows
 
@@ -310,7 +310,7 @@ def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOp
 
 
 def _confirmed_by_seller(db: Path) -> dict[str, int]:
-    from brandguard.leads import LeadStore
+    from brandguard.cases.leads import LeadStore
 
     store = LeadStore(db)
     try:
@@ -325,7 +325,7 @@ def _confirmed_by_seller(db: Path) -> dict[str, int]:
 
 def _rank(rows: list[dict], opts: ScanOptions, summary: ScanSummary, confirmed: dict[str, int]) -> None:
     """Add ``lead`` (lead | authorized | empty), ``risk`` and its parts to every row."""
-    from brandguard.risk import load_brand_info, reference_price, risk_score
+    from brandguard.cases.risk import load_brand_info, reference_price, risk_score
 
     info = load_brand_info(opts.brand_info)
     for r in rows:
@@ -350,7 +350,7 @@ def _record_leads(rows: list[dict], db: Path, summary: ScanSummary) -> None:
     incremental rescan never duplicates a lead nor resets its workflow status. A row the store
     refuses (e.g. a brand name it does not accept) is counted, not fatal."""
     from brandguard.errors import BrandguardError
-    from brandguard.leads import LeadInput, LeadStore
+    from brandguard.cases.leads import LeadInput, LeadStore
 
     store = LeadStore(db)
     try:

@@ -11,7 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from brandguard.datasets.readers import ListingRow
+from brandguard.inputs import ListingRow
 from brandguard.errors import ImageDecodeError
 from brandguard.vision.bundle import ModelCard
 from brandguard.vision.decode import DecodeLimits

@@ -16,9 +16,30 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from brandguard.errors import InputError
-from brandguard.evaluation import IMAGE_EXTENSIONS, list_images
 
 CATALOGUE_SUFFIXES = (".jsonl", ".csv", ".parquet")
+
+# Every image file name the project reads (catalogue folders, corpora, photo sets), in one place.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[tuple[str, Path]]:
+    """(id, path) for every image under ``folder``; id = relative path without extension.
+
+    Sorted for determinism; two files that differ only by extension would share an id,
+    which is refused rather than silently dropping one.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder")
+    out: dict[str, Path] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
+            ident = p.relative_to(root).with_suffix("").as_posix()
+            if ident in out:
+                raise InputError(f"two images share the id {ident!r}: {out[ident].name} and {p.name}")
+            out[ident] = p
+    return sorted(out.items())
 
 
 @dataclass(frozen=True)
@@ -164,4 +185,4 @@ def read_references(source: str | os.PathLike[str]) -> list[ReferenceRow]:
     return rows
 
 
-__all__ = ["ListingRow", "ReferenceRow", "read_catalogue", "read_references", "IMAGE_EXTENSIONS"]
+__all__ = ["ListingRow", "ReferenceRow", "read_catalogue", "read_references", "IMAGE_EXTENSIONS", "list_images"]

@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from brandguard.datasets.readers import ReferenceRow
+from brandguard.inputs import ReferenceRow
 from brandguard.errors import ImageDecodeError, InputError
 from brandguard.index.store import ReferenceIndex, ReferenceRecord
-from brandguard.vision.bundle import CARD_FILE, MODEL_FILE, Bundle, sha256_file
-from brandguard.vision.background import META_FILE as BACKGROUND_META
-from brandguard.vision.background import VECTORS_FILE as BACKGROUND_VECTORS
-from brandguard.vision.decide import CALIBRATION_FILE
+from brandguard.artifacts import sha256_file
+from brandguard.vision.bundle import CARD_FILE, MODEL_FILE, Bundle
+from brandguard.engine.background import META_FILE as BACKGROUND_META
+from brandguard.engine.background import VECTORS_FILE as BACKGROUND_VECTORS
+from brandguard.engine.decide import CALIBRATION_FILE
 from brandguard.vision.local import describe_reference
-from brandguard.vision.pipeline import Pipeline, local_spec_of
+from brandguard.engine.pipeline import Pipeline, local_spec_of
 
 STORE_DIR = "references"
 

@@ -24,14 +24,15 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from brandguard.datasets.readers import read_references
+from brandguard.inputs import read_references
 from brandguard.errors import InputError
-from brandguard.evaluation import list_images, read_ground_truth, read_query_families
+from brandguard.evaluation.metrics import read_ground_truth, read_query_families
+from brandguard.inputs import list_images
 from brandguard.references import build_index, new_bundle_from
 from brandguard.vision.bundle import Bundle
-from brandguard.vision.decide import CALIBRATION_FILE, Calibration
-from brandguard.vision.fusion import DeepCalibration
-from brandguard.vision.pipeline import DepthOptions, Pipeline
+from brandguard.engine.decide import CALIBRATION_FILE, Calibration
+from brandguard.engine.fusion import DeepCalibration
+from brandguard.engine.pipeline import DepthOptions, Pipeline
 
 COPY_FAMILIES = ("copy_light", "copy_strong")
 FLAG_FAMILIES = ("copy_light", "copy_strong", "knockoff", "logo_in_photo")
@@ -254,7 +255,7 @@ def judge_split_deep(pipe: Pipeline, split_dir: Path, threads: int = 1, progress
     from tqdm import tqdm
 
     from brandguard.errors import ImageDecodeError
-    from brandguard.vision.pipeline import DepthOptions
+    from brandguard.engine.pipeline import DepthOptions
 
     info = read_query_families(split_dir / "queries.csv")
     gt = read_ground_truth(split_dir / "ground_truth.csv")
@@ -302,7 +303,7 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
     """
     import numpy as np
 
-    from brandguard.vision.fusion import FEATURES, fit_logistic
+    from brandguard.engine.fusion import FEATURES, fit_logistic
 
     x, y = [], []
     for j in judged:

@@ -20,17 +20,17 @@ import numpy as np
 
 from brandguard.errors import ImageDecodeError, InputError
 from brandguard.vision.bundle import Bundle, default_bundle_path
-from brandguard.vision.decide import Calibration, ReferenceHit, Verdict, candidate, decide
+from brandguard.engine.decide import Calibration, ReferenceHit, Verdict, candidate, decide
 from brandguard.vision.decode import DecodeLimits, decode_image
 from brandguard.vision.embedder import Embedder
 from brandguard.vision.prepare import PreparedImage, prepare_image
 from brandguard.vision.preprocess import normalise_batch, resize_for_model
 from brandguard.vision.regions import Box
-from brandguard.vision.background import Background
+from brandguard.engine.background import Background
 from brandguard.vision.verify import NO_GEOMETRY, Geometry, Verifier, to_work_gray
 from brandguard.vision.local import LocalConfig, LocalFeatures, describe_source
 from brandguard.vision.local_match import LocalMatch, MatchOptions, match_references
-from brandguard.vision.fusion import DeepCalibration, PairEvidence, with_gaps
+from brandguard.engine.fusion import DeepCalibration, PairEvidence, with_gaps
 
 DEPTHS = ("fast", "thorough", "auto")
 DEFAULT_DEPTH = "auto"
@@ -140,7 +140,7 @@ class Pipeline:
         """Search every crop, merge per reference (best crop wins), best first, top_k kept.
 
         With a background in the bundle, scores are normalised: cosine minus the crop's
-        background similarity (see ``vision/background.py``); the raw cosine stays in evidence.
+        background similarity (see ``brandguard/engine/background.py``); the raw cosine stays in evidence.
         """
         if self.index is None:
             raise InputError("this bundle has no reference index: build one with `brandguard index`")

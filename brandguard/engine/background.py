@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from brandguard.errors import BundleError
-from brandguard.vision.bundle import ModelCard, atomic_write_bytes
+from brandguard.artifacts import atomic_write_bytes
+from brandguard.vision.bundle import ModelCard
 
 VECTORS_FILE = "background.npy"
 META_FILE = "background.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from brandguard.errors import BundleError
-from brandguard.vision.fusion import DeepCalibration
+from brandguard.engine.fusion import DeepCalibration
 from brandguard.vision.verify import Geometry
 
 VERDICTS = ("copy", "knockoff", "clear", "inconclusive")
