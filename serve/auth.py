@@ -1,4 +1,4 @@
-"""API-key authentication and the role rules, as FastAPI dependencies.
+"""API keys and the role rules; the FastAPI dependencies built on them live in :mod:`.deps`.
 
 A caller sends ``Authorization: Bearer <key>`` (or ``X-API-Key: <key>``). Keys live hashed in
 the leads database (:class:`brandguard.cases.leads.LeadStore`). Roles:
@@ -13,12 +13,9 @@ the leads database (:class:`brandguard.cases.leads.LeadStore`). Roles:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Callable
 
-from fastapi import Depends, Header, Request
-
-from brandguard.errors import BrandguardError
 from brandguard.cases.leads import ApiKey, InvalidKeyError, LeadStore
+from brandguard.serve.errors import ForbiddenError, UnauthenticatedError
 
 CAPABILITIES: dict[str, frozenset[str]] = {
     "check": frozenset({"admin", "scanner", "brand"}),
@@ -28,14 +25,6 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "decide_complaints": frozenset({"admin"}),
     "manage_references": frozenset({"admin", "brand"}),
 }
-
-
-class UnauthenticatedError(BrandguardError):
-    """No API key, or one that is unknown or revoked (HTTP 401)."""
-
-
-class ForbiddenError(BrandguardError):
-    """The key is valid but its role may not do this (HTTP 403)."""
 
 
 @dataclass(frozen=True)
@@ -85,13 +74,6 @@ class Principal:
         return None if self.is_admin else self.brand
 
 
-def get_store(request: Request) -> LeadStore:
-    return request.app.state.store
-
-
-StoreDep = Annotated[LeadStore, Depends(get_store)]
-
-
 def bearer_token(authorization: str | None, x_api_key: str | None) -> str:
     """The key from ``Authorization: Bearer …`` or ``X-API-Key``; raises when absent."""
     if authorization:
@@ -104,33 +86,10 @@ def bearer_token(authorization: str | None, x_api_key: str | None) -> str:
     raise UnauthenticatedError("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
 
 
-def get_principal(request: Request, store: StoreDep,
-                  authorization: Annotated[str | None, Header()] = None,
-                  x_api_key: Annotated[str | None, Header()] = None) -> Principal:
-    """Authenticate the request (a sync dependency: FastAPI runs the SQLite lookup in its threadpool)."""
+def authenticate(store: LeadStore, authorization: str | None, x_api_key: str | None) -> Principal:
+    """The caller behind the request's key headers (a SQLite lookup: call it off the event loop)."""
     token = bearer_token(authorization, x_api_key)
     try:
-        principal = Principal.from_key(store.authenticate(token))
+        return Principal.from_key(store.authenticate(token))
     except InvalidKeyError as exc:
         raise UnauthenticatedError(str(exc)) from exc
-    request.state.principal = principal
-    return principal
-
-
-def require(capability: str) -> Callable[[Principal], Principal]:
-    """A dependency that authenticates and checks one capability."""
-    if capability not in CAPABILITIES:
-        raise ValueError(f"unknown capability {capability!r}")
-
-    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        return principal.require(capability)
-
-    dependency.__name__ = f"require_{capability}"
-    return dependency
-
-
-Checker = Annotated[Principal, Depends(require("check"))]
-LeadReader = Annotated[Principal, Depends(require("read_leads"))]
-Complainer = Annotated[Principal, Depends(require("complain"))]
-ComplaintDecider = Annotated[Principal, Depends(require("decide_complaints"))]
-ReferenceManager = Annotated[Principal, Depends(require("manage_references"))]

@@ -17,26 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
-from brandguard.errors import BrandguardError
+from brandguard.serve.errors import BatcherStoppedError, InferenceTimeoutError, QueueFullError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-
-
-class QueueFullError(BrandguardError):
-    """The inference queue cannot take these images now; retry after ``retry_after_s``."""
-
-    def __init__(self, wanted: int, free: int, retry_after_s: int) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(f"inference queue full: {wanted} image(s) offered, {free} slot(s) free")
-
-
-class BatcherStoppedError(BrandguardError):
-    """The batcher is not running (starting up, shutting down, or its task died)."""
-
-
-class InferenceTimeoutError(BrandguardError):
-    """No verdict within the request timeout."""
 
 
 @dataclass

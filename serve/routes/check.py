@@ -1,0 +1,63 @@
+"""Checks: one image, or a batch of images with their listings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+
+from brandguard.errors import InputError
+from brandguard.serve.deps import Checker, ServiceDep, SettingsDep
+from brandguard.serve.schemas import BATCH_FORM_FIELDS, LISTING_FORM_FIELDS, ListingFields, multipart_body
+from brandguard.serve.settings import Settings
+from brandguard.serve.uploads import read_uploads
+
+router = APIRouter(tags=["check"])
+BATCH_PATH = "/v1/check/batch"
+
+
+@router.post("/v1/check", openapi_extra=multipart_body(LISTING_FORM_FIELDS, raw=True))
+async def check(request: Request, principal: Checker, service: ServiceDep, settings: SettingsDep) -> dict[str, Any]:
+    """Judge one image: multipart ``file`` (+ listing_id, seller_id, price fields) or the raw body
+    (+ the same as query parameters). Scanner and admin keys with a listing_id record leads."""
+    up = await read_uploads(request, settings, max_files=1)
+    if len(up.images) != 1:
+        raise InputError("send exactly one image (multipart file part, or the raw request body)")
+    listing = ListingFields.parse({**dict(request.query_params), **up.fields})
+    return (await service.checks.check(up.images, [listing], principal))[0]
+
+
+@router.post(BATCH_PATH, openapi_extra=multipart_body(BATCH_FORM_FIELDS, files=16))
+async def check_batch(request: Request, principal: Checker, service: ServiceDep,
+                      settings: SettingsDep) -> dict[str, Any]:
+    """Judge several images (multipart file parts, in order). Optional form field ``listings``:
+    a JSON array of {listing_id, seller_id, price}, aligned with the files."""
+    up = await read_uploads(request, settings, max_files=settings.max_files)
+    if not up.images:
+        raise InputError("send at least one image as a multipart file part")
+    listings = [ListingFields()] * len(up.images)
+    if up.fields.get("listings"):
+        try:
+            raw = json.loads(up.fields["listings"])
+        except json.JSONDecodeError as exc:
+            raise InputError(f"listings is not valid JSON: {exc}") from exc
+        if not isinstance(raw, list) or len(raw) != len(up.images) or not all(isinstance(r, dict) for r in raw):
+            raise InputError(f"listings must be a JSON array of {len(up.images)} objects, one per file")
+        listings = [ListingFields.parse(r) for r in raw]
+    return {"results": await service.checks.check(up.images, listings, principal)}
+
+
+def document_limits(app: FastAPI, settings: Settings) -> None:
+    """Put this app's ``max_files`` into the batch body's OpenAPI (routers are shared between apps,
+    so the per-app number goes in through FastAPI's documented ``app.openapi`` override)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            body = schema["paths"][BATCH_PATH]["post"]["requestBody"]["content"]["multipart/form-data"]
+            body["schema"]["properties"]["file"]["maxItems"] = settings.max_files
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

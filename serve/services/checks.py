@@ -1,0 +1,80 @@
+"""Checks and complaints: judge uploads, and turn flagged verdicts into leads a brand works on.
+
+A check that names a listing (``listing_id``) and is flagged for a brand becomes that brand's
+lead (scanner and admin keys only; brand keys check without recording). A complaint is a
+brand's own report: checked at once (thorough unless asked otherwise), settled when the
+verdict is decisive, and a lead when the verdict flags the complaining brand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Sequence
+
+import anyio
+
+from brandguard.cases.leads import FLAGGED_VERDICTS, Complaint, Lead, LeadInput, LeadStore
+from brandguard.serve.auth import Principal
+from brandguard.serve.metrics import Metrics
+from brandguard.serve.schemas import ListingFields
+from brandguard.serve.services.inference import Inference
+from brandguard.serve.services.media import MediaStore
+from brandguard.serve.services.references import ReferenceCatalog
+from brandguard.serve.views import scrub_verdict
+
+
+class Checks:
+    """The check and complaint flows, over inference, media files and the leads database."""
+
+    def __init__(self, inference: Inference, catalog: ReferenceCatalog, media: MediaStore, store: LeadStore,
+                 metrics: Metrics) -> None:
+        self.inference = inference
+        self.catalog = catalog
+        self.media = media
+        self.store = store
+        self.metrics = metrics
+
+    def _record_lead(self, data: bytes, verdict, listing: ListingFields, brand: str) -> tuple[Lead, bool]:
+        top = verdict.top[0].reference_id if verdict.top else None
+        lead, created = self.store.upsert_lead(LeadInput(
+            listing_id=listing.listing_id or "", brand=brand, verdict=verdict.verdict,
+            confidence=float(verdict.confidence), score=verdict.score, reference_id=top,
+            image_path=self.media.save_thumbnail(data), seller_id=listing.seller_id, price=listing.price,
+            evidence=verdict.to_dict(), model_sha256=self.catalog.info.get("model_sha256", ""),
+            original_path=self.media.save_original(data)))
+        return lead, created
+
+    async def maybe_record(self, data: bytes, verdict, listing: ListingFields, brand: str | None) -> int | None:
+        """Upsert a lead when the verdict flags ``brand`` (the verdict's own brand when None)."""
+        brand = brand or verdict.brand
+        if not listing.listing_id or verdict.verdict not in FLAGGED_VERDICTS or verdict.brand != brand:
+            return None
+        lead, created = await anyio.to_thread.run_sync(self._record_lead, data, verdict, listing, brand)
+        self.metrics.leads_upserted["created" if created else "updated"] += 1
+        return lead.id
+
+    async def check(self, images: Sequence[bytes], listings: Sequence[ListingFields],
+                    principal: Principal) -> list[dict[str, Any]]:
+        """Verdicts as the caller may see them; scanner and admin keys record leads."""
+        verdicts = await self.inference.judge(images, listings)
+        record = principal.can("record_leads")
+        out = []
+        for data, v, listing in zip(images, verdicts, listings):
+            lead_id = await self.maybe_record(data, v, listing, None) if record else None
+            out.append({"listing_id": listing.listing_id, **scrub_verdict(v.to_dict(), principal.row_scope()),
+                        "lead_id": lead_id, "model_sha256": self.catalog.info.get("model_sha256")})
+        return out
+
+    async def complain(self, image: bytes, listing: ListingFields, brand: str) -> Complaint:
+        """File ``brand``'s complaint about a listing, checked at once."""
+        # a complaint names the brand and is worth every stage: thorough unless the request says otherwise
+        (verdict,) = await self.inference.judge([image], [replace(listing, depth=listing.depth or "thorough",
+                                                                  brand_hint=brand)])
+        lead_id = await self.maybe_record(image, verdict, listing, brand)
+        image_path = await anyio.to_thread.run_sync(self.media.save_original, image)
+        record = {**verdict.to_dict(), "model_sha256": self.catalog.info.get("model_sha256"),
+                  "index_generation": self.catalog.info.get("index_generation")}
+        return await anyio.to_thread.run_sync(
+            lambda: self.store.add_complaint(brand, listing.listing_id or "", record,
+                                             decided=verdict.verdict != "inconclusive", lead_id=lead_id,
+                                             image_path=image_path))
