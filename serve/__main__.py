@@ -23,7 +23,11 @@ _OVERRIDES = {"bundle": "bundle", "registry": "registry", "deployment": "deploym
               "max_upload_bytes": "max_upload_bytes", "max_pixels": "max_pixels",
               "request_timeout": "request_timeout_s", "decode_threads": "decode_threads",
               "max_inflight": "max_inflight", "retry_after": "retry_after_s", "depth": "depth",
-              "audit_share": "audit_share"}
+              "audit_share": "audit_share", "max_inflight_per_key": "max_inflight_per_key",
+              "body_timeout": "body_timeout_s", "body_min_rate": "body_min_rate",
+              "body_rate_grace": "body_rate_grace_s", "max_json_bytes": "max_json_bytes",
+              "decode_budget_bytes": "decode_budget_bytes", "large_decode_bytes": "large_decode_bytes",
+              "large_decode_threads": "large_decode_threads", "public_metrics": "public_metrics"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,11 +57,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-window-ms", type=float, default=None, help="how long a batch waits to fill")
     parser.add_argument("--queue-size", type=int, default=None, help="images waiting for inference before 503")
     parser.add_argument("--max-inflight", type=int, default=None,
-                        help="images admitted at once (decode + queue + inference) before 503")
-    parser.add_argument("--retry-after", type=int, default=None, help="Retry-After seconds sent with 503")
+                        help="images admitted at once (decode + queue + inference), counted once their request's "
+                             "body has arrived; more → 503")
+    parser.add_argument("--max-inflight-per-key", type=int, default=None,
+                        help="requests of one API key inside at once, body upload included (default 8); more → 429")
+    parser.add_argument("--retry-after", type=int, default=None, help="Retry-After seconds sent with 503 and 429")
+    parser.add_argument("--body-timeout", type=float, default=None,
+                        help="seconds a request body may take to arrive (default 30); longer → 408")
+    parser.add_argument("--body-min-rate", type=int, default=None,
+                        help="bytes/s a body must keep up after the grace period (default 4096; 0: none); "
+                             "slower → 408")
+    parser.add_argument("--body-rate-grace", type=float, default=None,
+                        help="seconds before --body-min-rate applies (default 1)")
+    parser.add_argument("--max-json-bytes", type=int, default=None, help="JSON request bodies; larger → 413")
+    parser.add_argument("--decode-budget-bytes", type=int, default=None,
+                        help="per request: header-declared decoded bytes of its images (default 768 MiB); images "
+                             "past it are answered inconclusive (decode_budget)")
+    parser.add_argument("--large-decode-bytes", type=int, default=None,
+                        help="images declaring more decoded bytes than this (default 64 MiB) decode in their own lane")
+    parser.add_argument("--large-decode-threads", type=int, default=None,
+                        help="threads of the large-image decode lane (default 1)")
+    parser.add_argument("--public-metrics", action=argparse.BooleanOptionalAction, default=None,
+                        help="serve /metrics, /openapi.json, /docs and /readyz's details without a key (they show "
+                             "model and index hashes, index size, request counts). Default: yes when --host is "
+                             "loopback, otherwise an admin key is needed")
     parser.add_argument("--max-upload-bytes", type=int, default=None, help="per image; larger → 413")
     parser.add_argument("--max-pixels", type=int, default=None)
-    parser.add_argument("--request-timeout", type=float, default=None, help="seconds to wait for a verdict")
+    parser.add_argument("--request-timeout", type=float, default=None, help="seconds to wait for a verdict, decoding included; longer → 504")
     parser.add_argument("--decode-threads", type=int, default=None, help="threads decoding uploads")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     parser.add_argument("--no-access-log", action="store_true", help="no per-request JSON log lines")
@@ -72,12 +98,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_settings(args: argparse.Namespace):
-    """Settings from the environment, overridden by whatever flags were given."""
-    from brandguard.serve.settings import Settings
+    """Settings from the environment, overridden by whatever flags were given.
+
+    Ops data (``public_metrics``) left unset by flag and environment is public only when the
+    service listens on loopback: for any other ``--host`` it is made ``False``.
+    """
+    from brandguard.serve.settings import Settings, is_loopback
 
     overrides = {field: getattr(args, flag) for flag, field in _OVERRIDES.items()
                  if getattr(args, flag, None) is not None}
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    if settings.public_metrics is None and not is_loopback(getattr(args, "host", "127.0.0.1")):
+        settings = settings.model_copy(update={"public_metrics": False})
+    return settings
 
 
 def _create_key(args: argparse.Namespace) -> int:

@@ -8,7 +8,11 @@ leads database, the batcher). Where things live:
 - ``services/``: what the routes call (inference, references, media, checks, evidence);
 - ``deps.py``: the FastAPI dependencies (settings, service, caller and role);
 - ``errors.py``: every domain error and the one table mapping it to an HTTP status;
-- ``middleware.py``: the ASGI guard (request ids, body caps, admission, metrics, access log).
+- ``middleware.py``: the ASGI guard (request ids, body caps and timeouts, metrics, access log);
+- ``admission.py``: per-key request slots (429) and images admitted once their body arrived (503).
+
+FastAPI's own /openapi.json and /docs are switched off: ``routes/ops.py`` serves them behind
+the same rule as /metrics (``Settings.public_metrics``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI
 
+from brandguard.serve.admission import Admission
 from brandguard.serve.errors import install_error_handlers
 from brandguard.serve.metrics import Metrics
 from brandguard.serve.middleware import Guard
@@ -29,10 +34,11 @@ from brandguard.serve.settings import Settings
 def create_app(settings: Settings) -> FastAPI:
     """Build the service for ``settings``. Loading happens in the lifespan, not here."""
     metrics = Metrics()
+    admission = Admission(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = await Service.start(settings, metrics)
+        service = await Service.start(settings, metrics, admission)
         app.state.service = service
         app.state.store = service.store
         try:
@@ -41,11 +47,14 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.service = None
             await service.stop()
 
-    app = FastAPI(title="brandguard", version=_version(), lifespan=lifespan,
-                  description="Finds copies and knockoffs of brand imagery in marketplace listing photos.")
+    app = FastAPI(title="brandguard", version=_version(), lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None, description="Finds copies and knockoffs of brand imagery in marketplace listing "
+                  "photos.")
     app.state.service = None
+    app.state.store = None
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.admission = admission
     install_error_handlers(app, settings)
     app.add_middleware(Guard, settings=settings, metrics=metrics)
     for router in ROUTERS:

@@ -24,6 +24,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "complain": frozenset({"admin", "brand"}),
     "decide_complaints": frozenset({"admin"}),
     "manage_references": frozenset({"admin", "brand"}),
+    # /metrics, /openapi.json, /docs and /readyz's details when they are not public (Settings.public_metrics)
+    "read_ops": frozenset({"admin"}),
 }
 
 

@@ -33,6 +33,18 @@ class PayloadTooLargeError(BrandguardError):
     """A request body or an uploaded image is over the configured limit (HTTP 413)."""
 
 
+class BodyTimeoutError(BrandguardError):
+    """The request body did not arrive in time, or arrived too slowly (HTTP 408)."""
+
+
+class TooManyRequestsError(BrandguardError):
+    """This API key already has its share of requests inside the service (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class UnsupportedMediaError(BrandguardError):
     """The request body is neither multipart nor raw image bytes (HTTP 415)."""
 
@@ -61,10 +73,12 @@ ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (UnauthenticatedError, 401, "unauthenticated"),
     (ForbiddenError, 403, "forbidden"),
     (NotFoundError, 404, "not_found"),
+    (BodyTimeoutError, 408, "request_timeout"),
     (IllegalTransitionError, 409, "illegal_transition"),
     (ReferenceExistsError, 409, "conflict"),
     (PayloadTooLargeError, 413, "payload_too_large"),
     (UnsupportedMediaError, 415, "unsupported_media_type"),
+    (TooManyRequestsError, 429, "too_many_requests"),
     (QueueFullError, 503, "overloaded"),
     (BatcherStoppedError, 503, "not_ready"),
     (InferenceTimeoutError, 504, "inference_timeout"),
@@ -89,9 +103,9 @@ def error_response(exc: BaseException, settings: Settings) -> JSONResponse:
     headers = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = str(getattr(exc, "retry_after_s", settings.retry_after_s))
-    if status == 413:
+    if status in (408, 413):
         headers["Connection"] = "close"  # the rest of the body was not read
     return JSONResponse({"error": code, "detail": str(exc)}, status_code=status, headers=headers)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from brandguard.serve.admission import Admission
     from brandguard.serve.batching import MicroBatcher
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -42,6 +43,7 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.verdicts: dict[str, int] = {}
         self.leads_upserted: dict[str, int] = {"created": 0, "updated": 0}
+        self.decode_budget_refused = 0
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, str(status))
@@ -51,8 +53,8 @@ class Metrics:
     def count_verdict(self, verdict: str) -> None:
         self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
 
-    def render(self, batcher: MicroBatcher | None, info: dict[str, Any],
-               admission: tuple[int, int, int] | None = None) -> str:
+    def render(self, batcher: MicroBatcher | None, info: dict[str, Any], admission: Admission | None = None,
+               large_decodes: int | None = None) -> str:
         out: list[str] = []
 
         def head(name: str, kind: str, help_: str) -> None:
@@ -99,10 +101,17 @@ class Metrics:
             scalar("brandguard_queue_depth", "gauge", "Images waiting for inference now.", batcher.depth)
             scalar("brandguard_queue_capacity", "gauge", "Inference queue bound.", batcher.queue_size)
         if admission is not None:
-            inflight, limit, rejected = admission
-            scalar("brandguard_inflight_images", "gauge", "Images admitted and not answered yet.", inflight)
-            scalar("brandguard_inflight_limit", "gauge", "Admission bound on images in flight.", limit)
-            scalar("brandguard_admission_rejected_total", "counter", "Images refused at admission (503).", rejected)
+            scalar("brandguard_inflight_images", "gauge", "Images admitted and not answered yet.", admission.inflight)
+            scalar("brandguard_inflight_limit", "gauge", "Admission bound on images in flight.",
+                   admission.settings.inflight_limit)
+            scalar("brandguard_admission_rejected_total", "counter", "Images refused at admission (503).",
+                   admission.rejected)
+            scalar("brandguard_key_rejected_total", "counter", "Requests refused for their API key's bound (429).",
+                   admission.key_rejected)
+        scalar("brandguard_decode_budget_refused_total", "counter", "Images answered inconclusive (decode_budget) "
+               "because their request's decode budget was spent.", self.decode_budget_refused)
+        if large_decodes is not None:
+            scalar("brandguard_large_decodes", "gauge", "Large-image decodes queued or running now.", large_decodes)
         head("brandguard_model_info", "gauge", "The loaded model and index (value is always 1).")
         labels = ",".join(f'{k}="{esc(str(info.get(k, "")))}"' for k in
                           ("model", "model_version", "model_sha256", "index_sha256", "index_count",

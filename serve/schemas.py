@@ -4,13 +4,13 @@ OpenAPI description of the upload bodies the endpoints read themselves (streamed
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Mapping
 
 from fastapi import Path as PathParam
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, \
+    field_validator
 
 from brandguard.cases.leads import LEAD_STATUSES, validate_brand
 from brandguard.errors import InputError
@@ -19,55 +19,99 @@ REFERENCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0
 # SQLite integers are 64-bit: larger ids or offsets are refused by validation (422), not by SQLite (500).
 MAX_ID = 2**63 - 1
 MAX_OFFSET = 10**9
+MAX_PRICE = 1e12  # any real listing's price; far from float overflow in the risk arithmetic
+MAX_HOURS = 24 * 366 * 100
 RecordId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
+def storable_text(value: str) -> str:
+    """Text SQLite and JSON can store: no NUL, no lone surrogates (a UTF-16 half cannot be encoded)."""
+    if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("must be text without NUL characters or lone surrogates")
+    return value
+
+
+def Text(max_length: int) -> Any:  # noqa: N802 - a type alias factory
+    """A bounded, storable string field type."""
+    return Annotated[str, StringConstraints(max_length=max_length), AfterValidator(storable_text)]
+
+
+def field_errors(exc: ValidationError, prefix: str = "") -> str:
+    """A validation failure as one line naming each field: ``listings[0].price: Input should be ...``."""
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = prefix
+        for p in err.get("loc", ()):
+            where += f"[{p}]" if isinstance(p, int) else (f".{p}" if where else str(p))
+        parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
 class FeedbackIn(BaseModel):
-    status: str = Field(description=f"one of {LEAD_STATUSES}")
-    note: str = Field(default="", max_length=4000)
+    status: Text(64) = Field(description=f"one of {LEAD_STATUSES}")
+    note: Text(4000) = ""
 
 
 class DecisionIn(BaseModel):
-    verdict: str = Field(description="copy | knockoff | clear | genuine | other human decision")
-    note: str = Field(default="", max_length=4000)
+    verdict: Text(64) = Field(description="copy | knockoff | clear | genuine | other human decision")
+    note: Text(4000) = ""
 
 
-@dataclass(frozen=True)
-class ListingFields:
-    """Optional listing data sent with an image; with a ``listing_id`` a flagged check becomes a lead."""
+class ListingFields(BaseModel):
+    """Optional listing data sent with an image; with a ``listing_id`` a flagged check becomes a lead.
 
-    listing_id: str | None = None
-    seller_id: str | None = None
-    price: float | None = None
-    title: str | None = None  # routes auto depth when it names a registered brand
-    brand_hint: str | None = None
-    depth: str | None = None  # fast | thorough | auto; None = the service's default
+    Blank values count as absent; numbers given for text fields are read as text.
+    """
 
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    listing_id: Text(512) | None = None
+    seller_id: Text(512) | None = None
+    price: Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)] | None = None
+    title: Text(512) | None = None  # routes auto depth when it names a registered brand
+    brand_hint: Text(512) | None = None
+    depth: Literal["fast", "thorough", "auto"] | None = None  # None: the service's default
+
+    @field_validator("listing_id", "seller_id", "title", "brand_hint", mode="before")
     @classmethod
-    def parse(cls, raw: dict[str, Any]) -> "ListingFields":
-        def text(name: str) -> str | None:
-            v = raw.get(name)
-            if v is None or str(v).strip() == "":
-                return None
-            v = str(v).strip()
-            if len(v) > 512:
-                raise InputError(f"{name} is limited to 512 characters")
-            return v
+    def _text(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)):
+            value = str(value)  # a 4,301+ digit int raises ValueError: a validation error, not a 500
+        return cls._blank(value)
 
-        price = raw.get("price")
-        if price is not None and str(price).strip() != "":
-            try:
-                price = float(price)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"price must be a number, got {price!r}") from exc
-            if not math.isfinite(price) or price < 0:
-                raise InputError(f"price must be a finite number >= 0, got {price}")
-        else:
-            price = None
-        depth = text("depth")
-        if depth is not None and depth not in ("fast", "thorough", "auto"):
-            raise InputError(f"depth must be fast, thorough or auto, got {depth!r}")
-        return cls(text("listing_id"), text("seller_id"), price, text("title"), text("brand_hint"), depth)
+    @field_validator("price", "depth", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return value or None
+        return value
+
+
+LISTINGS = TypeAdapter(list[ListingFields])
+
+
+def parse_listing(raw: Mapping[str, Any]) -> ListingFields:
+    """Listing fields from form fields and query parameters (other keys are ignored)."""
+    try:
+        return ListingFields.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise InputError(field_errors(exc)) from exc
+
+
+def parse_listings(text: str, files: int) -> list[ListingFields]:
+    """The batch ``listings`` field: a JSON array of listing objects, one per file, in order.
+
+    Parsed by pydantic's JSON parser, which bounds nesting depth and number size itself, so
+    hostile JSON is a 400 naming the field, never a ``RecursionError`` or ``OverflowError``.
+    """
+    try:
+        listings = LISTINGS.validate_json(text)
+    except ValidationError as exc:
+        raise InputError(field_errors(exc, "listings")) from exc
+    if len(listings) != files:
+        raise InputError(f"listings must be a JSON array of {files} objects, one per file")
+    return listings
 
 
 @dataclass(frozen=True)
@@ -85,7 +129,7 @@ class NewReference:
         labels = {}
         for name in ("sku", "kind"):
             v = (fields.get(name) or "").strip()
-            if len(v) > 200 or any(ord(ch) < 32 for ch in v):
+            if len(v) > 200 or any(ord(ch) < 32 or "\ud800" <= ch <= "\udfff" for ch in v):
                 raise InputError(f"{name} must be at most 200 printable characters")
             labels[name] = v
         rid = (fields.get("reference_id") or "").strip() or f"{brand}/{image_sha256[:16]}"
@@ -98,7 +142,7 @@ class NewReference:
 # ---------------------------------------------------------------------------- OpenAPI of upload bodies
 LISTING_FORM_FIELDS = {"listing_id": {"type": "string", "maxLength": 512},
                        "seller_id": {"type": "string", "maxLength": 512},
-                       "price": {"type": "number", "minimum": 0}, "title": {"type": "string", "maxLength": 512},
+                       "price": {"type": "number", "minimum": 0, "maximum": MAX_PRICE}, "title": {"type": "string", "maxLength": 512},
                        "brand_hint": {"type": "string", "maxLength": 512},
                        "depth": {"type": "string", "enum": ["fast", "thorough", "auto"]}}
 REFERENCE_FORM_FIELDS = {"brand": {"type": "string", "maxLength": 100}, "sku": {"type": "string", "maxLength": 200},

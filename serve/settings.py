@@ -6,6 +6,7 @@ nothing is read from the environment at import time, only when :class:`Settings`
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -30,13 +31,37 @@ class Settings(BaseSettings):
     max_files: int = Field(default=16, ge=1, le=256, description="images per /v1/check/batch request")
     batch_window_ms: float = Field(default=5.0, ge=0, le=10_000, description="how long a batch waits to fill")
     queue_size: int = Field(default=128, ge=1, description="images waiting for inference; full → 503")
-    max_inflight: int | None = Field(default=None, ge=1, description="image-judging requests (and images) admitted "
-                                     "at once; more → 503 before reading the body; default queue_size, so admitted "
-                                     "work always fits the inference queue")
-    request_timeout_s: float = Field(default=15.0, gt=0, description="wait for a verdict; longer → 504")
-    retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 503")
+    max_inflight: int | None = Field(default=None, ge=1, description="images admitted to judging at once (counted "
+                                     "once their request's body has arrived); more → 503; default queue_size, so "
+                                     "admitted work always fits the inference queue")
+    request_timeout_s: float = Field(default=15.0, gt=0, description="wait for a verdict, decoding included; "
+                                     "longer → 504")
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 503 and 429")
     threads: int = Field(default=1, ge=1, le=256, description="ONNX Runtime / FAISS intra-op threads")
     decode_threads: int = Field(default=2, ge=1, le=64, description="threads decoding uploads off the event loop")
+    large_decode_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, description="an image whose header "
+                                    "declares more decoded bytes than this decodes in the large-image lane, so large "
+                                    "images never queue ahead of ordinary ones")
+    large_decode_threads: int = Field(default=1, ge=1, le=16, description="threads of the large-image decode lane "
+                                      "(bounds the memory of large decodes: one at a time by default)")
+    decode_budget_bytes: int = Field(default=768 * 1024 * 1024, ge=1024 * 1024, description="per request: the sum "
+                                     "of header-declared decoded bytes of its images; images past it are answered "
+                                     "inconclusive (decode_budget) without being decoded. 16 ordinary 12-megapixel "
+                                     "photos fit")
+    max_inflight_per_key: int = Field(default=8, ge=1, description="requests of one API key inside the service at "
+                                      "once (reading the body included); more → 429 + Retry-After")
+    body_timeout_s: float = Field(default=30.0, gt=0, description="a request body must have arrived within this "
+                                  "many seconds of the first read; later → 408")
+    body_min_rate: int = Field(default=4096, ge=0, description="bytes/s: after body_rate_grace_s, a body must keep "
+                               "arriving at this average rate; slower → 408 (0: no minimum)")
+    body_rate_grace_s: float = Field(default=1.0, ge=0, description="seconds a body may take before body_min_rate "
+                                     "applies")
+    max_json_bytes: int = Field(default=64 * 1024, ge=1024, description="JSON (non-upload) request bodies; larger → "
+                                "413")
+    public_metrics: bool | None = Field(default=None, description="/metrics, /openapi.json, /docs and /readyz's "
+                                        "details without a key (they show model and index hashes, index size and "
+                                        "request counts). None: only on connections to a loopback address; the CLI "
+                                        "makes it false when --host is not loopback. False: an admin key is needed")
     device: Literal["cpu", "cuda"] = "cpu"
     region_mode: Literal["full", "grid"] = "full"
     depth: Literal["fast", "thorough", "auto"] = Field(
@@ -78,3 +103,15 @@ class Settings(BaseSettings):
     def body_limit(self, files: int) -> int:
         """Largest request body accepted for ``files`` images (multipart framing included)."""
         return files * self.max_upload_bytes + 64 * 1024
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``: addresses only this machine can reach."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

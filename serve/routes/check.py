@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 
 from brandguard.errors import InputError
 from brandguard.serve.deps import Checker, ServiceDep, SettingsDep
-from brandguard.serve.schemas import BATCH_FORM_FIELDS, LISTING_FORM_FIELDS, ListingFields, multipart_body
+from brandguard.serve.schemas import (BATCH_FORM_FIELDS, LISTING_FORM_FIELDS, ListingFields, multipart_body,
+                                      parse_listing, parse_listings)
 from brandguard.serve.settings import Settings
 from brandguard.serve.uploads import read_uploads
 
@@ -24,7 +24,7 @@ async def check(request: Request, principal: Checker, service: ServiceDep, setti
     up = await read_uploads(request, settings, max_files=1)
     if len(up.images) != 1:
         raise InputError("send exactly one image (multipart file part, or the raw request body)")
-    listing = ListingFields.parse({**dict(request.query_params), **up.fields})
+    listing = parse_listing({**dict(request.query_params), **up.fields})
     return (await service.checks.check(up.images, [listing], principal))[0]
 
 
@@ -32,19 +32,15 @@ async def check(request: Request, principal: Checker, service: ServiceDep, setti
 async def check_batch(request: Request, principal: Checker, service: ServiceDep,
                       settings: SettingsDep) -> dict[str, Any]:
     """Judge several images (multipart file parts, in order). Optional form field ``listings``:
-    a JSON array of {listing_id, seller_id, price}, aligned with the files."""
+    a JSON array of {listing_id, seller_id, price, title, brand_hint, depth}, aligned with the files.
+    Images past the request's decode budget (header-declared decoded bytes) are answered
+    ``inconclusive`` with reason ``decode_budget``."""
     up = await read_uploads(request, settings, max_files=settings.max_files)
     if not up.images:
         raise InputError("send at least one image as a multipart file part")
     listings = [ListingFields()] * len(up.images)
     if up.fields.get("listings"):
-        try:
-            raw = json.loads(up.fields["listings"])
-        except json.JSONDecodeError as exc:
-            raise InputError(f"listings is not valid JSON: {exc}") from exc
-        if not isinstance(raw, list) or len(raw) != len(up.images) or not all(isinstance(r, dict) for r in raw):
-            raise InputError(f"listings must be a JSON array of {len(up.images)} objects, one per file")
-        listings = [ListingFields.parse(r) for r in raw]
+        listings = parse_listings(up.fields["listings"], len(up.images))
     return {"results": await service.checks.check(up.images, listings, principal)}
 
 

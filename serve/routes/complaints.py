@@ -9,9 +9,11 @@ import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from brandguard.cases.leads import validate_brand
 from brandguard.errors import InputError
 from brandguard.serve.deps import Complainer, ComplaintDecider, ServiceDep, SettingsDep, StoreDep
-from brandguard.serve.schemas import LISTING_FORM_FIELDS, DecisionIn, ListingFields, RecordId, multipart_body
+from brandguard.serve.schemas import (LISTING_FORM_FIELDS, MAX_HOURS, DecisionIn, RecordId, multipart_body,
+                                      parse_listing)
 from brandguard.serve.uploads import read_uploads
 from brandguard.serve.views import complaint_view, zip_response
 
@@ -29,18 +31,19 @@ async def complain(request: Request, principal: Complainer, service: ServiceDep,
     if len(up.images) != 1:
         raise InputError("send exactly one image as the multipart 'file' part")
     fields = {**dict(request.query_params), **up.fields}
-    listing = ListingFields.parse(fields)
+    listing = parse_listing(fields)
     if not listing.listing_id:
         raise InputError("a complaint needs a listing_id")
     brand = principal.brand_scope(fields.get("brand") or None)
     if brand is None:
         raise InputError("an admin complaint must name the brand")
+    validate_brand(brand)  # before the image is judged, not after
     return complaint_view(await service.checks.complain(up.images[0], listing, brand), principal)
 
 
 @router.get("/v1/complaints/report")
 def complaints_report(principal: Complainer, store: StoreDep, brand: str | None = None,
-                      since_hours: Annotated[float | None, Query(gt=0)] = None) -> dict[str, Any]:
+                      since_hours: Annotated[float | None, Query(gt=0, le=MAX_HOURS)] = None) -> dict[str, Any]:
     """Share of complaints decided within 24 h (brand keys: their own brand)."""
     scope = principal.brand_scope(brand)
     since = time.time() - since_hours * 3600 if since_hours else None

@@ -1,13 +1,21 @@
-"""Probes and metrics: liveness, readiness with model and index versions, Prometheus text."""
+"""Probes, metrics and the API description.
+
+/healthz and /readyz's status answer anyone (probes carry no key). Model and index hashes,
+index size, queue and request counts (/readyz's details, /metrics) and the API description
+(/openapi.json, /docs, /redoc) are public only where ``Settings.public_metrics`` allows
+(by default: connections to a loopback address); elsewhere they need an admin key.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
-from brandguard.serve.deps import SettingsDep
+from brandguard.serve.deps import OpsReader, OpsVisible, SettingsDep
 
 router = APIRouter(tags=["ops"])
+OPENAPI_URL = "/openapi.json"
 
 
 @router.get("/healthz")
@@ -17,24 +25,47 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request, settings: SettingsDep) -> JSONResponse:
-    """Readiness: the bundle is loaded and the batcher runs; reports model and index versions."""
+async def readyz(request: Request, settings: SettingsDep, details: OpsVisible) -> JSONResponse:
+    """Readiness: the bundle is loaded and the batcher runs; with ops access, model and index versions."""
     service = request.app.state.service
     if service is None or not service.batcher.running:
         return JSONResponse({"status": "not_ready"}, status_code=503,
                             headers={"Retry-After": str(settings.retry_after_s)})
-    inference = service.inference
+    if not details:
+        return JSONResponse({"status": "ready"})
+    admission = request.app.state.admission
     return JSONResponse({"status": "ready", **service.info, "queue_depth": service.batcher.depth,
                          "queue_size": service.batcher.queue_size, "max_batch": service.batcher.max_batch,
-                         "inflight": inference.inflight, "at_door": inference.at_door,
-                         "inflight_limit": settings.inflight_limit})
+                         "inflight": admission.inflight, "at_door": admission.requests,
+                         "inflight_limit": settings.inflight_limit, "large_decodes": service.lanes.large_jobs})
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics_endpoint(request: Request, settings: SettingsDep) -> PlainTextResponse:
+async def metrics_endpoint(request: Request, _: OpsReader) -> PlainTextResponse:
+    """Prometheus text format."""
     service = request.app.state.service
-    metrics = request.app.state.metrics
-    text = metrics.render(service.batcher if service else None, service.info if service else {},
-                          (service.inference.inflight, settings.inflight_limit, service.inference.admission_rejected)
-                          if service else None)
+    text = request.app.state.metrics.render(service.batcher if service else None, service.info if service else {},
+                                            request.app.state.admission,
+                                            service.lanes.large_jobs if service else None)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get(OPENAPI_URL, include_in_schema=False)
+async def openapi(request: Request, _: OpsReader) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/docs", include_in_schema=False)
+async def docs(request: Request, _: OpsReader) -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url=OPENAPI_URL, title=f"{request.app.title} - Swagger UI",
+                               oauth2_redirect_url="/docs/oauth2-redirect")
+
+
+@router.get("/docs/oauth2-redirect", include_in_schema=False)
+async def docs_oauth2_redirect() -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
+
+
+@router.get("/redoc", include_in_schema=False)
+async def redoc(request: Request, _: OpsReader) -> HTMLResponse:
+    return get_redoc_html(openapi_url=OPENAPI_URL, title=f"{request.app.title} - ReDoc")

@@ -14,9 +14,11 @@ from typing import Any
 import anyio
 
 from brandguard.cases.leads import LeadStore
+from brandguard.serve.admission import Admission
 from brandguard.serve.batching import MicroBatcher
 from brandguard.serve.metrics import Metrics
 from brandguard.serve.services.checks import Checks
+from brandguard.serve.services.decoding import DecodeLanes
 from brandguard.serve.services.evidence import EvidenceBuilder
 from brandguard.serve.services.inference import Inference
 from brandguard.serve.services.media import MediaStore
@@ -38,6 +40,7 @@ class Service:
     media: MediaStore
     checks: Checks
     evidence: EvidenceBuilder
+    lanes: DecodeLanes
     metrics: Metrics
 
     @property
@@ -45,7 +48,7 @@ class Service:
         return self.catalog.info
 
     @classmethod
-    async def start(cls, settings: Settings, metrics: Metrics) -> "Service":
+    async def start(cls, settings: Settings, metrics: Metrics, admission: Admission) -> "Service":
         """Load the bundle (verified, index required) and the leads database; start the batcher."""
         import cv2
 
@@ -73,11 +76,12 @@ class Service:
         batcher = MicroBatcher(judge, max_batch=settings.max_batch, window_s=settings.batch_window_ms / 1000.0,
                                queue_size=settings.queue_size, retry_after_s=settings.retry_after_s)
         catalog = ReferenceCatalog(settings, pipeline, batcher, references)
-        inference = Inference(settings, catalog, batcher, metrics)
+        lanes = DecodeLanes(settings)
+        inference = Inference(settings, catalog, batcher, admission, lanes, metrics)
         media = MediaStore(settings)
         service = cls(settings, store, batcher, catalog, inference, media,
                       Checks(inference, catalog, media, store, metrics), EvidenceBuilder(catalog, media, store),
-                      metrics)
+                      lanes, metrics)
         await batcher.start()
         log.info("ready", extra={k: service.info.get(k) for k in ("model", "model_sha256", "index_count",
                                                                     "index_generation", "providers", "device")})
@@ -86,5 +90,6 @@ class Service:
     async def stop(self) -> None:
         """Fail what still waits, release the inference thread, close the database and the index."""
         await self.batcher.stop()
+        self.lanes.shutdown()
         self.store.close()
         self.catalog.pipeline.index.close()

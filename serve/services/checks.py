@@ -8,7 +8,6 @@ verdict is decisive, and a lead when the verdict flags the complaining brand.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Sequence
 
 import anyio
@@ -17,7 +16,7 @@ from brandguard.cases.leads import FLAGGED_VERDICTS, Complaint, Lead, LeadInput,
 from brandguard.serve.auth import Principal
 from brandguard.serve.metrics import Metrics
 from brandguard.serve.schemas import ListingFields
-from brandguard.serve.services.inference import Inference
+from brandguard.serve.services.inference import Inference, Judged
 from brandguard.serve.services.media import MediaStore
 from brandguard.serve.services.references import ReferenceCatalog
 from brandguard.serve.views import scrub_verdict
@@ -44,33 +43,38 @@ class Checks:
             original_path=self.media.save_original(data)))
         return lead, created
 
-    async def maybe_record(self, data: bytes, verdict, listing: ListingFields, brand: str | None) -> int | None:
-        """Upsert a lead when the verdict flags ``brand`` (the verdict's own brand when None)."""
+    async def maybe_record(self, data: bytes, judged: Judged, listing: ListingFields, brand: str | None) -> int | None:
+        """Upsert a lead when the verdict flags ``brand`` (the verdict's own brand when None).
+
+        The thumbnail decodes the upload again, so this runs in the image's decode lane."""
+        verdict = judged.verdict
         brand = brand or verdict.brand
         if not listing.listing_id or verdict.verdict not in FLAGGED_VERDICTS or verdict.brand != brand:
             return None
-        lead, created = await anyio.to_thread.run_sync(self._record_lead, data, verdict, listing, brand)
+        lead, created = await self.inference.lanes.run(judged.decoded_bytes, self._record_lead, data, verdict,
+                                                       listing, brand)
         self.metrics.leads_upserted["created" if created else "updated"] += 1
         return lead.id
 
     async def check(self, images: Sequence[bytes], listings: Sequence[ListingFields],
                     principal: Principal) -> list[dict[str, Any]]:
         """Verdicts as the caller may see them; scanner and admin keys record leads."""
-        verdicts = await self.inference.judge(images, listings)
+        judged = await self.inference.judge(images, listings)
         record = principal.can("record_leads")
         out = []
-        for data, v, listing in zip(images, verdicts, listings):
-            lead_id = await self.maybe_record(data, v, listing, None) if record else None
-            out.append({"listing_id": listing.listing_id, **scrub_verdict(v.to_dict(), principal.row_scope()),
+        for data, j, listing in zip(images, judged, listings):
+            lead_id = await self.maybe_record(data, j, listing, None) if record else None
+            out.append({"listing_id": listing.listing_id, **scrub_verdict(j.verdict.to_dict(), principal.row_scope()),
                         "lead_id": lead_id, "model_sha256": self.catalog.info.get("model_sha256")})
         return out
 
     async def complain(self, image: bytes, listing: ListingFields, brand: str) -> Complaint:
         """File ``brand``'s complaint about a listing, checked at once."""
         # a complaint names the brand and is worth every stage: thorough unless the request says otherwise
-        (verdict,) = await self.inference.judge([image], [replace(listing, depth=listing.depth or "thorough",
-                                                                  brand_hint=brand)])
-        lead_id = await self.maybe_record(image, verdict, listing, brand)
+        (judged,) = await self.inference.judge([image], [listing.model_copy(update={
+            "depth": listing.depth or "thorough", "brand_hint": brand})])
+        verdict = judged.verdict
+        lead_id = await self.maybe_record(image, judged, listing, brand)
         image_path = await anyio.to_thread.run_sync(self.media.save_original, image)
         record = {**verdict.to_dict(), "model_sha256": self.catalog.info.get("model_sha256"),
                   "index_generation": self.catalog.info.get("index_generation")}

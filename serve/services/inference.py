@@ -1,39 +1,55 @@
 """Judging uploaded images: admission, decoding off the event loop, micro-batched inference.
 
-Path of an image: admitted against ``Settings.inflight_limit`` (over it → 503 + Retry-After)
-→ decoded in a bounded threadpool (undecodable → ``inconclusive`` verdict, still 200) →
-bounded queue (full → 503) → one batched ONNX Runtime + FAISS call on the inference thread.
+Path of a request's images, once its body has arrived: admitted against
+``Settings.inflight_limit`` (over it → 503 + Retry-After) → headers read for the decode budget
+→ decoded in a bounded lane (undecodable or over budget → ``inconclusive`` verdict, still 200)
+→ bounded queue (full → 503) → one batched ONNX Runtime + FAISS call on the inference thread.
+``request_timeout_s`` covers all of it, decoding included (→ 504): a client is never held
+longer, whatever its images cost to decode.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import anyio
 
 from brandguard.errors import ImageDecodeError
+from brandguard.serve.admission import Admission
 from brandguard.serve.batching import MicroBatcher
-from brandguard.serve.errors import QueueFullError
+from brandguard.serve.errors import InferenceTimeoutError
 from brandguard.serve.metrics import Metrics
 from brandguard.serve.schemas import ListingFields
+from brandguard.serve.services.decoding import DecodeLanes, over_budget
 from brandguard.serve.services.references import ReferenceCatalog
 from brandguard.serve.settings import Settings
 
+if TYPE_CHECKING:  # the engine loads ONNX Runtime: not at import time
+    from brandguard.engine.decide import Verdict
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One image's verdict, and its header-declared decoded bytes (the lane for later work on it)."""
+
+    verdict: Verdict
+    decoded_bytes: int
+
 
 class Inference:
-    """Admission counters, the decode threads and the batcher's judge function."""
+    """Admission, the decode lanes and the batcher's judge function."""
 
-    def __init__(self, settings: Settings, catalog: ReferenceCatalog, batcher: MicroBatcher,
-                 metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, catalog: ReferenceCatalog, batcher: MicroBatcher, admission: Admission,
+                 lanes: DecodeLanes, metrics: Metrics) -> None:
         self.settings = settings
         self.catalog = catalog
         self.pipeline = catalog.pipeline
         self.batcher = batcher
+        self.admission = admission
+        self.lanes = lanes
         self.metrics = metrics
-        self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
-        self.inflight = 0  # images admitted and not answered; event-loop thread only
-        self.admission_rejected = 0
-        self.at_door = 0  # image-judging requests inside the door; event-loop thread only
 
     def judge_batch(self, items: Sequence[tuple]) -> list:
         """What the batcher runs: pick up other workers' index changes, then judge.
@@ -61,36 +77,38 @@ class Inference:
         except ImageDecodeError as exc:
             return exc
 
-    async def judge(self, images: Sequence[bytes], listings: Sequence[ListingFields] | None = None) -> list:
-        """Admit, decode in the threadpool (bounded), then judge all images as one admission to the queue.
+    async def judge(self, images: Sequence[bytes], listings: Sequence[ListingFields] | None = None) -> list[Judged]:
+        """Admit, decode in the lanes, then judge all images as one admission to the queue.
 
         Each listing's depth (its ``depth`` field, else the service's) and hints travel with it."""
-        n, limit = len(images), self.settings.inflight_limit
-        if self.inflight + n > limit:
-            self.admission_rejected += n
-            raise QueueFullError(n, max(0, limit - self.inflight), self.settings.retry_after_s)
-        self.inflight += n
-        try:
-            return await self._judge_admitted(images, listings or [ListingFields()] * n)
-        finally:
-            self.inflight -= n
+        timeout = self.settings.request_timeout_s
+        with self.admission.admit(len(images)):
+            deadline = time.monotonic() + timeout
+            try:
+                with anyio.fail_after(timeout):
+                    return await self._judge_admitted(images, listings or [ListingFields()] * len(images), deadline)
+            except TimeoutError as exc:
+                raise InferenceTimeoutError(f"no verdict within {timeout:g}s (decoding and inference)") from exc
 
-    async def _judge_admitted(self, images: Sequence[bytes], listings: Sequence[ListingFields]) -> list:
+    async def _judge_admitted(self, images: Sequence[bytes], listings: Sequence[ListingFields],
+                              deadline: float) -> list[Judged]:
         from brandguard.engine.pipeline import DepthOptions, ListingHints
 
-        prepared = [None] * len(images)
+        costs = await self.lanes.costs(images)
+        prepared: list = over_budget(costs, self.settings.decode_budget_bytes)
+        self.metrics.decode_budget_refused += sum(p is not None for p in prepared)
         depths = [DepthOptions(lst.depth or self.settings.depth, self.settings.audit_share) for lst in listings]
 
-        async def one(i: int, data: bytes) -> None:
-            prepared[i] = await anyio.to_thread.run_sync(self._prepare, data, depths[i].depth,
-                                                         limiter=self.decode_limiter)
+        async def one(i: int) -> None:
+            prepared[i] = await self.lanes.run(costs[i], self._prepare, images[i], depths[i].depth)
 
         async with anyio.create_task_group() as tg:
-            for i, data in enumerate(images):
-                tg.start_soon(one, i, data)
+            for i in range(len(images)):
+                if prepared[i] is None:
+                    tg.start_soon(one, i)
         hints = [ListingHints(lst.brand_hint or "", lst.title or "") for lst in listings]
         verdicts = await self.batcher.submit_many(list(zip(prepared, images, depths, hints)),
-                                                  self.settings.request_timeout_s)
+                                                  max(0.001, deadline - time.monotonic()))
         for v in verdicts:
             self.metrics.count_verdict(v.verdict)
-        return verdicts
+        return [Judged(v, c) for v, c in zip(verdicts, costs)]
