@@ -21,6 +21,20 @@ from brandguard.serve.errors import QueueFullError, TooManyRequestsError
 from brandguard.serve.settings import Settings
 
 
+class Ticket:
+    """Images a request holds of the in-flight bound; some may be given back before the end."""
+
+    def __init__(self, admission: "Admission", images: int) -> None:
+        self.admission = admission
+        self.images = images
+
+    def give_back(self, images: int) -> None:
+        """Return ``images`` the request will not work on (answered without decoding)."""
+        images = max(0, min(images, self.images))
+        self.images -= images
+        self.admission.inflight -= images
+
+
 class Admission:
     """Counters and bounds; read by /readyz and /metrics."""
 
@@ -57,7 +71,7 @@ class Admission:
         return release
 
     @contextmanager
-    def admit(self, images: int) -> Iterator[None]:
+    def admit(self, images: int) -> Iterator[Ticket]:
         """Hold ``images`` of the in-flight bound for the duration of the block, or raise 503."""
         limit = self.settings.inflight_limit
         if self.inflight + images > limit:
@@ -66,8 +80,9 @@ class Admission:
                                  what="too many images in flight")
         self.inflight += images
         self.requests += 1
+        ticket = Ticket(self, images)
         try:
-            yield
+            yield ticket
         finally:
-            self.inflight -= images
+            self.inflight -= ticket.images
             self.requests -= 1

@@ -325,6 +325,33 @@ def test_request_timeout_covers_decoding(tiny_bundle, tmp_path, large_png):
     print(f"504 after {slow:.2f}s")
 
 
+def test_images_refused_by_the_decode_budget_free_their_in_flight_slots(tiny_bundle, tmp_path, large_png):
+    """A batch of 4 large PNGs with room in its budget for one: while that one decodes, the 3 refused
+    ones no longer hold the in-flight bound (4), so another client's 3 images are admitted."""
+    with serving(tiny_bundle, tmp_path, max_inflight=4, max_files=4, queue_size=8,
+                 decode_budget_bytes=256 * 1024 * 1024) as s, s.client("scanner") as c:
+        result: dict = {}
+
+        def send_large() -> None:
+            with s.client("scanner") as big:
+                result["r"] = big.post("/v1/check/batch", files=[("file", (f"{i}.png", large_png, "image/png"))
+                                                                 for i in range(4)])
+
+        sender = threading.Thread(target=send_large)
+        sender.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and httpx.get(f"{s.url}/readyz").json().get("large_decodes", 0) == 0:
+            time.sleep(0.02)  # the budget has been applied and the large decode runs
+        r = c.post("/v1/check/batch", files=[("file", (f"{b}.jpg", s.images[f"copy_{b}"], "image/jpeg"))
+                                             for b in ("acme", "bolt", "cora")])
+        still_decoding = sender.is_alive()
+        sender.join()
+    assert r.status_code == 200, r.text[:300]
+    assert [x["brand"] for x in r.json()["results"]] == ["acme", "bolt", "cora"]
+    assert still_decoding  # the large batch was in flight the whole time
+    assert [x.get("reason") for x in result["r"].json()["results"]].count("decode_budget") == 3
+
+
 def _vm_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):

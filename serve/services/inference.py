@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import anyio
 
 from brandguard.errors import ImageDecodeError
-from brandguard.serve.admission import Admission
+from brandguard.serve.admission import Admission, Ticket
 from brandguard.serve.batching import MicroBatcher
 from brandguard.serve.errors import InferenceTimeoutError
 from brandguard.serve.metrics import Metrics
@@ -82,21 +82,24 @@ class Inference:
 
         Each listing's depth (its ``depth`` field, else the service's) and hints travel with it."""
         timeout = self.settings.request_timeout_s
-        with self.admission.admit(len(images)):
+        with self.admission.admit(len(images)) as ticket:
             deadline = time.monotonic() + timeout
             try:
                 with anyio.fail_after(timeout):
-                    return await self._judge_admitted(images, listings or [ListingFields()] * len(images), deadline)
+                    return await self._judge_admitted(images, listings or [ListingFields()] * len(images), ticket,
+                                                      deadline)
             except TimeoutError as exc:
                 raise InferenceTimeoutError(f"no verdict within {timeout:g}s (decoding and inference)") from exc
 
-    async def _judge_admitted(self, images: Sequence[bytes], listings: Sequence[ListingFields],
+    async def _judge_admitted(self, images: Sequence[bytes], listings: Sequence[ListingFields], ticket: Ticket,
                               deadline: float) -> list[Judged]:
         from brandguard.engine.pipeline import DepthOptions, ListingHints
 
         costs = await self.lanes.costs(images)
         prepared: list = over_budget(costs, self.settings.decode_budget_bytes)
-        self.metrics.decode_budget_refused += sum(p is not None for p in prepared)
+        refused = sum(p is not None for p in prepared)
+        self.metrics.decode_budget_refused += refused
+        ticket.give_back(refused)  # answered without decoding: their in-flight slots serve others now
         depths = [DepthOptions(lst.depth or self.settings.depth, self.settings.audit_share) for lst in listings]
 
         async def one(i: int) -> None:
