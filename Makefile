@@ -70,9 +70,11 @@ bench: setup
 bench-quick: setup
 	$(BIN)/python benchmarks/run.py --quick --out bench_out_quick --no-doc
 
-# HTTP service under load on loopback: 1/8/32 clients, 2x overload, recovery -> bench_out/http.json
+# HTTP service under load on loopback: 1/8/32 clients, 2x overload, recovery -> bench_out/http.json;
+# then the flood (large 16-bit PNG batches + slow uploads while a normal client checks, ~50 s) -> bench_out/flood.json
 bench-http: setup
 	$(BIN)/python benchmarks/http_load.py --out bench_out/http.json
+	$(BIN)/python benchmarks/flood.py --out bench_out/flood.json
 
 clean:
 	rm -rf demo_out runs build dist *.egg-info .pytest_cache

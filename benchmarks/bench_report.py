@@ -10,7 +10,7 @@ from pathlib import Path
 
 FAMILY_ORDER = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
 TITLES = {"quality": "Quality", "speed": "Speed", "faiss": "FAISS search", "local_index": "Descriptor index",
-          "http": "HTTP service"}
+          "http": "HTTP service", "flood": "Flood"}
 
 
 def _f(x, nd: int = 3) -> str:  # noqa: ANN001
@@ -230,6 +230,45 @@ def _http(h: dict) -> list[str]:
     return lines
 
 
+def _flood(h: dict) -> list[str]:
+    """benchmarks/flood.py's JSON: what a normal client sees while large-image batches and slow uploads hit."""
+    lines = ["## Flood", ""]
+    if not h.get("provided"):
+        why = f" ({h['error']})" if h.get("error") else ""
+        return lines + [f"Not measured in this run{why}: `python benchmarks/flood.py --out {h['expected_path']}` "
+                        "(part of `make bench-http`) writes it, and the next `make bench` reads it."]
+    d = h["data"]
+    a, png, srv, nc = d["attack"], d["attack"]["large_png"], d["server"], d["normal_client"]
+    lines += [f"From `{h['path']}` ({d['date']}, {d['machine']['cpus']} cores, server and clients on one machine): "
+              f"for {a['seconds']:g} s, {a['batch_senders']} clients post batches of {a['files_per_batch']} "
+              f"{png['side']}x{png['side']} 16-bit greyscale PNGs ({png['bytes']:,} bytes each on the wire, "
+              f"{png['declared_decoded_bytes'] / 2**20:,.0f} MiB declared decoded) back to back, and {a['drips']} "
+              f"connections send a body at 1 byte every {a['drip_interval_s']:g} s (reconnecting when cut), while "
+              f"one normal client checks real photos. Server: `{srv['model']}`, --max-inflight "
+              f"{srv['max_inflight']}, --max-inflight-per-key {srv['max_inflight_per_key']}, --decode-threads "
+              f"{srv['decode_threads']}, other settings default.", "",
+              "| normal client | requests | status | 503 share | p50 ms | p99 ms | max ms |",
+              "|---|---:|---|---:|---:|---:|---:|"]
+    for name, row in (("alone", nc["baseline"]), ("during the flood", nc["flood"])):
+        status = ", ".join(f"{k}: {v}" for k, v in row["status"].items())
+        lines.append(f"| {name} | {row['requests']} | {status} | {_f(row['share_503'], 3)} | {_f(row['p50_ms'], 1)} | "
+                     f"{_f(row['p99_ms'], 1)} | {_f(row['max_ms'], 1)} |")
+    rss, b, dr = d["server_rss_mib"], d["batches"], d["drips"]
+
+    def kv(x: dict) -> str:
+        return ", ".join(f"{k}: {v}" for k, v in x.items()) or "none"
+
+    counters = {k.removeprefix("brandguard_").removesuffix("_total"): int(v) for k, v in d["counters"].items()}
+    lines += ["", f"Server RSS: {rss['after_warmup']:,} MiB after warm-up, peak {rss['peak_vmhwm']:,} MiB (VmHWM). "
+              f"Large batches: {b['sent']} sent ({kv(b['status'])}); images of the answered ones: {kv(b['images'])}; "
+              f"server counters: {kv(counters)}. A batch's images past its decode budget are answered at once "
+              "(decode_budget); the budgeted ones decode one at a time in the large-image lane, and a batch whose "
+              "decodes do not finish within the request timeout answers 504. "
+              f"Slow uploads: {dr['connections']} connections ({kv(dr['status'])}), median "
+              f"{_f(dr['median_s_to_answer'], 2)} s to the answer. Checks: {kv(d['checks'])}."]
+    return lines
+
+
 def write_markdown(results: dict, doc: Path) -> Path:
     env = results["environment"]
     v = env["versions"]
@@ -252,7 +291,7 @@ def write_markdown(results: dict, doc: Path) -> Path:
         lines += ["> Quick mode: tiny corpus and tiny sizes, a smoke run. These numbers say the harness works, "
                   "not how good or fast anything is.", ""]
     for key, fn in (("quality", lambda q: _quality(q, doc)), ("speed", _speed), ("faiss", _faiss),
-                     ("local_index", _local_index), ("http", _http)):
+                     ("local_index", _local_index), ("http", _http), ("flood", _flood)):
         sec = results.get(key)
         if not sec or sec.get("skipped"):
             lines += [f"## {TITLES[key]}", "", "Not run in this run (`--parts`).", ""]

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc-figures", type=Path, default=None,
                    help="also copy the PR-curve PNGs here and link them from the report (bench_out/ is git-ignored)")
     p.add_argument("--report-only", action="store_true",
-                   help="measure nothing: re-read OUT/http.json and regenerate the Markdown report from OUT/results.json")
+                   help="measure nothing: re-read OUT/http.json (and flood.json) and regenerate the Markdown report from OUT/results.json")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="run only these parts")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2,
                    help="cores for multi-threaded parts: ONNX Runtime, FAISS, torch, decode and baseline pools")
@@ -236,6 +236,7 @@ def run(cfg: BenchConfig, argv: list[str], log=print) -> dict:  # noqa: ANN001
     else:
         results["local_index"] = _reuse(previous, "local_index", card.sha256)
     results["http"] = read_http(cfg.http_results)
+    results["flood"] = read_http(Path(cfg.http_results).with_name("flood.json"))  # benchmarks/flood.py
     results["seconds"] = round(time.perf_counter() - t0, 1)
     return results
 
@@ -249,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         path = a.out / "results.json"
         results = json.loads(path.read_text(encoding="utf-8"))
         results["http"] = read_http(a.http_results or a.out / "http.json")  # the load test may have run since
+        results["flood"] = read_http((a.http_results or a.out / "http.json").with_name("flood.json"))
         path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
         print(f"report: {write_markdown(results, a.doc)}")
         return 0
