@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-bytes", type=int, default=None, help="per image; larger → 413")
     parser.add_argument("--max-pixels", type=int, default=None)
     parser.add_argument("--request-timeout", type=float, default=None, help="seconds to wait for a verdict, decoding included; longer → 504")
-    parser.add_argument("--decode-threads", type=int, default=None, help="threads decoding uploads")
+    parser.add_argument("--decode-threads", type=int, default=None, help="threads of the ordinary decode lane (default 2)")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     parser.add_argument("--no-access-log", action="store_true", help="no per-request JSON log lines")
     sub = parser.add_subparsers(dest="serve_command", metavar="ACTION")

@@ -31,9 +31,10 @@ def storable_text(value: str) -> str:
     return value
 
 
-def Text(max_length: int) -> Any:  # noqa: N802 - a type alias factory
-    """A bounded, storable string field type."""
-    return Annotated[str, StringConstraints(max_length=max_length), AfterValidator(storable_text)]
+# Bounded, storable text field types.
+ShortText = Annotated[str, StringConstraints(max_length=64), AfterValidator(storable_text)]
+ListingText = Annotated[str, StringConstraints(max_length=512), AfterValidator(storable_text)]
+NoteText = Annotated[str, StringConstraints(max_length=4000), AfterValidator(storable_text)]
 
 
 def field_errors(exc: ValidationError, prefix: str = "") -> str:
@@ -48,13 +49,13 @@ def field_errors(exc: ValidationError, prefix: str = "") -> str:
 
 
 class FeedbackIn(BaseModel):
-    status: Text(64) = Field(description=f"one of {LEAD_STATUSES}")
-    note: Text(4000) = ""
+    status: ShortText = Field(description=f"one of {LEAD_STATUSES}")
+    note: NoteText = ""
 
 
 class DecisionIn(BaseModel):
-    verdict: Text(64) = Field(description="copy | knockoff | clear | genuine | other human decision")
-    note: Text(4000) = ""
+    verdict: ShortText = Field(description="copy | knockoff | clear | genuine | other human decision")
+    note: NoteText = ""
 
 
 class ListingFields(BaseModel):
@@ -65,11 +66,11 @@ class ListingFields(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    listing_id: Text(512) | None = None
-    seller_id: Text(512) | None = None
+    listing_id: ListingText | None = None
+    seller_id: ListingText | None = None
     price: Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)] | None = None
-    title: Text(512) | None = None  # routes auto depth when it names a registered brand
-    brand_hint: Text(512) | None = None
+    title: ListingText | None = None  # routes auto depth when it names a registered brand
+    brand_hint: ListingText | None = None
     depth: Literal["fast", "thorough", "auto"] | None = None  # None: the service's default
 
     @field_validator("listing_id", "seller_id", "title", "brand_hint", mode="before")

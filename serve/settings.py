@@ -38,7 +38,8 @@ class Settings(BaseSettings):
                                      "longer → 504")
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 503 and 429")
     threads: int = Field(default=1, ge=1, le=256, description="ONNX Runtime / FAISS intra-op threads")
-    decode_threads: int = Field(default=2, ge=1, le=64, description="threads decoding uploads off the event loop")
+    decode_threads: int = Field(default=2, ge=1, le=64, description="threads of the ordinary decode lane "
+                                "(uploads are decoded off the event loop)")
     large_decode_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, description="an image whose header "
                                     "declares more decoded bytes than this decodes in the large-image lane, so large "
                                     "images never queue ahead of ordinary ones")

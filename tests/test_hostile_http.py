@@ -117,7 +117,7 @@ class Drip:
 def hostile(tiny_bundle, tmp_path_factory):
     """Small in-flight bound, short body timeouts, a per-key bound of 3, ops endpoints private."""
     with serving(tiny_bundle, tmp_path_factory.mktemp("hostile_http"), max_inflight=4, queue_size=8,
-                 max_files=4, body_timeout_s=6.0, body_min_rate=64, body_rate_grace_s=3.0,
+                 max_files=4, body_timeout_s=8.0, body_min_rate=64, body_rate_grace_s=5.0,
                  max_inflight_per_key=3, public_metrics=False) as s:
         yield s
 
@@ -159,7 +159,7 @@ def test_body_that_never_finishes_gets_408(hostile):
     try:
         assert d.done.wait(30)
         assert d.status == 408
-        assert b"within 6" in d.answer
+        assert b"within 8" in d.answer
     finally:
         d.close()
 
@@ -321,7 +321,7 @@ def test_request_timeout_covers_decoding(tiny_bundle, tmp_path, large_png):
         assert r.status_code == 504 and r.json()["error"] == "inference_timeout", r.text[:300]
         t0 = time.perf_counter()
         ok = c.post("/v1/check", content=s.images["copy_acme"])
-        assert ok.status_code in (200, 504)  # the large decode may still hold a thread; never 5xx
+        assert ok.status_code in (200, 504)  # 0.3 s is tight on a loaded machine: a 504 is allowed, nothing else
     print(f"504 after {slow:.2f}s")
 
 
