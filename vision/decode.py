@@ -224,12 +224,18 @@ def _to_8bit(img: Image.Image, target_side: int | None, notes: list[str]) -> Ima
     return img
 
 
+# 8-bit images are reduced only when at least this many times larger than needed: enough to
+# bound the cost of huge PNGs, while images near the model's size (the corpus's 320 px
+# references, most listing photos) decode exactly as the model was trained and measured.
+MIN_REDUCE = 4
+
+
 def _reduce(img: Image.Image, target_side: int | None, notes: list[str]) -> Image.Image:
     """Box-reduce by an integer factor so the short side stays >= ``target_side``: what ``draft``
     does for JPEG, done for every other format before colour conversion, so the alpha composite
     and RGB copies work on the small image. PIL averages LA/RGBA premultiplied."""
     k = _reduce_factor(img.size, target_side)
-    if k < 2:
+    if k < MIN_REDUCE:
         return img
     notes.append(f"reduced_{k}")
     return img.reduce(k)
