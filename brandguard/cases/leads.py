@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from brandguard.errors import BrandguardError, InputError
+from brandguard.errors import NotFoundError as RecordNotFound
 
 FLAGGED_VERDICTS = ("copy", "knockoff")
 LEAD_STATUSES = ("new", "sent", "test_buy", "confirmed_counterfeit", "genuine", "dismissed")
@@ -107,7 +108,7 @@ class LeadStoreError(BrandguardError):
     """Base of the errors the leads store raises on purpose."""
 
 
-class NotFoundError(LeadStoreError):
+class NotFoundError(LeadStoreError, RecordNotFound):
     """A lead or complaint does not exist, or is not visible to the caller's brand."""
 
 
