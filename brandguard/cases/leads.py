@@ -45,7 +45,6 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     "genuine": frozenset(),
     "dismissed": frozenset(),
 }
-COMPLAINT_STATUSES = ("pending", "decided")
 COMPLAINT_SLA_SECONDS = 24 * 3600
 ROLES = ("admin", "scanner")  # plus "brand:<name>"
 _BRAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -470,11 +469,6 @@ class LeadStore:
             out = db.execute(f"SELECT {_COMPLAINT_COLS} FROM complaints WHERE id = ?",
                              (_record_id(complaint_id),)).fetchone()
         return _complaint(out)
-
-    def list_complaints(self, *, brand: str | None = None, limit: int = 100) -> list[Complaint]:
-        sql = f"SELECT {_COMPLAINT_COLS} FROM complaints" + (" WHERE brand = ?" if brand else "") + \
-            " ORDER BY created_at DESC, id DESC LIMIT ?"
-        return [_complaint(r) for r in self._read(sql, ((brand, limit) if brand else (limit,)))]
 
     def complaint_report(self, *, brand: str | None = None, since: float | None = None,
                          now: float | None = None) -> ComplaintReport:
