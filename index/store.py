@@ -119,14 +119,18 @@ class ReferenceRecord:
 
 @dataclass(frozen=True)
 class Match:
-    """One search hit: the reference and its cosine similarity to the query."""
+    """One search hit: the reference's record and its cosine similarity to the query."""
 
-    reference_id: str
-    brand: str
-    sku: str
-    kind: str
-    source: str
+    record: ReferenceRecord
     score: float
+
+    @property
+    def reference_id(self) -> str:
+        return self.record.reference_id
+
+    @property
+    def brand(self) -> str:
+        return self.record.brand
 
 
 @dataclass(frozen=True)
@@ -352,8 +356,7 @@ class ReferenceIndex:
             for s, i in zip(row_s, row_i):
                 if i < 0 or int(i) not in meta:
                     continue
-                r = meta[int(i)]
-                hits.append(Match(r.reference_id, r.brand, r.sku, r.kind, r.source, float(s)))
+                hits.append(Match(meta[int(i)], float(s)))
             out.append(hits)
         return out
 

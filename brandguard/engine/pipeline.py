@@ -157,8 +157,7 @@ class Pipeline:
                     score = m.score - off
                     cur = best.get(m.reference_id)
                     if cur is None or score > cur[0].score:
-                        best[m.reference_id] = (ReferenceHit(m.reference_id, m.brand, m.sku, m.kind, score), box,
-                                                m.score)
+                        best[m.reference_id] = (ReferenceHit.of(m.record, score), box, m.score)
             pos += n
             ranked = sorted(best.values(), key=lambda hb: (-hb[0].score, hb[0].reference_id))[: self.top_k]
             size = item.original_size if item.original_size[0] else item.size
@@ -314,7 +313,7 @@ class Pipeline:
                 continue
             prev = cands.get(r.reference_id)
             g, absent = (prev[1].global_score, False) if prev else (floor, True)
-            hit = prev[0] if prev else ReferenceHit(r.reference_id, r.brand, r.sku, r.kind, floor)
+            hit = prev[0] if prev else ReferenceHit.of(r, floor)
             cands[r.reference_id] = (hit, PairEvidence(g, absent, m.inliers, m.inlier_ratio, m.coverage,
                                                        m.mirrored, m.votes, m.area_share, m.instances,
                                                        outline_share=m.outline_share), m)
@@ -336,8 +335,7 @@ class Pipeline:
             return Verdict("clear", confidence=1.0, evidence={**ev, "note": "no references indexed"})
         probs = deep.probability([c[1] for c in cands])
         order = sorted(range(len(cands)), key=lambda j: (-probs[j], cands[j][0].reference_id))
-        top = tuple(ReferenceHit(cands[j][0].reference_id, cands[j][0].brand, cands[j][0].sku,
-                                 cands[j][0].kind, round(float(probs[j]), 6)) for j in order[: self.top_k])
+        top = tuple(replace(cands[j][0], score=round(float(probs[j]), 6)) for j in order[: self.top_k])
         pick = order[0]
         by_geometry = False
         if float(probs[pick]) < deep.flag:  # a strong geometric match flags on its own
