@@ -192,7 +192,7 @@ def test_feedback_from_the_leads_store(tmp_path: Path, brand_refs: Path) -> None
 def _brand_bench(tmp: Path, refs: Path) -> Path:
     import cv2
 
-    from brandguard.datasets.augment import reference_views
+    from brandguard.datasets.augment.views import reference_views
     from brandguard.training.gate import BenchSource, build_brand_benchmark, other_brand_sources
 
     rows = read_brand_references(refs, BRAND)
@@ -239,13 +239,13 @@ def _catalogue(tmp: Path, refs: Path) -> Path:
     """Listings: copies of the brand's references, and a few unrelated photos."""
     import cv2
 
-    from brandguard.datasets import augment as A
+    from brandguard.datasets.augment.families import copy_light
     from brandguard.datasets.photos import procedural_background
 
     rng = np.random.default_rng(11)
     lines = []
     for i, p in enumerate(sorted((refs / BRAND).glob("*.png"))[:6]):
-        img = A.copy_light(rng, cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), max_side=256)
+        img = copy_light(rng, cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), max_side=256)
         cv2.imwrite(str(tmp / f"copy{i}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         lines.append({"listing_id": f"copy{i}", "image": f"copy{i}.jpg", "seller_id": f"s{i}"})
     for i in range(2):

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from brandguard.datasets import logos
-from brandguard.datasets.augment import training_view
+from brandguard.datasets.augment.views import training_view
 from brandguard.datasets.photos import photo_split, procedural_background
 from brandguard.errors import InputError
 from brandguard.inputs import IMAGE_EXTENSIONS

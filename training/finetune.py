@@ -150,7 +150,7 @@ def make_brand_references(slug: str, n: int, out: str | Path, seed: int = 0, siz
     """~``n`` genuine-looking reference images of a simple-icons brand (for onboarding demos and
     tests): the mark in its colour and a few others, on plain canvases and product mock-ups.
     Writes ``out/<slug>/ref_NNN.png``; returns ``out``."""
-    from brandguard.datasets.augment import reference_views
+    from brandguard.datasets.augment.views import reference_views
     from brandguard.datasets.logos import get_logo_source, render_logo
 
     src = get_logo_source(slug)
@@ -344,34 +344,35 @@ class ViewSource:
         self.pool = PhotoPool.from_sources([], split="train", seed=seed, max_side=side)
 
     def _size(self, img: np.ndarray) -> np.ndarray:
-        from brandguard.datasets.augment import ensure_rgb
+        from brandguard.datasets.augment.ops import ensure_rgb
         from brandguard.vision.preprocess import resize_for_model
 
         return resize_for_model(ensure_rgb(img), self.card)
 
     def brand_pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        from brandguard.datasets import augment as A
+        from brandguard.datasets.augment.families import copy_light, knockoff, logo_in_photo
+        from brandguard.datasets.augment.views import training_view
 
         if self.counterfeits and rng.random() < 0.25:
             ref, listing = self.counterfeits[int(rng.integers(len(self.counterfeits)))]
-            return self._size(A.copy_light(rng, ref, max_side=self.side)), self._size(A.copy_light(rng, listing, max_side=self.side))
+            return self._size(copy_light(rng, ref, max_side=self.side)), self._size(copy_light(rng, listing, max_side=self.side))
         i = int(rng.integers(len(self.brand_images)))
         ref, mark = self.brand_images[i], self.brand_marks[i]
-        v1 = ref if rng.random() < 0.3 else A.copy_light(rng, ref, max_side=self.side)
+        v1 = ref if rng.random() < 0.3 else copy_light(rng, ref, max_side=self.side)
         r = rng.random()
         if mark is not None and r < 0.25:
             donor = self.donors[int(rng.integers(len(self.donors)))] if self.donors else None
             photo, _ = self.pool.sample(rng)
-            v2 = A.knockoff(rng, mark, donor, photo, max_side=self.side)
+            v2 = knockoff(rng, mark, donor, photo, max_side=self.side)
         elif mark is not None and r < 0.45:
             photo, _ = self.pool.sample(rng)
-            v2 = A.logo_in_photo(rng, mark, photo, max_side=self.side)
+            v2 = logo_in_photo(rng, mark, photo, max_side=self.side)
         else:
-            v2 = A.training_view(rng, ref, self.pool, self.anchors[:4])
+            v2 = training_view(rng, ref, self.pool, self.anchors[:4])
         return self._size(v1), self._size(v2)
 
     def anchor_pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        from brandguard.datasets import augment as A
+        from brandguard.datasets.augment.views import training_view
 
         if rng.random() < self.photo_fraction:
             # Plain listing photos are what most distractors look like: they must stay away from
@@ -379,8 +380,8 @@ class ViewSource:
             img, _ = self.pool.sample(rng)
         else:
             img = self.anchors[int(rng.integers(len(self.anchors)))]
-        return (self._size(A.training_view(rng, img, self.pool, ())),
-                self._size(A.training_view(rng, img, self.pool, ())))
+        return (self._size(training_view(rng, img, self.pool, ())),
+                self._size(training_view(rng, img, self.pool, ())))
 
     def batch(self, step: int, n_brand: int, n_anchor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(2B x S x S x 3 uint8 views [first views, then second views], labels (B,), is_anchor (B,))."""
@@ -395,7 +396,8 @@ def anchor_images(parent: Bundle, brand: str, n_brands: int, seed: int, cache_di
                   side: int) -> tuple[list[np.ndarray], list[str]]:
     """Other brands' imagery whose embeddings must not move: the parent index's references of
     other brands (what production matches against), topped up with train-split marks."""
-    from brandguard.datasets.augment import ensure_rgb, reference_views, resize_max
+    from brandguard.datasets.augment.ops import ensure_rgb, resize_max
+    from brandguard.datasets.augment.views import reference_views
     from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
 
     imgs: list[np.ndarray] = []
@@ -625,7 +627,7 @@ def _png(path: Path, rgb: np.ndarray) -> str:
 
 def benchmark_inputs(work: Path, cfg: FinetuneConfig) -> tuple[list[BenchSource], list[np.ndarray]]:
     """Other registered brands (train-split marks not used as anchors) and unregistered marks."""
-    from brandguard.datasets.augment import reference_views
+    from brandguard.datasets.augment.views import reference_views
 
     rng = np.random.default_rng([cfg.seed, 4321])
     others: list[BenchSource] = []
@@ -700,7 +702,7 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
                                          cfg.view_side)
     brand_imgs = [imread_rgb(r.path, keep_alpha=True) for r in train_rows]
     marks = [mark_from_reference(im) for im in brand_imgs]
-    from brandguard.datasets.augment import ensure_rgb, resize_max
+    from brandguard.datasets.augment.ops import ensure_rgb, resize_max
 
     brand_rgb = [resize_max(ensure_rgb(im), cfg.view_side) for im in brand_imgs]
     marks = [None if m is None else resize_max(m, cfg.view_side // 2) for m in marks]

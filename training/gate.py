@@ -47,7 +47,6 @@ REPORT_MD = "gate_report.md"
 REPORT_PNG = "gate_pr_curves.png"
 BENCH_FORMAT = "brandguard-brand-benchmark/1"
 DEFAULT_REGRESSION = Path("data_cache") / "corpus_std" / "val"
-MARK_FAMILIES = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
 
 
 class GateError(BrandguardError):
@@ -190,7 +189,7 @@ def mark_from_reference(image: np.ndarray) -> np.ndarray | None:
     """Cut the mark out of a reference: its own alpha when it has one, else everything that
     differs from the (median) border colour. None when that does not look like a mark on a
     plain background (a photo): knockoffs need a mark to alter."""
-    from brandguard.datasets.augment import ensure_rgb
+    from brandguard.datasets.augment.ops import ensure_rgb
 
     if image.ndim == 3 and image.shape[2] == 4:
         alpha = image[..., 3]
@@ -272,7 +271,15 @@ def build_brand_benchmark(out: Path, brand: str, references: Sequence[BenchSourc
     ``extra_queries`` = (path, family, reference_id or "") appends real labelled listings
     (feedback): a reference id makes it a positive, "" a hard negative.
     """
-    from brandguard.datasets import augment as A
+    from brandguard.datasets.augment.families import (
+        copy_light,
+        copy_strong,
+        distractor_photo,
+        distractor_unregistered,
+        knockoff,
+        logo_in_photo,
+    )
+    from brandguard.datasets.augment.ops import ensure_rgb
     from brandguard.datasets.photos import PhotoPool
 
     if not references or not query_references:
@@ -291,38 +298,38 @@ def build_brand_benchmark(out: Path, brand: str, references: Sequence[BenchSourc
 
     def add(img: np.ndarray, family: str, ref_id: str, brand_: str, log: list[str]) -> None:
         qid = f"q{len(rows):05d}"
-        _write_image(out / "queries" / f"{qid}.jpg", A.ensure_rgb(img), jpeg=True)
+        _write_image(out / "queries" / f"{qid}.jpg", ensure_rgb(img), jpeg=True)
         rows.append({"query_id": qid, "family": family, "brand": brand_, "transform": "+".join(log),
                      "reference_id": ref_id})
 
     for i, src in enumerate(query_references):
         rng = np.random.default_rng([seed, 31, i])
         ref = imread_rgb(src.path, keep_alpha=True)
-        rgb = A.ensure_rgb(ref)
+        rgb = ensure_rgb(ref)
         mark = mark_from_reference(ref)
         for _ in range(per_reference):
             log: list[str] = []
-            add(A.copy_light(rng, rgb, log, max_side=max_side), "copy_light", src.reference_id, brand, log)
+            add(copy_light(rng, rgb, log, max_side=max_side), "copy_light", src.reference_id, brand, log)
             log = []
-            add(A.copy_strong(rng, rgb, other_imgs, log, max_side=max_side), "copy_strong", src.reference_id, brand, log)
+            add(copy_strong(rng, rgb, other_imgs, log, max_side=max_side), "copy_strong", src.reference_id, brand, log)
             log = []
             photo, _ = pool.sample(rng)
-            add(A.logo_in_photo(rng, mark if mark is not None else rgb, photo, log, max_side=max_side),
+            add(logo_in_photo(rng, mark if mark is not None else rgb, photo, log, max_side=max_side),
                 "logo_in_photo", src.reference_id, brand, log)
             if mark is not None:
                 log = []
                 donor = unregistered[int(rng.integers(len(unregistered)))] if len(unregistered) else None
                 photo, _ = pool.sample(rng)
-                add(A.knockoff(rng, mark, donor, photo, log, max_side=max_side), "knockoff", src.reference_id, brand, log)
+                add(knockoff(rng, mark, donor, photo, log, max_side=max_side), "knockoff", src.reference_id, brand, log)
     rng = np.random.default_rng([seed, 37])
     for j in range(distractors):
         log = []
         photo, _ = pool.sample(rng)
         if j % 2 == 0 or not len(unregistered):
-            add(A.distractor_photo(rng, photo, log, max_side=max_side), "distractor_photo", "", "", log)
+            add(distractor_photo(rng, photo, log, max_side=max_side), "distractor_photo", "", "", log)
         else:
             mark = unregistered[j % len(unregistered)]
-            add(A.distractor_unregistered(rng, mark, photo, log, max_side=max_side), "distractor_unregistered",
+            add(distractor_unregistered(rng, mark, photo, log, max_side=max_side), "distractor_unregistered",
                 "", "", log)
     for path, family, ref_id in extra_queries:
         try:

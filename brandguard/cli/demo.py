@@ -17,7 +17,7 @@ from pathlib import Path
 
 def run_demo(out: Path, threads: int = 1, workers: int = 1, seed: int = 0) -> int:
     from brandguard.cli.main import EXIT_OK, main as cli_main
-    from brandguard.datasets.demo import build_demo_catalogue
+    from brandguard.datasets.demo_catalogue import build_demo_catalogue
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
