@@ -17,6 +17,7 @@ pytest.importorskip("torchvision")
 pytest.importorskip("onnx")
 
 from brandguard.errors import InputError  # noqa: E402
+from brandguard.training.checkpoint import save_weights  # noqa: E402
 from brandguard.training.finetune import (  # noqa: E402
     FinetuneConfig,
     Parent,
@@ -26,10 +27,9 @@ from brandguard.training.finetune import (  # noqa: E402
     onboard_brand,
     read_brand_references,
     read_feedback,
-    save_weights,
     split_holdout,
-    supcon,
 )
+from brandguard.training.losses import supcon  # noqa: E402
 from brandguard.training.gate import (  # noqa: E402
     REPORT_JSON,
     REPORT_MD,
@@ -66,7 +66,9 @@ def _export(model, dest: Path, name: str) -> Path:
 def base_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real embedding network from a few steps of the base recipe (which ends with
     precise BatchNorm: a random-init net in eval mode embeds everything to one vector)."""
-    from brandguard.training.train import TrainConfig, model_from_checkpoint, train
+    from brandguard.training.checkpoint import model_from_checkpoint
+    from brandguard.training.loop import train
+    from brandguard.training.train import TrainConfig
 
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("base_run")

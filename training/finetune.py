@@ -57,6 +57,8 @@ from brandguard.training.gate import (
 )
 from brandguard.registry import DEFAULT_DEPLOYMENT, WEIGHTS_FILE, Registry
 from brandguard.artifacts import atomic_write_bytes, sha256_file
+from brandguard.training.checkpoint import save_weights
+from brandguard.training.losses import supcon
 from brandguard.vision.bundle import Bundle, ModelCard, write_bundle
 
 
@@ -295,8 +297,8 @@ def load_parent_model(parent: Parent, tol: float = 1e-3) -> Any:
     """Rebuild the torch model and prove it is the bundle's model: same embeddings as its ONNX."""
     import torch
 
+    from brandguard.training.checkpoint import model_from_checkpoint
     from brandguard.training.export import ort_embed, ort_session
-    from brandguard.training.train import model_from_checkpoint
 
     model, _ = model_from_checkpoint(parent.weights)
     card = parent.bundle.card
@@ -312,17 +314,6 @@ def load_parent_model(parent: Parent, tol: float = 1e-3) -> Any:
         raise WeightsMismatchError(f"{parent.weights} does not reproduce {parent.bundle.path}'s model "
                                    f"(max |diff| {diff:.3g} > {tol:g})")
     return model
-
-
-def save_weights(model: Any, path: Path) -> None:
-    """State dict + model config only: loadable with ``torch.load(weights_only=True)``."""
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "model_config": model.cfg.to_dict()}, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- views
@@ -425,18 +416,6 @@ def anchor_images(parent: Bundle, brand: str, n_brands: int, seed: int, cache_di
 
 
 # --------------------------------------------------------------------------- the loop
-
-
-def supcon(z: Any, labels: Any, temperature: float) -> Any:
-    """Supervised contrastive loss (Khosla et al. 2020) over unit vectors ``z`` (N x D)."""
-    import torch
-
-    sim = z @ z.t() / temperature
-    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(eye, float("-inf"))
-    logp = sim - torch.logsumexp(sim, dim=1, keepdim=True)
-    pos = (labels[:, None] == labels[None, :]) & ~eye
-    return -(logp.masked_fill(~pos, 0.0).sum(1) / pos.sum(1).clamp(min=1)).mean()
 
 
 def _freeze_bn(model: Any) -> None:
@@ -779,7 +758,8 @@ def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAUL
     regression rule must pass (there is no brand to be better for).
     """
     from brandguard.training.export import export_bundle
-    from brandguard.training.train import build_parser, config_from_args, train
+    from brandguard.training.loop import train
+    from brandguard.training.train import build_parser, config_from_args
 
     reg = Registry(registry, create=True)
     timings: dict[str, float] = {}
@@ -793,7 +773,7 @@ def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAUL
     if cand.exists():
         shutil.rmtree(cand)
     export_bundle(tres.checkpoint, cand, threads=threads, log_to=log_to)
-    from brandguard.training.train import model_from_checkpoint
+    from brandguard.training.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(tres.checkpoint)
     save_weights(model, cand / WEIGHTS_FILE)
