@@ -18,27 +18,28 @@ pytest.importorskip("onnx")
 
 from brandguard.errors import InputError  # noqa: E402
 from brandguard.training.checkpoint import save_weights  # noqa: E402
-from brandguard.training.finetune import (  # noqa: E402
+from brandguard.training.losses import supcon  # noqa: E402
+from brandguard.training.retrain.benchmark import mark_from_reference, regression_split  # noqa: E402
+from brandguard.training.retrain.brand import (  # noqa: E402
     FinetuneConfig,
     Parent,
     WeightsMismatchError,
     load_parent_model,
-    make_brand_references,
     onboard_brand,
+)
+from brandguard.training.retrain.brand_data import (  # noqa: E402
+    make_brand_references,
     read_brand_references,
     read_feedback,
     split_holdout,
 )
-from brandguard.training.losses import supcon  # noqa: E402
-from brandguard.training.gate import (  # noqa: E402
+from brandguard.training.retrain.gate import (  # noqa: E402
     REPORT_JSON,
     REPORT_MD,
     REPORT_PNG,
     BenchScore,
     GateConfig,
-    decide,
-    mark_from_reference,
-    regression_split,
+    gate_decision,
     run_gate,
 )
 from brandguard.registry import WEIGHTS_FILE, Registry  # noqa: E402
@@ -126,13 +127,13 @@ def _score(ap: float) -> BenchScore:
 
 def test_gate_rules() -> None:
     cfg = GateConfig(tolerance=0.01)
-    assert decide((_score(0.6), _score(0.5)), (_score(0.495), _score(0.5)), cfg)[0] == "promote"
-    assert decide((_score(0.6), _score(0.5)), (_score(0.48), _score(0.5)), cfg)[0] == "reject"
-    assert decide((_score(0.5), _score(0.5)), (_score(0.6), _score(0.5)), cfg)[0] == "reject"  # not better
-    assert decide((_score(1.0), _score(1.0)), (_score(0.5), _score(0.5)), cfg)[0] == "promote"  # at ceiling
-    assert decide((_score(0.52), _score(0.5)), (_score(0.5), _score(0.5)),
+    assert gate_decision((_score(0.6), _score(0.5)), (_score(0.495), _score(0.5)), cfg)[0] == "promote"
+    assert gate_decision((_score(0.6), _score(0.5)), (_score(0.48), _score(0.5)), cfg)[0] == "reject"
+    assert gate_decision((_score(0.5), _score(0.5)), (_score(0.6), _score(0.5)), cfg)[0] == "reject"  # not better
+    assert gate_decision((_score(1.0), _score(1.0)), (_score(0.5), _score(0.5)), cfg)[0] == "promote"  # at ceiling
+    assert gate_decision((_score(0.52), _score(0.5)), (_score(0.5), _score(0.5)),
                   GateConfig(min_brand_gain=0.05))[0] == "reject"
-    assert decide(None, (_score(0.5), _score(0.5)), cfg)[0] == "promote"  # base model: regression only
+    assert gate_decision(None, (_score(0.5), _score(0.5)), cfg)[0] == "promote"  # base model: regression only
 
 
 def test_supcon_prefers_aligned_positives() -> None:
@@ -195,7 +196,7 @@ def _brand_bench(tmp: Path, refs: Path) -> Path:
     import cv2
 
     from brandguard.datasets.augment.views import reference_views
-    from brandguard.training.gate import BenchSource, build_brand_benchmark, other_brand_sources
+    from brandguard.training.retrain.benchmark import BenchSource, build_brand_benchmark, other_brand_sources
 
     rows = read_brand_references(refs, BRAND)
     src = [BenchSource(r.reference_id, r.path) for r in rows]

@@ -164,6 +164,6 @@ def test_indexed_version_serves_through_resolve_bundle(reg: Registry, tiny_bundl
 
 def test_registry_and_gate_import_without_torch() -> None:
     """The scanner and service resolve ``current`` without the training extra."""
-    code = ("import sys; import brandguard.registry, brandguard.training.gate; "
+    code = ("import sys; import brandguard.registry, brandguard.training.retrain.gate; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -2,7 +2,7 @@
 
 - ``info_nce`` + ``koleo``: the base recipe's self-supervised objective (``loop.train``);
   ``cutmix_views`` makes the mixed views and their soft targets for it.
-- ``supcon``: supervised contrastive loss of the per-brand fine-tune (``finetune``).
+- ``supcon``: supervised contrastive loss of the per-brand fine-tune (``retrain.brand``).
 """
 
 from __future__ import annotations

@@ -285,7 +285,7 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from brandguard.training import finetune
+    from brandguard.training import retrain as finetune
 
     return finetune.run(args)
 
@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Importing these is cheap and torch-free (torch loads inside the training functions).
     from brandguard import registry
-    from brandguard.training import finetune
+    from brandguard.training import retrain as finetune
 
     p = sub.add_parser("train", help="retrain: `train brand BRAND` fine-tunes, gates and registers a model "
                        "for one brand; `train base` runs the base recipe into a registry",
