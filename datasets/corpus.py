@@ -39,9 +39,6 @@ import cv2
 import numpy as np
 
 from brandguard.datasets.augment.families import (
-    COPY_FAMILIES,
-    FAMILIES,
-    MARK_FAMILIES,
     copy_light,
     copy_strong,
     distractor_photo,
@@ -49,6 +46,7 @@ from brandguard.datasets.augment.families import (
     knockoff,
     logo_in_photo,
 )
+from brandguard.evaluation.families import COPY_FAMILIES, FAMILIES, MARK_FAMILIES
 from brandguard.datasets.augment.ops import ensure_rgb, resize_max
 from brandguard.datasets.augment.views import reference_views
 from brandguard.datasets.logos import (

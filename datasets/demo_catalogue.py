@@ -27,8 +27,6 @@ import cv2
 import numpy as np
 
 from brandguard.datasets.augment.families import (
-    COPY_FAMILIES,
-    FAMILY_VERDICT,
     copy_light,
     copy_strong,
     distractor_photo,
@@ -36,6 +34,7 @@ from brandguard.datasets.augment.families import (
     knockoff,
     logo_in_photo,
 )
+from brandguard.evaluation.families import COPY_FAMILIES, FAMILY_VERDICT
 from brandguard.datasets.augment.views import reference_views
 from brandguard.datasets.logos import PACKAGE, get_logo_source, package_version, render_logo
 from brandguard.datasets.photos import PhotoPool

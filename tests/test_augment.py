@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from brandguard.datasets.augment.families import (
-    FAMILIES,
     alter_mark,
     copy_light,
     copy_strong,
@@ -15,6 +15,7 @@ from brandguard.datasets.augment.families import (
     knockoff,
     logo_in_photo,
 )
+from brandguard.evaluation.families import FAMILIES
 from brandguard.datasets.augment.ops import compose, ensure_rgb, measure_cost
 from brandguard.datasets.augment.views import reference_views, training_view
 from brandguard.datasets.logos import (
@@ -149,12 +150,15 @@ def test_training_view_accepts_pool_and_rgba(mark: np.ndarray) -> None:
 
 
 def test_augmentations_are_cheap(mark: np.ndarray, photo: np.ndarray) -> None:
+    """A training view costs a few JPEG decodes, not a model step: measured as a ratio to
+    decoding a 512 px JPEG in the same process (about 8x here), so a busy machine slows both."""
     ref = reference_views(np.random.default_rng(0), mark, size=256)["logo_product"]
     small_mark = mark[:, : mark.shape[1]]
     ms = measure_cost(lambda r: training_view(r, ref, [photo], [photo], out_size=224), n=40)
     ms_photo = measure_cost(lambda r: logo_in_photo(r, small_mark, photo, max_side=256), n=40)
-    # target is ~3 ms on an idle core; generous bound for a shared CI box
-    assert ms < 25 and ms_photo < 25, (ms, ms_photo)
+    ok, jpeg_512 = cv2.imencode(".jpg", cv2.resize(photo, (512, 512)))
+    decode_ms = measure_cost(lambda r: cv2.imdecode(jpeg_512, cv2.IMREAD_COLOR), n=200)
+    assert ok and ms < 40 * decode_ms and ms_photo < 40 * decode_ms, (ms, ms_photo, decode_ms)
 
 
 def test_render_disk_cache_round_trips(tmp_path) -> None:  # noqa: ANN001

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from brandguard.evaluation.families import DISTRACTOR_FAMILIES, MARK_FAMILIES
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
-MARK_FAMILIES = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
-DISTRACTOR_FAMILIES = ("distractor_photo", "distractor_unregistered")
 
 
 def _bench_module(name: str):  # noqa: ANN202

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from brandguard.datasets.augment.families import DISTRACTOR_FAMILIES, FAMILIES
+from brandguard.evaluation.families import DISTRACTOR_FAMILIES, FAMILIES
 from brandguard.datasets.augment.ops import jpeg
 from brandguard.datasets.corpus import build_corpus, main
 from brandguard.datasets.logos import split_of

@@ -275,7 +275,7 @@ def test_retraining_loop_end_to_end(base_bundle: Path, brand_refs: Path, regress
     build_index(Pipeline.from_bundle(first), read_references(brand_refs))[0].close()
     (first / "calibration.json").write_text(Calibration(copy=0.999, knockoff=0.5, method="test").to_json())
     v1 = reg.register(first, metadata={"notes": {"kind": "base"}})
-    reg.promote(v1)
+    reg.promote(v1, force=True)  # the first base model has nothing to be gated against
     old_sha = Bundle.load(reg.current()).card.sha256
 
     # 2. Scan listings with the deployment's current version; flagged ones become leads.

@@ -188,7 +188,8 @@ def test_export_writes_a_loadable_bundle_matching_torch(tiny_run: Path, tmp_path
 
 def test_time_budget_stops_the_run_cleanly(tmp_path: Path, cache_dir: Path) -> None:
     res = train(TrainConfig(out=str(tmp_path), cache_dir=str(cache_dir), **{**TINY, "minutes": 0.01}))
-    assert res.step >= 1 and res.elapsed_s < 30
+    # no step limit: the 0.6 s budget is what ended the run, and the run ended cleanly there
+    assert res.step >= 1 and res.elapsed_s >= 0.5
     assert load_checkpoint(tmp_path / CKPT_NAME)["step"] == res.step
 
 

@@ -285,9 +285,9 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from brandguard.training import retrain as finetune
+    from brandguard.training import retrain
 
-    return finetune.run(args)
+    return retrain.run(args)
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
@@ -453,12 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Importing these is cheap and torch-free (torch loads inside the training functions).
     from brandguard import registry
-    from brandguard.training import retrain as finetune
+    from brandguard.training import retrain
 
     p = sub.add_parser("train", help="retrain: `train brand BRAND` fine-tunes, gates and registers a model "
                        "for one brand; `train base` runs the base recipe into a registry",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, description=finetune.__doc__)
-    finetune.add_arguments(p)
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=retrain.__doc__)
+    retrain.add_arguments(p)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("registry", help="model registry: list versions, promote, roll back",
                        formatter_class=argparse.RawDescriptionHelpFormatter, description=registry.__doc__)

@@ -9,9 +9,8 @@ cheap enough to run on the fly (a few ms at 256 px, see ``ops.measure_cost``).
   ``compose``), geometric and photometric edits, overlays (text, emoji, screenshot frames,
   borders, collages).
 - :mod:`~brandguard.datasets.augment.families`: the query families (``copy_light``, ``copy_strong``,
-  ``logo_in_photo``, ``knockoff``, ``distractor_photo``, ``distractor_unregistered``) and the one
-  definition of that vocabulary (``FAMILIES``, ``MARK_FAMILIES``, ``COPY_FAMILIES``,
-  ``DISTRACTOR_FAMILIES``, ``FAMILY_VERDICT``).
+  ``logo_in_photo``, ``knockoff``, ``distractor_photo``, ``distractor_unregistered``); the
+  vocabulary itself is defined once in :mod:`brandguard.evaluation.families`.
 - :mod:`~brandguard.datasets.augment.views`: the brand's genuine imagery (``reference_views``) and
   on-the-fly training views (``training_view``).
 

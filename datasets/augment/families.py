@@ -1,7 +1,7 @@
 """The query families: what sellers and counterfeiters do to a brand's imagery, one generator each.
 
 Family names are part of the benchmark format (queries.csv ``family``) and must stay stable;
-this module is their one definition (``FAMILIES`` and the groupings below). Every generator is
+their one definition is :mod:`brandguard.evaluation.families`. Every generator is
 ``fn(rng, ...) -> HxWx3 uint8 RGB``; pass ``log=[]`` to get the applied transforms.
 """
 
@@ -37,32 +37,6 @@ from brandguard.datasets.augment.ops import (
     warp_rgba,
 )
 from brandguard.datasets.photos import fabric_texture, product_scene, random_color
-
-FAMILIES: tuple[str, ...] = (
-    "copy_light",
-    "copy_strong",
-    "logo_in_photo",
-    "knockoff",
-    "distractor_photo",
-    "distractor_unregistered",
-)
-#: Queries made from a registered brand's imagery (they have a ground-truth reference).
-MARK_FAMILIES = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
-#: Re-uses of a reference image itself.
-COPY_FAMILIES = ("copy_light", "copy_strong")
-#: Queries with no registered mark (no ground-truth row).
-DISTRACTOR_FAMILIES = ("distractor_photo", "distractor_unregistered")
-#: The verdict each family should get: a mark on a product photo is not a copy of any
-#: reference image, so ``logo_in_photo`` expects ``knockoff``.
-FAMILY_VERDICT = {
-    "copy_light": "copy",
-    "copy_strong": "copy",
-    "knockoff": "knockoff",
-    "logo_in_photo": "knockoff",
-    "distractor_photo": "clear",
-    "distractor_unregistered": "clear",
-}
-
 
 def copy_light(rng: np.random.Generator, image: np.ndarray, log: Log = None, max_side: int = 512) -> np.ndarray:
     """Crop, rescale and JPEG re-encode: the reference re-uploaded with little effort."""

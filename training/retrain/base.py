@@ -35,12 +35,13 @@ class BaseResult:
 def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAULT_DEPLOYMENT,
                train_args: Sequence[str] = (), promote: bool = False, regression: str | None = None,
                calibrate_split: str | None = None, threads: int = 1, cache_dir: str = "data_cache",
-               gate: GateConfig = GateConfig(), log_to: Any = sys.stderr) -> BaseResult:
+               gate: GateConfig = GateConfig(), log_to: Any = sys.stderr, force: bool = False) -> BaseResult:
     """The base recipe (``training/train.py``) into the registry as a new version.
 
     The current deployment's references are re-indexed with the new model (so the version is
     servable as is); ``calibrate_split`` sets its global thresholds; with ``promote`` the gate's
-    regression rule must pass (there is no brand to be better for).
+    regression rule must pass (there is no brand to be better for). A first version has nothing
+    to be gated against: it is promoted only with ``force``, which the history records.
     """
     from brandguard.training.export import export_bundle
     from brandguard.training.loop import train
@@ -103,9 +104,17 @@ def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAUL
         "notes": {"kind": "base"},
     })
     promoted = False
-    if promote and (report is None or report.passed):
+    if promote and report is not None and report.passed:
         reg.promote(version, deployment, note="base model")
         promoted = True
+    elif promote and (report is None and force):
+        reg.promote(version, deployment, note="base model, no gate: nothing to compare with", force=True)
+        promoted = True
+    elif promote:
+        why = "there is no current version to gate it against" if report is None else \
+            "the regression gate rejected it: " + "; ".join(report.reasons)
+        print(f"warning: version {version} was registered but not promoted: {why}. Promote it anyway with "
+              f"`brandguard registry promote {registry} {version} --force` (recorded).", file=log_to)
     return BaseResult(version, promoted, report.to_dict() if report else None, asdict(tres), timings)
 
 
@@ -120,6 +129,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--out", default="runs/base")
     p.add_argument("--promote", action="store_true", help="promote if the regression gate passes")
+    p.add_argument("--force", action="store_true",
+                   help="with --promote and no current version to gate against: promote anyway (recorded)")
     p.add_argument("--regression", default=None)
     p.add_argument("--calibrate-split", default=None, help="labelled split for global thresholds (e.g. corpus val)")
     p.add_argument("--threads", type=int, default=1)
@@ -130,7 +141,7 @@ def add_parser(sub: Any) -> None:
 def _run_base(args: argparse.Namespace) -> int:
     extra = [a for a in args.train_args if a != "--"]
     res = train_base(args.registry, args.out, args.minutes, args.deployment, extra, args.promote, args.regression,
-                     args.calibrate_split, args.threads)
+                     args.calibrate_split, args.threads, force=args.force)
     print(json.dumps({"version": res.version, "promoted": res.promoted, "timings": res.timings,
                       "gate": res.gate["decision"] if res.gate else None}, indent=2))
     return 0
