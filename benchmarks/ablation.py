@@ -27,10 +27,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from brandguard.evaluation.families import MARK_FAMILIES
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "clothing-photos" / "train"
 DEFAULT_SPLIT = REPO / "data_cache" / "corpus_std" / "test"
-FAMILIES = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,8 @@ def summarise(metrics: dict) -> dict:
     """The numbers the table shows: µAP overall and per family, recall@1 per family."""
     fam = metrics.get("per_family", {})
     return {"micro_ap": metrics["micro_ap"], "recall_at_1": metrics["recall_at_1"],
-            **{f"{f}_map": fam.get(f, {}).get("micro_ap") for f in FAMILIES},
-            **{f"{f}_r1": fam.get(f, {}).get("recall_at_1") for f in FAMILIES}}
+            **{f"{f}_map": fam.get(f, {}).get("micro_ap") for f in MARK_FAMILIES},
+            **{f"{f}_r1": fam.get(f, {}).get("recall_at_1") for f in MARK_FAMILIES}}
 
 
 def run_variant(v: Variant, a: argparse.Namespace, log=print) -> dict:  # noqa: ANN001
@@ -106,7 +107,7 @@ def run_variant(v: Variant, a: argparse.Namespace, log=print) -> dict:  # noqa: 
            "wall_minutes_this_call": round(train_s / 60, 2), "train_img_per_s": summary.get("train_img_per_s"),
            "final_loss": summary.get("final_loss"), **summarise(metrics)}
     log(f"[ablation] {v.name}: µAP {row['micro_ap']:.3f} "
-        + " ".join(f"{f} {row[f + '_map']:.3f}" for f in FAMILIES))
+        + " ".join(f"{f} {row[f + '_map']:.3f}" for f in MARK_FAMILIES))
     return row
 
 

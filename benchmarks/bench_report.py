@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-FAMILY_ORDER = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
+from brandguard.evaluation.families import MARK_FAMILIES
+
 TITLES = {"quality": "Quality", "speed": "Speed", "faiss": "FAISS search", "local_index": "Descriptor index",
           "http": "HTTP service", "flood": "Flood"}
 
@@ -60,7 +61,7 @@ def _quality(q: dict, doc: Path) -> list[str]:
         for f, v in (m.get("per_family") or {}).items():
             if "micro_ap" in v and f not in fams:
                 fams.append(f)
-    fams.sort(key=lambda f: (FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99, f))
+    fams.sort(key=lambda f: (MARK_FAMILIES.index(f) if f in MARK_FAMILIES else 99, f))
     if fams:
         for metric, title in (("micro_ap", "µAP"), ("recall_at_1", "recall@1"), ("recall_at_p90", "recall@P90")):
             lines += ["", f"**{title} per family** (each family's queries plus every distractor query)", "",

@@ -6,10 +6,13 @@ atomically without importing each other.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -45,3 +48,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike[str], exclusive: bool) -> Iterator[None]:
+    """Cross-process advisory lock (``flock``) on ``path``: one writer, or any number of readers."""
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

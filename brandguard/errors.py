@@ -34,3 +34,7 @@ class ModelMismatchError(ReferenceIndexError):
 
 class InputError(BrandguardError):
     """Caller-supplied data (catalogue rows, arrays, options) is malformed."""
+
+
+class NotFoundError(BrandguardError):
+    """A record does not exist, or is not visible to the caller's brand (the two look alike)."""

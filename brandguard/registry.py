@@ -67,6 +67,10 @@ class NothingToRollBackError(RegistryError):
     """The deployment has no earlier promoted version to go back to."""
 
 
+class GateNotPassedError(RegistryError):
+    """A version without a passing evaluation gate was to be promoted without ``force``."""
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """Contents of ``version.json``."""
@@ -104,6 +108,7 @@ class HistoryEntry:
     version: str
     previous: str | None
     note: str = ""
+    forced: bool = False  # promoted without a passing gate (``--force``): recorded, never silent
 
 
 def _now() -> str:
@@ -299,13 +304,23 @@ class Registry:
         """The bundle folder the deployment serves (what ``Pipeline.from_bundle`` should load)."""
         return self.version_dir(self.current_version(deployment))
 
-    def promote(self, version: str, deployment: str = DEFAULT_DEPLOYMENT, note: str = "") -> HistoryEntry:
-        """Point ``deployment`` at ``version`` after re-verifying every file of it."""
+    def promote(self, version: str, deployment: str = DEFAULT_DEPLOYMENT, note: str = "",
+                force: bool = False) -> HistoryEntry:
+        """Point ``deployment`` at ``version`` after re-verifying every file of it.
+
+        Only a version whose evaluation gate decided ``promote`` may be promoted; ``force``
+        promotes one without (a first base model, an emergency) and is recorded in the history."""
         validate_deployment(deployment)
         self.verify(version)
+        decision = self.info(version).gate.get("decision")
+        if decision != "promote" and not force:
+            raise GateNotPassedError(
+                f"version {version} has {'no evaluation gate' if decision is None else f'gate decision {decision!r}'}: "
+                "it is not promoted; pass --force to promote it anyway (recorded in the history)")
         with self._locked():
             cur = self._read_current()
-            entry = HistoryEntry(_now(), deployment, "promote", version, cur.get(deployment), note)
+            entry = HistoryEntry(_now(), deployment, "promote", version, cur.get(deployment), note,
+                                 forced=decision != "promote")
             self._append_history(entry)
             cur[deployment] = version
             self._write_current(cur)
@@ -391,14 +406,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("bundle")
     p.add_argument("--parent", default=None, help="version it was derived from")
     p.add_argument("--weights", default=None, help="torch weights to keep with it (for later fine-tuning)")
-    p.add_argument("--promote", action="store_true", help="also promote it (e.g. seeding a new registry)")
+    p.add_argument("--promote", action="store_true", help="also promote it (e.g. seeding a new registry; a bundle "
+                   "registered by hand has no gate, so this needs --force)")
+    p.add_argument("--force", action="store_true", help="promote without a passing gate (recorded in the history)")
     p.add_argument("--deployment", default=DEFAULT_DEPLOYMENT)
     p.add_argument("--create", action="store_true", help="create the registry folder if missing")
-    p = sub.add_parser("promote", help="serve VERSION on a deployment (re-verifies every file first)")
+    p = sub.add_parser("promote", help="serve VERSION on a deployment (re-verifies every file first; only a "
+                       "version whose gate passed, unless --force)")
     p.add_argument("registry")
     p.add_argument("version")
     p.add_argument("--deployment", default=DEFAULT_DEPLOYMENT)
     p.add_argument("--note", default="")
+    p.add_argument("--force", action="store_true", help="promote without a passing gate (recorded in the history)")
     p = sub.add_parser("rollback", help="go back to the previously promoted version of a deployment")
     p.add_argument("registry")
     p.add_argument("--deployment", default=DEFAULT_DEPLOYMENT)
@@ -420,7 +439,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             version = reg.register(src, parent=args.parent)
         if args.promote:
-            reg.promote(version, args.deployment)
+            reg.promote(version, args.deployment, force=args.force)
         print(json.dumps({"version": version, "path": str(reg.version_dir(version)), "promoted": args.promote}))
         return 0
     reg = Registry(args.registry)
@@ -429,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
     elif cmd == "current":
         print(reg.current(args.deployment))
     elif cmd == "promote":
-        print(json.dumps(asdict(reg.promote(args.version, args.deployment, args.note))))
+        print(json.dumps(asdict(reg.promote(args.version, args.deployment, args.note, force=args.force))))
     elif cmd == "rollback":
         print(json.dumps(asdict(reg.rollback(args.deployment, args.note))))
     return 0

@@ -38,7 +38,17 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from brandguard.datasets import augment as A
+from brandguard.datasets.augment.families import (
+    copy_light,
+    copy_strong,
+    distractor_photo,
+    distractor_unregistered,
+    knockoff,
+    logo_in_photo,
+)
+from brandguard.evaluation.families import COPY_FAMILIES, FAMILIES, MARK_FAMILIES
+from brandguard.datasets.augment.ops import ensure_rgb, resize_max
+from brandguard.datasets.augment.views import reference_views
 from brandguard.datasets.logos import (
     DEFAULT_LICENSE,
     PACKAGE,
@@ -57,7 +67,6 @@ from brandguard.errors import InputError
 Size = Literal["tiny", "standard", "train"]
 FORMAT = "brandguard-corpus/1"
 REFERENCE_NAMES = ("logo_clean", "logo_product")
-MARK_FAMILIES = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
 JPEG_QUALITY = 95  # fixed so files are byte-identical across builds
 MARK_HEIGHT = 256  # render height for marks used in queries (they are resized down anyway)
 
@@ -207,7 +216,7 @@ def _do_ref(job: _RefJob) -> list[dict[str, str]]:
     assert st is not None, "worker not initialised"
     rng = _rng(st.seed, job.split, 0, job.index)
     src = get_logo_source(job.slug)
-    views = A.reference_views(rng, _mark(job.slug), size=st.cfg.ref_size)
+    views = reference_views(rng, _mark(job.slug), size=st.cfg.ref_size)
     rows = []
     for name in REFERENCE_NAMES:
         _write_png(st.out_dir / job.split / "references" / job.slug / f"{name}.png", views[name])
@@ -232,36 +241,36 @@ def _do_query(job: _QueryJob) -> dict[str, str]:
     log: list[str] = []
     pool = st.pool(job.split)
     gt = ""
-    if job.family in A.COPY_FAMILIES:
+    if job.family in COPY_FAMILIES:
         ref_name = str(rng.choice(REFERENCE_NAMES))
         gt = f"{job.brand}/{ref_name}"
         ref_path = st.out_dir / job.split / "references" / f"{gt}.png"
         ref = cv2.cvtColor(cv2.imread(str(ref_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         log.append(ref_name)
         if job.family == "copy_light":
-            img = A.copy_light(rng, ref, log, max_side=side)
+            img = copy_light(rng, ref, log, max_side=side)
         else:
             photo, _ = pool.sample(rng)
-            img = A.copy_strong(rng, ref, [photo], log, max_side=side)
+            img = copy_strong(rng, ref, [photo], log, max_side=side)
     elif job.family == "logo_in_photo":
         gt = f"{job.brand}/logo_clean"
         photo, pid = pool.sample(rng)
-        img = A.logo_in_photo(rng, _mark(job.mark), photo, log, max_side=side)
+        img = logo_in_photo(rng, _mark(job.mark), photo, log, max_side=side)
         log.insert(0, f"photo={pid}")
     elif job.family == "knockoff":
         gt = f"{job.brand}/logo_clean"
         photo, pid = pool.sample(rng)
         other = _mark(job.other) if job.other else None
-        img = A.knockoff(rng, _mark(job.mark), other, photo, log, max_side=side)
+        img = knockoff(rng, _mark(job.mark), other, photo, log, max_side=side)
         if job.other and "halves" in log:
             log.insert(log.index("halves") + 1, f"with={job.other}")
     elif job.family == "distractor_photo":
         photo, pid = pool.sample(rng)
-        img = A.distractor_photo(rng, photo, log, max_side=side)
+        img = distractor_photo(rng, photo, log, max_side=side)
         log.insert(0, f"photo={pid}")
     elif job.family == "distractor_unregistered":
         photo, _ = pool.sample(rng)
-        img = A.distractor_unregistered(rng, _mark(job.mark), photo, log, max_side=side)
+        img = distractor_unregistered(rng, _mark(job.mark), photo, log, max_side=side)
         log.insert(0, f"unregistered={job.mark}")
     else:  # pragma: no cover - jobs are built from FAMILIES
         raise InputError(f"unknown family {job.family!r}")
@@ -329,7 +338,7 @@ def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str], thumb: 
     sheet = np.full((rows * (thumb + cap_h), cols * thumb, 3), 255, np.uint8)
     for k, (img, cap) in enumerate(zip(images, captions, strict=True)):
         r, c = divmod(k, cols)
-        t = A.resize_max(A.ensure_rgb(img), thumb - 4)
+        t = resize_max(ensure_rgb(img), thumb - 4)
         y0 = r * (thumb + cap_h) + (thumb - t.shape[0]) // 2
         x0 = c * thumb + (thumb - t.shape[1]) // 2
         sheet[r * (thumb + cap_h) : r * (thumb + cap_h) + thumb, c * thumb : (c + 1) * thumb] = 230
@@ -423,7 +432,7 @@ def build_corpus(
             unregistered_brands=len(unreg),
             references=len(ref_rows),
             queries=len(q_rows),
-            families={f: fam_counts.get(f, 0) for f in A.FAMILIES},
+            families={f: fam_counts.get(f, 0) for f in FAMILIES},
         )
         licences.update(s.license for s in reg + unreg)
         photo_summary[split] = PhotoPool.from_sources(photo_dirs, split=split, seed=seed).sources_summary()
@@ -433,7 +442,7 @@ def build_corpus(
         "format": FORMAT,
         "size": size,
         "seed": seed,
-        "families": list(A.FAMILIES),
+        "families": list(FAMILIES),
         "reference_names": list(REFERENCE_NAMES),
         "ground_truth_rule": "copies -> the reference they were made from; logo_in_photo and knockoff -> <brand>/logo_clean; distractors -> no row",
         "sources": {
@@ -494,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(
             "Build a brand-imagery benchmark in DISC21 format from real marks (simple-icons) and photos. "
             "Per split: references/<brand>/<name>.png, queries/<qid>.jpg, ground_truth.csv, queries.csv, "
-            "references.csv and contact sheets; plus manifest.json. Query families: " + ", ".join(A.FAMILIES) + "."
+            "references.csv and contact sheets; plus manifest.json. Query families: " + ", ".join(FAMILIES) + "."
         ),
         epilog="example: brandguard corpus --size standard --seed 0 --photos ../shared/data/clothing-photos --out data_cache/corpus_std",
     )

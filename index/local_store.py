@@ -61,6 +61,18 @@ def _nlist(n: int) -> int:
     return min(target, 65536)
 
 
+def selected_search_params(index: faiss.Index, selector: "faiss.IDSelector") -> "faiss.SearchParameters":
+    """Search parameters that keep only ``selector``'s ids, at the index's own ``nprobe``.
+
+    A new object per call: FAISS's ID-map wrapper swaps the selector inside the parameters
+    while it searches, so sharing one between threads would race."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return faiss.SearchParameters(sel=selector)
+    return faiss.SearchParametersIVF(sel=selector, nprobe=int(ivf.nprobe))
+
+
 def tune_descriptor_search(index: faiss.Index, nprobe: int | None = None) -> None:
     """IVF ``nprobe`` for descriptors: 1/128 of the lists, at least 8 (votes tolerate misses), at
     most 128: at 10M descriptors (IVF16384,PQ32) recall@1 is 0.91 at 128, 256 and 512 alike
@@ -98,6 +110,7 @@ class LocalIndex:
         self._xy = points
         self.sizes = sizes
         self._counts: dict[int, int] | None = None
+        self._selectors: dict[bytes, tuple[faiss.IDSelector, int]] = {}
         tune_descriptor_search(self._index)
 
     def counts(self) -> dict[int, int]:
@@ -161,12 +174,14 @@ class LocalIndex:
         ids = np.arange(start, start + len(d), dtype=np.int64)
         self._index.add_with_ids(d, ids)
         self._counts = None
+        self._selectors = {}
         self._ids = np.concatenate([self._ids, ids])
         self._ref = np.concatenate([self._ref, *rows])
         self._xy = np.concatenate([self._xy, *pts])
 
     def remove(self, ref_rows: Sequence[int]) -> None:
         self._counts = None
+        self._selectors = {}
         gone = np.isin(self._ref, np.asarray(list(ref_rows), np.int64))
         if gone.any():
             self._index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(self._ids[gone])))
@@ -191,21 +206,40 @@ class LocalIndex:
         return d, self._ref.copy(), self._xy.copy()
 
     # ---------------------------------------------------------------- queries
-    def search(self, queries: np.ndarray, k: int = DEFAULT_NEIGHBOURS) -> DescriptorHits:
+    def search(self, queries: np.ndarray, k: int = DEFAULT_NEIGHBOURS,
+               only_rows: np.ndarray | None = None) -> DescriptorHits:
+        """kNN of each query descriptor; ``only_rows`` (sorted reference rows) restricts the
+        search to those references' descriptors inside FAISS (a brand-scoped check)."""
         q = np.ascontiguousarray(queries, np.float32)
         if q.ndim != 2 or (len(q) and q.shape[1] != self.dim):
             raise InputError(f"query descriptors must be N x {self.dim}, got {q.shape}")
         n = len(q)
-        if n == 0 or len(self) == 0:
+        selector = self._selector(only_rows) if only_rows is not None else None
+        if n == 0 or len(self) == 0 or (selector is not None and selector[1] == 0):
             return DescriptorHits(np.full((n, k), np.inf, np.float32), np.full((n, k), -1, np.int64),
                                   np.zeros((n, k, 2), np.float32))
-        dist, ids = self._index.search(q, k)
+        if selector is None:
+            dist, ids = self._index.search(q, k)
+        else:
+            dist, ids = self._index.search(q, k, params=selected_search_params(self._index, selector[0]))
         pos = np.searchsorted(self._ids, np.maximum(ids, 0))
         pos = np.minimum(pos, len(self._ids) - 1)
         valid = (ids >= 0) & (self._ids[pos] == ids)
         rows = np.where(valid, self._ref[pos], -1)
         return DescriptorHits(np.where(valid, dist, np.inf).astype(np.float32), rows,
                               np.where(valid[..., None], self._xy[pos], 0.0).astype(np.float32))
+
+    def _selector(self, only_rows: np.ndarray) -> tuple["faiss.IDSelector", int]:
+        """(selector over the descriptor ids of ``only_rows``, how many); cached per row set
+        until the index changes (a brand's row set is cached per generation by its caller)."""
+        key = only_rows.tobytes()
+        cache = self._selectors
+        if key not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            ids = np.ascontiguousarray(self._ids[np.isin(self._ref, only_rows)])
+            cache[key] = (faiss.IDSelectorBatch(ids), len(ids))
+        return cache[key]
 
     # ---------------------------------------------------------------- files
     def to_bytes(self) -> tuple[bytes, bytes]:

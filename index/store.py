@@ -37,7 +37,8 @@ import numpy as np
 
 from brandguard.artifacts import atomic_write_bytes, sha256_file
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
-from brandguard.index.local_store import KeypointSet, LocalIndex, choose_descriptor_factory
+from brandguard.index.local_store import (KeypointSet, LocalIndex, choose_descriptor_factory,
+                                          selected_search_params)
 
 
 class ModelIdentity(Protocol):
@@ -118,14 +119,18 @@ class ReferenceRecord:
 
 @dataclass(frozen=True)
 class Match:
-    """One search hit: the reference and its cosine similarity to the query."""
+    """One search hit: the reference's record and its cosine similarity to the query."""
 
-    reference_id: str
-    brand: str
-    sku: str
-    kind: str
-    source: str
+    record: ReferenceRecord
     score: float
+
+    @property
+    def reference_id(self) -> str:
+        return self.record.reference_id
+
+    @property
+    def brand(self) -> str:
+        return self.record.brand
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,9 @@ class ReferenceIndex:
         self.manifest = manifest
         self._db = db
         self.local = local
+        # per (generation, brand): row ids and the FAISS selector over them (brand-scoped checks)
+        self._brand_rows: dict[tuple[int, str], np.ndarray] = {}
+        self._selectors: dict[tuple[int, str], faiss.IDSelector] = {}
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -324,13 +332,22 @@ class ReferenceIndex:
     def generation(self) -> int:
         return self.manifest.generation
 
-    def search(self, queries: np.ndarray, k: int = 10) -> list[list[Match]]:
-        """Top-``k`` references per query row, best first (cosine similarity)."""
+    def search(self, queries: np.ndarray, k: int = 10, brand: str | None = None) -> list[list[Match]]:
+        """Top-``k`` references per query row, best first (cosine similarity).
+
+        ``brand`` restricts the search to that brand's references inside FAISS (an ID selector),
+        so nothing about other brands' references is computed, not merely hidden afterwards."""
         q = as_vectors(queries, self.manifest.dim)
-        if len(self) == 0 or q.shape[0] == 0:
+        rows = self.brand_rows(brand) if brand is not None else None
+        total = len(self) if rows is None else len(rows)
+        if total == 0 or q.shape[0] == 0:
             return [[] for _ in range(q.shape[0])]
-        k = max(1, min(k, len(self)))
-        scores, ids = self._index.search(q, k)
+        k = max(1, min(k, total))
+        if rows is None:
+            scores, ids = self._index.search(q, k)
+        else:
+            params = selected_search_params(self._index, self._selector(brand, rows))
+            scores, ids = self._index.search(q, k, params=params)
         wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
         meta = self._records_by_id(wanted)
         out: list[list[Match]] = []
@@ -339,8 +356,7 @@ class ReferenceIndex:
             for s, i in zip(row_s, row_i):
                 if i < 0 or int(i) not in meta:
                     continue
-                r = meta[int(i)]
-                hits.append(Match(r.reference_id, r.brand, r.sku, r.kind, r.source, float(s)))
+                hits.append(Match(meta[int(i)], float(s)))
             out.append(hits)
         return out
 
@@ -363,6 +379,39 @@ class ReferenceIndex:
             codes[r] = names.setdefault(b, len(names))
         self._brand_codes = (g, codes)
         return codes
+
+    def brand_rows(self, brand: str) -> np.ndarray:
+        """Sorted row ids (FAISS ids) of a brand's live references; cached per generation."""
+        cache = self._brand_rows
+        key = (self.generation, brand)
+        if key not in cache:
+            g = self.generation
+            if len(cache) > 256:
+                cache.clear()
+            cache[key] = np.fromiter((r for (r,) in self._db.execute(
+                f"SELECT id FROM refs WHERE {_VISIBLE} AND brand = ? ORDER BY id", (g, g, brand))), np.int64)
+        return cache[key]
+
+    def _selector(self, brand: str, rows: np.ndarray) -> "faiss.IDSelector":
+        cache = self._selectors
+        key = (self.generation, brand)
+        if key not in cache:
+            if len(cache) > 256:
+                cache.clear()
+            cache[key] = faiss.IDSelectorBatch(np.ascontiguousarray(rows))
+        return cache[key]
+
+    def sources(self) -> set[str]:
+        """Stored image of every row ever added (removed ones too: an older generation may still
+        be read while it is replaced), for the leftover cleaner."""
+        return {s for (s,) in self._db.execute("SELECT DISTINCT source FROM refs")}
+
+    def record(self, reference_id: str) -> ReferenceRecord | None:
+        """The live record of one reference id (None when it is not in this generation)."""
+        g = self.generation
+        row = self._db.execute(f"SELECT reference_id, brand, sku, kind, source FROM refs WHERE {_VISIBLE} "
+                               "AND reference_id = ?", (g, g, reference_id)).fetchone()
+        return ReferenceRecord(*row) if row else None
 
     def records(self, brand: str | None = None) -> list[ReferenceRecord]:
         g = self.generation
@@ -411,7 +460,7 @@ class ReferenceIndex:
         clash = self._live_ids([r.reference_id for r in records])
         if clash:
             raise InputError(f"{len(clash)} reference ids already exist, e.g. {sorted(clash)[:3]}; remove them first")
-        self._discard_unfinished()
+        self.discard_unfinished()
         new_gen = self.generation + 1
         (max_id,) = self._db.execute("SELECT COALESCE(MAX(id), -1) FROM refs").fetchone()
         ids = np.arange(max_id + 1, max_id + 1 + len(records), dtype=np.int64)
@@ -436,7 +485,7 @@ class ReferenceIndex:
         missing = set(reference_ids) - set(live)
         if missing:
             raise InputError(f"{len(missing)} reference ids are not in the index, e.g. {sorted(missing)[:3]}")
-        self._discard_unfinished()
+        self.discard_unfinished()
         new_gen = self.generation + 1
         with self._db:
             self._db.executemany("UPDATE refs SET removed_gen = ? WHERE id = ?",
@@ -506,7 +555,7 @@ class ReferenceIndex:
             if name not in keep:
                 _unlink_quietly(self.folder / name)
 
-    def _discard_unfinished(self) -> None:
+    def discard_unfinished(self) -> None:
         """Forget rows of generations that never committed (a crash between db and manifest)."""
         g = self.generation
         with self._db:

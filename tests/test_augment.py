@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from brandguard.datasets import augment as A
+from brandguard.datasets.augment.families import (
+    alter_mark,
+    copy_light,
+    copy_strong,
+    distractor_photo,
+    distractor_unregistered,
+    knockoff,
+    logo_in_photo,
+)
+from brandguard.evaluation.families import FAMILIES
+from brandguard.datasets.augment.ops import compose, ensure_rgb, measure_cost
+from brandguard.datasets.augment.views import reference_views, training_view
 from brandguard.datasets.logos import (
     get_logo_source,
     license_allows_modification,
@@ -35,7 +47,7 @@ def _valid(img: np.ndarray, min_side: int = 16, max_side: int = 2048) -> None:
 
 
 def test_family_names_are_stable() -> None:
-    assert A.FAMILIES == (
+    assert FAMILIES == (
         "copy_light", "copy_strong", "logo_in_photo", "knockoff", "distractor_photo", "distractor_unregistered",
     )
 
@@ -85,27 +97,27 @@ def test_split_is_deterministic_and_roughly_80_10_10() -> None:
 
 def test_every_family_returns_valid_rgb(mark: np.ndarray, photo: np.ndarray) -> None:
     rng = np.random.default_rng(0)
-    refs = A.reference_views(rng, mark, size=192)
+    refs = reference_views(rng, mark, size=192)
     assert set(refs) == {"logo_clean", "logo_product"}
     for img in refs.values():
         _valid(img)
     for _ in range(15):  # several draws so most random branches run
-        _valid(A.copy_light(rng, refs["logo_clean"], max_side=256))
-        _valid(A.copy_strong(rng, refs["logo_product"], [photo], max_side=256))
-        _valid(A.logo_in_photo(rng, mark, photo, max_side=256))
-        _valid(A.knockoff(rng, mark, mark[:, ::-1].copy(), photo, max_side=256))
-        _valid(A.distractor_photo(rng, photo, max_side=256))
-        _valid(A.distractor_unregistered(rng, mark, photo, max_side=256))
-        out = A.training_view(rng, refs["logo_clean"], [photo], [photo], out_size=128)
+        _valid(copy_light(rng, refs["logo_clean"], max_side=256))
+        _valid(copy_strong(rng, refs["logo_product"], [photo], max_side=256))
+        _valid(logo_in_photo(rng, mark, photo, max_side=256))
+        _valid(knockoff(rng, mark, mark[:, ::-1].copy(), photo, max_side=256))
+        _valid(distractor_photo(rng, photo, max_side=256))
+        _valid(distractor_unregistered(rng, mark, photo, max_side=256))
+        out = training_view(rng, refs["logo_clean"], [photo], [photo], out_size=128)
         assert out.shape == (128, 128, 3) and out.dtype == np.uint8
 
 
 def test_same_seed_same_output(mark: np.ndarray, photo: np.ndarray) -> None:
-    a = A.copy_strong(np.random.default_rng(5), photo, [photo])
-    b = A.copy_strong(np.random.default_rng(5), photo, [photo])
+    a = copy_strong(np.random.default_rng(5), photo, [photo])
+    b = copy_strong(np.random.default_rng(5), photo, [photo])
     assert np.array_equal(a, b)
     log: list[str] = []
-    A.knockoff(np.random.default_rng(5), mark, None, photo, log)
+    knockoff(np.random.default_rng(5), mark, None, photo, log)
     assert log and log[-1].startswith("jpeg")
 
 
@@ -114,36 +126,39 @@ def test_knockoff_alters_the_mark(mark: np.ndarray) -> None:
     other = render_logo(get_logo_source("adidas"), 96)
     changed = 0
     for _ in range(30):
-        alt = A.alter_mark(rng, mark, other)
+        alt = alter_mark(rng, mark, other)
         same = alt.shape == mark.shape and np.array_equal(alt, mark)
         changed += not same
     assert changed == 30
 
 
 def test_compose_clips_and_blends(photo: np.ndarray, mark: np.ndarray) -> None:
-    out = A.compose(mark, photo, (-20, -20, 80, 40))  # partly outside the frame
+    out = compose(mark, photo, (-20, -20, 80, 40))  # partly outside the frame
     assert out.shape == photo.shape and not np.array_equal(out, photo)
     assert np.array_equal(out[100:, 100:], photo[100:, 100:])  # untouched far away
     with pytest.raises(InputError):
-        A.compose(mark, photo, (0, 0, 0, 10))
+        compose(mark, photo, (0, 0, 0, 10))
     with pytest.raises(InputError):
-        A.ensure_rgb(np.zeros((4, 4, 3), np.float32))
+        ensure_rgb(np.zeros((4, 4, 3), np.float32))
 
 
 def test_training_view_accepts_pool_and_rgba(mark: np.ndarray) -> None:
     pool = PhotoPool([])  # procedural only
     rng = np.random.default_rng(2)
     for _ in range(8):
-        _valid(A.training_view(rng, mark, pool, ()), min_side=8)
+        _valid(training_view(rng, mark, pool, ()), min_side=8)
 
 
 def test_augmentations_are_cheap(mark: np.ndarray, photo: np.ndarray) -> None:
-    ref = A.reference_views(np.random.default_rng(0), mark, size=256)["logo_product"]
+    """A training view costs a few JPEG decodes, not a model step: measured as a ratio to
+    decoding a 512 px JPEG in the same process (about 8x here), so a busy machine slows both."""
+    ref = reference_views(np.random.default_rng(0), mark, size=256)["logo_product"]
     small_mark = mark[:, : mark.shape[1]]
-    ms = A.measure_cost(lambda r: A.training_view(r, ref, [photo], [photo], out_size=224), n=40)
-    ms_photo = A.measure_cost(lambda r: A.logo_in_photo(r, small_mark, photo, max_side=256), n=40)
-    # target is ~3 ms on an idle core; generous bound for a shared CI box
-    assert ms < 25 and ms_photo < 25, (ms, ms_photo)
+    ms = measure_cost(lambda r: training_view(r, ref, [photo], [photo], out_size=224), n=40)
+    ms_photo = measure_cost(lambda r: logo_in_photo(r, small_mark, photo, max_side=256), n=40)
+    ok, jpeg_512 = cv2.imencode(".jpg", cv2.resize(photo, (512, 512)))
+    decode_ms = measure_cost(lambda r: cv2.imdecode(jpeg_512, cv2.IMREAD_COLOR), n=200)
+    assert ok and ms < 40 * decode_ms and ms_photo < 40 * decode_ms, (ms, ms_photo, decode_ms)
 
 
 def test_render_disk_cache_round_trips(tmp_path) -> None:  # noqa: ANN001

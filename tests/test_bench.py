@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from brandguard.evaluation.families import DISTRACTOR_FAMILIES, MARK_FAMILIES
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
-MARK_FAMILIES = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
-DISTRACTOR_FAMILIES = ("distractor_photo", "distractor_unregistered")
 
 
 def _bench_module(name: str):  # noqa: ANN202
@@ -45,6 +45,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Pat
     return json.loads((out / "results.json").read_text()), out, doc
 
 
+@pytest.mark.slow  # one real `bench-quick` run in a subprocess (~60 s): make test-all
 def test_every_section_present_and_none_failed(quick_run) -> None:
     r, _, _ = quick_run
     for key in ("environment", "config", "model", "quality", "speed", "faiss", "http"):
@@ -59,6 +60,7 @@ def test_every_section_present_and_none_failed(quick_run) -> None:
     assert len(r["model"]["sha256"]) == 64 and r["model"]["embedding_dim"] > 0
 
 
+@pytest.mark.slow  # one real `bench-quick` run in a subprocess (~60 s): make test-all
 def test_quality_every_method_scored_with_the_same_metrics(quick_run) -> None:
     r, out, _ = quick_run
     from brandguard.evaluation.metrics import read_predictions
@@ -89,6 +91,7 @@ def test_quality_every_method_scored_with_the_same_metrics(quick_run) -> None:
         assert png.parent == out and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
+@pytest.mark.slow  # one real `bench-quick` run in a subprocess (~60 s): make test-all
 def test_speed_rates_and_ratios(quick_run) -> None:
     r, _, _ = quick_run
     s = r["speed"]
@@ -117,6 +120,7 @@ def test_speed_rates_and_ratios(quick_run) -> None:
     assert s["decode_full_all_cores"]["items"] == n and s["decode_full_all_cores"]["median_per_s"] > 0
 
 
+@pytest.mark.slow  # one real `bench-quick` run in a subprocess (~60 s): make test-all
 def test_stage_costs_add_up_and_bound_the_scan(quick_run) -> None:
     """The CPU breakdown is internally consistent: the stages the main process runs are inside
     its judge total, the total is the sum of the parts, and the ceiling follows from it."""
@@ -156,6 +160,7 @@ def test_ablation_report_from_results(tmp_path: Path) -> None:
     assert s["micro_ap"] == 0.5 and s["knockoff_map"] == pytest.approx(0.3) and s["knockoff_r1"] == 0.2
 
 
+@pytest.mark.slow  # one real `bench-quick` run in a subprocess (~60 s): make test-all
 def test_faiss_sizes_factories_and_recall(quick_run) -> None:
     r, _, _ = quick_run
     from brandguard.index.store import choose_factory
@@ -186,6 +191,7 @@ def test_faiss_sizes_factories_and_recall(quick_run) -> None:
     assert 0 < est["memory_gb"] < est["raw_float32_gb"]
 
 
+@pytest.mark.slow  # one real `bench-quick` run in a subprocess (~60 s): make test-all
 def test_http_slot_and_markdown(quick_run) -> None:
     r, _, doc = quick_run
     assert r["http"]["provided"] and r["http"]["data"]["phases"][0]["images_per_s"] == 123.5

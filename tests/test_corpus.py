@@ -10,7 +10,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from brandguard.datasets import augment as A
+from brandguard.evaluation.families import DISTRACTOR_FAMILIES, FAMILIES
+from brandguard.datasets.augment.ops import jpeg
 from brandguard.datasets.corpus import build_corpus, main
 from brandguard.datasets.logos import split_of
 from brandguard.errors import InputError
@@ -45,8 +46,8 @@ def test_layout_and_every_family_present(tiny: Path) -> None:
             assert (d / name).is_file()
         queries = _rows(d / "queries.csv")
         fams = {q["family"] for q in queries}
-        assert fams == set(A.FAMILIES), (split, fams)
-        for fam in A.FAMILIES:
+        assert fams == set(FAMILIES), (split, fams)
+        for fam in FAMILIES:
             assert (d / f"contact_{fam}.png").is_file()
         counts = manifest["splits"][split]
         assert counts["queries"] == len(queries)
@@ -68,12 +69,12 @@ def test_ground_truth_consistent_with_files(tiny: Path) -> None:
         for g in gt:
             assert g["reference_id"] in ref_ids
             q = queries[g["query_id"]]
-            assert q["family"] not in A.DISTRACTOR_FAMILIES
+            assert q["family"] not in DISTRACTOR_FAMILIES
             assert g["reference_id"].split("/")[0] == q["brand"]
         with_gt = {g["query_id"] for g in gt}
         for qid, q in queries.items():
-            assert (qid in with_gt) == (q["family"] not in A.DISTRACTOR_FAMILIES)
-            assert (q["brand"] == "") == (q["family"] in A.DISTRACTOR_FAMILIES)
+            assert (qid in with_gt) == (q["family"] not in DISTRACTOR_FAMILIES)
+            assert (q["brand"] == "") == (q["family"] in DISTRACTOR_FAMILIES)
         for r in refs:
             assert r["license"] and r["source"] and r["kind"] in ("logo", "product")
         img = cv2.imread(str(d / "queries" / f"{next(iter(queries))}.jpg"))
@@ -114,7 +115,7 @@ def test_photo_folder_is_used(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(30):
-        img = A.jpeg(__import__("numpy").full((120, 160, 3), (i * 8) % 255, "uint8"), 90)
+        img = jpeg(__import__("numpy").full((120, 160, 3), (i * 8) % 255, "uint8"), 90)
         cv2.imwrite(str(photos / f"p{i:02d}.jpg"), img)
     (photos / "LICENSE").write_text("CC0 1.0 Universal")
     m = build_corpus(tmp_path / "c", "tiny", seed=0, photo_dirs=[photos], workers=1, splits=["train"], progress=False)

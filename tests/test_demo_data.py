@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 
-from brandguard.datasets.demo import build_demo_catalogue
+from brandguard.datasets.demo_catalogue import build_demo_catalogue
 
 
 def test_demo_catalogue_is_consistent(tmp_path: Path) -> None:

@@ -17,28 +17,29 @@ pytest.importorskip("torchvision")
 pytest.importorskip("onnx")
 
 from brandguard.errors import InputError  # noqa: E402
-from brandguard.training.finetune import (  # noqa: E402
+from brandguard.training.checkpoint import save_weights  # noqa: E402
+from brandguard.training.losses import supcon  # noqa: E402
+from brandguard.training.retrain.benchmark import mark_from_reference, regression_split  # noqa: E402
+from brandguard.training.retrain.brand import (  # noqa: E402
     FinetuneConfig,
     Parent,
     WeightsMismatchError,
     load_parent_model,
-    make_brand_references,
     onboard_brand,
+)
+from brandguard.training.retrain.brand_data import (  # noqa: E402
+    make_brand_references,
     read_brand_references,
     read_feedback,
-    save_weights,
     split_holdout,
-    supcon,
 )
-from brandguard.training.gate import (  # noqa: E402
+from brandguard.training.retrain.gate import (  # noqa: E402
     REPORT_JSON,
     REPORT_MD,
     REPORT_PNG,
     BenchScore,
     GateConfig,
-    decide,
-    mark_from_reference,
-    regression_split,
+    gate_decision,
     run_gate,
 )
 from brandguard.registry import WEIGHTS_FILE, Registry  # noqa: E402
@@ -66,7 +67,9 @@ def _export(model, dest: Path, name: str) -> Path:
 def base_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real embedding network from a few steps of the base recipe (which ends with
     precise BatchNorm: a random-init net in eval mode embeds everything to one vector)."""
-    from brandguard.training.train import TrainConfig, model_from_checkpoint, train
+    from brandguard.training.checkpoint import model_from_checkpoint
+    from brandguard.training.loop import train
+    from brandguard.training.train import TrainConfig
 
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("base_run")
@@ -124,13 +127,13 @@ def _score(ap: float) -> BenchScore:
 
 def test_gate_rules() -> None:
     cfg = GateConfig(tolerance=0.01)
-    assert decide((_score(0.6), _score(0.5)), (_score(0.495), _score(0.5)), cfg)[0] == "promote"
-    assert decide((_score(0.6), _score(0.5)), (_score(0.48), _score(0.5)), cfg)[0] == "reject"
-    assert decide((_score(0.5), _score(0.5)), (_score(0.6), _score(0.5)), cfg)[0] == "reject"  # not better
-    assert decide((_score(1.0), _score(1.0)), (_score(0.5), _score(0.5)), cfg)[0] == "promote"  # at ceiling
-    assert decide((_score(0.52), _score(0.5)), (_score(0.5), _score(0.5)),
+    assert gate_decision((_score(0.6), _score(0.5)), (_score(0.495), _score(0.5)), cfg)[0] == "promote"
+    assert gate_decision((_score(0.6), _score(0.5)), (_score(0.48), _score(0.5)), cfg)[0] == "reject"
+    assert gate_decision((_score(0.5), _score(0.5)), (_score(0.6), _score(0.5)), cfg)[0] == "reject"  # not better
+    assert gate_decision((_score(1.0), _score(1.0)), (_score(0.5), _score(0.5)), cfg)[0] == "promote"  # at ceiling
+    assert gate_decision((_score(0.52), _score(0.5)), (_score(0.5), _score(0.5)),
                   GateConfig(min_brand_gain=0.05))[0] == "reject"
-    assert decide(None, (_score(0.5), _score(0.5)), cfg)[0] == "promote"  # base model: regression only
+    assert gate_decision(None, (_score(0.5), _score(0.5)), cfg)[0] == "promote"  # base model: regression only
 
 
 def test_supcon_prefers_aligned_positives() -> None:
@@ -192,8 +195,8 @@ def test_feedback_from_the_leads_store(tmp_path: Path, brand_refs: Path) -> None
 def _brand_bench(tmp: Path, refs: Path) -> Path:
     import cv2
 
-    from brandguard.datasets.augment import reference_views
-    from brandguard.training.gate import BenchSource, build_brand_benchmark, other_brand_sources
+    from brandguard.datasets.augment.views import reference_views
+    from brandguard.training.retrain.benchmark import BenchSource, build_brand_benchmark, other_brand_sources
 
     rows = read_brand_references(refs, BRAND)
     src = [BenchSource(r.reference_id, r.path) for r in rows]
@@ -239,13 +242,13 @@ def _catalogue(tmp: Path, refs: Path) -> Path:
     """Listings: copies of the brand's references, and a few unrelated photos."""
     import cv2
 
-    from brandguard.datasets import augment as A
+    from brandguard.datasets.augment.families import copy_light
     from brandguard.datasets.photos import procedural_background
 
     rng = np.random.default_rng(11)
     lines = []
     for i, p in enumerate(sorted((refs / BRAND).glob("*.png"))[:6]):
-        img = A.copy_light(rng, cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), max_side=256)
+        img = copy_light(rng, cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB), max_side=256)
         cv2.imwrite(str(tmp / f"copy{i}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         lines.append({"listing_id": f"copy{i}", "image": f"copy{i}.jpg", "seller_id": f"s{i}"})
     for i in range(2):
@@ -272,7 +275,7 @@ def test_retraining_loop_end_to_end(base_bundle: Path, brand_refs: Path, regress
     build_index(Pipeline.from_bundle(first), read_references(brand_refs))[0].close()
     (first / "calibration.json").write_text(Calibration(copy=0.999, knockoff=0.5, method="test").to_json())
     v1 = reg.register(first, metadata={"notes": {"kind": "base"}})
-    reg.promote(v1)
+    reg.promote(v1, force=True)  # the first base model has nothing to be gated against
     old_sha = Bundle.load(reg.current()).card.sha256
 
     # 2. Scan listings with the deployment's current version; flagged ones become leads.

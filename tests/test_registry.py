@@ -45,8 +45,9 @@ def reg(tmp_path: Path) -> Registry:
 
 
 def test_register_promote_rollback_and_history(reg: Registry, tiny_bundle: Path, other_bundle: Path) -> None:
-    v1 = reg.register(tiny_bundle, metadata={"notes": {"kind": "base"}, "metrics": {"x": 1}})
-    v2 = reg.register(other_bundle, parent=v1, metadata={"training_data": {"refs": "abc"}})
+    passed = {"decision": "promote", "reasons": ["test"]}
+    v1 = reg.register(tiny_bundle, metadata={"notes": {"kind": "base"}, "metrics": {"x": 1}, "gate": passed})
+    v2 = reg.register(other_bundle, parent=v1, metadata={"training_data": {"refs": "abc"}, "gate": passed})
     assert (v1, v2) == ("v0001", "v0002")
     infos = reg.list_versions()
     assert [i.version for i in infos] == [v1, v2]
@@ -75,18 +76,36 @@ def test_register_promote_rollback_and_history(reg: Registry, tiny_bundle: Path,
     assert reg.rollback().version == v1
 
 
+def test_only_a_passing_gate_promotes_unless_forced_and_forcing_is_recorded(reg: Registry, tiny_bundle: Path,
+                                                                           other_bundle: Path) -> None:
+    from brandguard.registry import GateNotPassedError
+
+    none = reg.register(tiny_bundle)
+    rejected = reg.register(other_bundle, metadata={"gate": {"decision": "reject", "reasons": ["worse"]}})
+    with pytest.raises(GateNotPassedError, match="no evaluation gate.*--force"):
+        reg.promote(none)
+    with pytest.raises(GateNotPassedError, match="gate decision 'reject'"):
+        reg.promote(rejected)
+    with pytest.raises(UnknownVersionError):
+        reg.current()  # nothing was promoted
+    entry = reg.promote(none, note="first base model", force=True)
+    assert entry.forced and reg.current_version() == none
+    hist = [json.loads(line) for line in (reg.root / HISTORY_FILE).read_text().splitlines()]
+    assert hist == [{**hist[0], "action": "promote", "version": none, "forced": True, "note": "first base model"}]
+
+
 def test_deployments_are_independent(reg: Registry, tiny_bundle: Path, other_bundle: Path) -> None:
     v1, v2 = reg.register(tiny_bundle), reg.register(other_bundle)
-    reg.promote(v1, "default")
-    reg.promote(v2, "eu")
-    reg.promote(v1, "eu")
+    reg.promote(v1, "default", force=True)
+    reg.promote(v2, "eu", force=True)
+    reg.promote(v1, "eu", force=True)
     assert reg.deployments() == {"default": v1, "eu": v1}
     assert reg.rollback("eu").version == v2
     assert reg.current_version("default") == v1
     with pytest.raises(NothingToRollBackError):
         reg.rollback("default")
     with pytest.raises(RegistryError):
-        reg.promote(v1, "bad name/..")
+        reg.promote(v1, "bad name/..", force=True)
     assert reg.describe()["current"] == {"default": v1, "eu": v2}
 
 
@@ -105,11 +124,11 @@ def test_register_refuses_a_tampered_bundle(reg: Registry, tiny_bundle: Path, tm
 def test_promote_refuses_a_version_modified_after_registration(reg: Registry, tiny_bundle: Path,
                                                               other_bundle: Path) -> None:
     v1, v2 = reg.register(tiny_bundle), reg.register(other_bundle)
-    reg.promote(v1)
+    reg.promote(v1, force=True)
     # A file the model card does not cover (calibration) is still covered by version.json.
     (reg.version_dir(v2) / "calibration.json").write_text('{"copy": 0.1, "knockoff": 0.05}')
     with pytest.raises(TamperedVersionError, match="calibration.json"):
-        reg.promote(v2)
+        reg.promote(v2, force=True)
     # The model itself replaced by another valid bundle's model + card: hashes differ too.
     shutil.copyfile(tiny_bundle / "model.onnx", reg.version_dir(v2) / "model.onnx")
     with pytest.raises(TamperedVersionError):
@@ -119,7 +138,7 @@ def test_promote_refuses_a_version_modified_after_registration(reg: Registry, ti
     reg2 = Registry(reg.root)
     (reg.version_dir(v2) / "calibration.json").unlink()
     shutil.copyfile(other_bundle / "model.onnx", reg.version_dir(v2) / "model.onnx")
-    reg2.promote(v2)
+    reg2.promote(v2, force=True)
     (reg.version_dir(v1) / "model_card.json").write_text("{}")
     with pytest.raises(TamperedVersionError):
         reg2.rollback()
@@ -139,7 +158,7 @@ def test_indexed_version_serves_through_resolve_bundle(reg: Registry, tiny_bundl
     b = new_bundle_from(Bundle.load(tiny_bundle), tmp_path / "indexed")
     build_index(Pipeline.from_bundle(b), read_references(refs))[0].close()
     v = reg.register(b)
-    reg.promote(v)
+    reg.promote(v, force=True)
     path = resolve_bundle(None, reg.root)
     pipe = Pipeline.from_bundle(path, require_index=True)
     assert len(pipe.index) == 4 and pipe.index.brands() == ["acme"]
@@ -164,6 +183,6 @@ def test_indexed_version_serves_through_resolve_bundle(reg: Registry, tiny_bundl
 
 def test_registry_and_gate_import_without_torch() -> None:
     """The scanner and service resolve ``current`` without the training extra."""
-    code = ("import sys; import brandguard.registry, brandguard.training.gate; "
+    code = ("import sys; import brandguard.registry, brandguard.training.retrain.gate; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -15,25 +15,20 @@ pytest.importorskip("torchvision")
 pytest.importorskip("onnx")
 
 from brandguard.errors import InputError  # noqa: E402
+from brandguard.training.checkpoint import CKPT_NAME, load_checkpoint  # noqa: E402
 from brandguard.training.data import (  # noqa: E402
+    MEAN,
+    STD,
     ViewConfig,
     ViewMaker,
     load_marks,
     to_model_input,
 )
+from brandguard.training.loop import train  # noqa: E402
+from brandguard.training.losses import info_nce, koleo  # noqa: E402
 from brandguard.training.model import ModelConfig, build_model  # noqa: E402
-from brandguard.training.train import (  # noqa: E402
-    CKPT_NAME,
-    LOG_NAME,
-    MEAN,
-    PLOT_NAME,
-    STD,
-    TrainConfig,
-    info_nce,
-    koleo,
-    load_checkpoint,
-    train,
-)
+from brandguard.training.runlog import LOG_NAME, PLOT_NAME  # noqa: E402
+from brandguard.training.train import TrainConfig  # noqa: E402
 from brandguard.vision.bundle import Bundle, ModelCard  # noqa: E402
 from brandguard.vision.preprocess import normalise_batch, preprocess_batch  # noqa: E402
 
@@ -166,8 +161,8 @@ def test_resume_with_other_model_shape_is_refused(tiny_run: Path, cache_dir: Pat
 
 
 def test_export_writes_a_loadable_bundle_matching_torch(tiny_run: Path, tmp_path: Path) -> None:
+    from brandguard.training.checkpoint import model_from_checkpoint
     from brandguard.training.export import export_bundle
-    from brandguard.training.train import model_from_checkpoint
 
     dest = tmp_path / "bundle"
     rep = export_bundle(tiny_run / CKPT_NAME, dest, parity_n=4, sanity_n=4)
@@ -193,7 +188,8 @@ def test_export_writes_a_loadable_bundle_matching_torch(tiny_run: Path, tmp_path
 
 def test_time_budget_stops_the_run_cleanly(tmp_path: Path, cache_dir: Path) -> None:
     res = train(TrainConfig(out=str(tmp_path), cache_dir=str(cache_dir), **{**TINY, "minutes": 0.01}))
-    assert res.step >= 1 and res.elapsed_s < 30
+    # no step limit: the 0.6 s budget is what ended the run, and the run ended cleanly there
+    assert res.step >= 1 and res.elapsed_s >= 0.5
     assert load_checkpoint(tmp_path / CKPT_NAME)["step"] == res.step
 
 

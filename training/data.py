@@ -8,9 +8,20 @@ Everything per-sample is numpy/OpenCV (cheap on CPU); marks are rendered once an
 to an ``.npz`` so a run does not pay the SVG rendering again. Batches are generated from
 ``(seed, step)`` alone, so a resumed run sees exactly the batches the original would have.
 
-The shared copy-detection augmentations live in :mod:`brandguard.datasets.augment` and the
-brand split in :mod:`brandguard.datasets.logos`; when those modules are importable they are
-used, otherwise a small built-in fallback keeps training runnable.
+Two augmentation stacks make the views:
+
+- the shared one, :mod:`brandguard.datasets.augment` (``views.training_view``: the same query
+  families the corpus and the benchmarks are built with), used when
+  ``ViewConfig.use_shared_augment`` is True (the default, and the shipped recipe);
+- a second, built-in one in this module (``pixel_edits``, ``geometric_edits``,
+  ``alpha_blend_box``, ``colour_mark``, generated backgrounds): generic re-upload edits. It is
+  kept as the baseline of the ablation (``benchmarks/ablation.py``, variant
+  ``builtin_augment`` = ``--no-shared-augment``), which measures what the shared augmentation
+  adds over it; with the shared stack on, it still makes the 30% of strong views that are not
+  ``training_view`` and the light first views.
+
+The brand split comes from :mod:`brandguard.datasets.logos`. ``MEAN``/``STD`` are the input
+normalisation the model is trained with (written into its model card at export).
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ import cv2
 import numpy as np
 
 from brandguard.datasets import logos
-from brandguard.datasets.augment import training_view
+from brandguard.datasets.augment.views import training_view
 from brandguard.datasets.photos import photo_split, procedural_background
 from brandguard.errors import InputError
 from brandguard.inputs import IMAGE_EXTENSIONS
@@ -33,6 +44,8 @@ from brandguard.vision.preprocess import resize_for_model
 
 PHOTO_EXTS = tuple(sorted(IMAGE_EXTENSIONS - {".gif", ".tif", ".tiff"}))
 SPLITS = ("train", "val", "test")
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------- marks
@@ -169,7 +182,8 @@ def read_photo(path: Path, min_side: int | None = None) -> np.ndarray | None:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-# --------------------------------------------------------------------------- fallback augmentations
+# --------------------------------------------------------------------------- built-in augmentations
+# The ablation's baseline stack (see the module docstring); not the shared datasets.augment.
 
 
 def _generated_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -216,8 +230,11 @@ def colour_mark(rng: np.random.Generator, rgba: np.ndarray, brand: np.ndarray) -
     return out
 
 
-def compose(rgba: np.ndarray, bg: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Alpha-blend ``rgba`` resized into ``box`` = (x, y, w, h) of the RGB background."""
+def alpha_blend_box(rgba: np.ndarray, bg: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Alpha-blend ``rgba`` resized into ``box`` = (x, y, w, h) of the RGB background.
+
+    The built-in stack's paste (truncating, no opacity); the shared stack's is
+    ``datasets.augment.ops.compose``, which rounds and takes an opacity."""
     x, y, w, h = box
     mark = cv2.resize(rgba, (w, h), interpolation=cv2.INTER_AREA if w < rgba.shape[1] else cv2.INTER_LINEAR)
     H, W = bg.shape[:2]
@@ -334,8 +351,8 @@ class ViewMaker:
     """Makes the two views of an instance. Pure function of (instance, rng).
 
     Mark instances: view A is a clean reference-like picture (``reference_view_prob``) or a
-    strong view; view B is always strong. A strong view is, when the shared augmentations
-    exist, ``datasets.augment.training_view`` on the recoloured bare mark (copy_light /
+    strong view; view B is always strong. A strong view is, with ``use_shared_augment``,
+    ``datasets.augment.views.training_view`` on the recoloured bare mark (copy_light /
     copy_strong / logo_in_photo) 70% of the time and the built-in scene+edits otherwise.
     Photo instances: a lightly edited view and a strong view of the same photo.
     """
@@ -394,7 +411,7 @@ class ViewMaker:
         bg = np.full((s, s, 3), ground, np.uint8)
         side = int(s * rng.uniform(0.75, 0.95))
         off = (s - side) // 2
-        return compose(rgba, bg, (off, off, side, side))
+        return alpha_blend_box(rgba, bg, (off, off, side, side))
 
     def bare_mark(self, rng: np.random.Generator, i: int) -> np.ndarray:
         """Mark ``i`` recoloured, cropped to its alpha box and scaled to the working size."""
@@ -413,7 +430,7 @@ class ViewMaker:
         side = max(8, int(min(h, w) * frac))
         x = int(rng.integers(0, w - side + 1))
         y = int(rng.integers(0, h - side + 1))
-        return compose(rgba, bg, (x, y, side, side))
+        return alpha_blend_box(rgba, bg, (x, y, side, side))
 
     def _others(self, rng: np.random.Generator) -> list[np.ndarray]:
         return [self.mark_reference(rng, int(rng.integers(len(self.marks))))]

@@ -173,7 +173,9 @@ def export_bundle(
     """Checkpoint -> verified bundle folder at ``dest``."""
     import torch
 
-    from brandguard.training.train import MEAN, STD, SUMMARY_NAME, model_from_checkpoint, portable_name
+    from brandguard.training.checkpoint import model_from_checkpoint
+    from brandguard.training.data import MEAN, STD
+    from brandguard.training.runlog import SUMMARY_NAME, portable_name
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)

@@ -86,9 +86,6 @@ class ModelCard:
         card.validate()
         return card
 
-    def short_hash(self) -> str:
-        return self.sha256[:12]
-
 
 @dataclass(frozen=True)
 class Bundle:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from brandguard.errors import BrandguardError, InputError
+from brandguard.errors import NotFoundError as RecordNotFound
 
 FLAGGED_VERDICTS = ("copy", "knockoff")
 LEAD_STATUSES = ("new", "sent", "test_buy", "confirmed_counterfeit", "genuine", "dismissed")
@@ -44,7 +45,6 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     "genuine": frozenset(),
     "dismissed": frozenset(),
 }
-COMPLAINT_STATUSES = ("pending", "decided")
 COMPLAINT_SLA_SECONDS = 24 * 3600
 ROLES = ("admin", "scanner")  # plus "brand:<name>"
 _BRAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -107,7 +107,7 @@ class LeadStoreError(BrandguardError):
     """Base of the errors the leads store raises on purpose."""
 
 
-class NotFoundError(LeadStoreError):
+class NotFoundError(LeadStoreError, RecordNotFound):
     """A lead or complaint does not exist, or is not visible to the caller's brand."""
 
 
@@ -469,11 +469,6 @@ class LeadStore:
             out = db.execute(f"SELECT {_COMPLAINT_COLS} FROM complaints WHERE id = ?",
                              (_record_id(complaint_id),)).fetchone()
         return _complaint(out)
-
-    def list_complaints(self, *, brand: str | None = None, limit: int = 100) -> list[Complaint]:
-        sql = f"SELECT {_COMPLAINT_COLS} FROM complaints" + (" WHERE brand = ?" if brand else "") + \
-            " ORDER BY created_at DESC, id DESC LIMIT ?"
-        return [_complaint(r) for r in self._read(sql, ((brand, limit) if brand else (limit,)))]
 
     def complaint_report(self, *, brand: str | None = None, since: float | None = None,
                          now: float | None = None) -> ComplaintReport:

@@ -15,6 +15,7 @@ not a lead.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,24 +32,47 @@ class BrandInfo:
     default_price: float | None = None
 
 
+# Keys a brand's entry in brands.json may have. Both spellings of "authorised" are accepted (the
+# CLI prints the British one, the file format began with the American one); the text-mark
+# vocabulary (names, aliases, Chinese names) is read by the index, not here.
+SELLER_KEYS = ("authorized_sellers", "authorised_sellers")
+BRAND_INFO_KEYS = frozenset({*SELLER_KEYS, "reference_prices", "default_price", "names", "aliases", "zh"})
+
+
 def load_brand_info(path: str | os.PathLike[str] | None) -> dict[str, BrandInfo]:
-    """``{"brand": {"authorized_sellers": [...], "reference_prices": {sku: price}, "default_price": p}}``."""
+    """``{"brand": {"authorized_sellers": [...], "reference_prices": {sku: price}, "default_price": p}}``.
+
+    Validated: an unknown key is an error naming the accepted ones (a misspelt key silently
+    ignored would let an authorised seller's listings become leads)."""
     if path is None:
         return {}
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise InputError(f"cannot read brand info {path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected an object keyed by brand")
     out = {}
     for brand, d in raw.items():
+        if not isinstance(d, dict):
+            raise InputError(f"{path}: the entry for brand {brand!r} must be an object")
+        unknown = sorted(set(d) - BRAND_INFO_KEYS)
+        if unknown:
+            raise InputError(f"{path}: brand {brand!r} has unknown keys {unknown}; accepted keys: "
+                             f"{', '.join(sorted(BRAND_INFO_KEYS))}")
+        if all(k in d for k in SELLER_KEYS):
+            raise InputError(f"{path}: brand {brand!r} gives both {' and '.join(SELLER_KEYS)}; use one")
+        sellers = next((d[k] for k in SELLER_KEYS if k in d), None) or ()
         try:
+            if isinstance(sellers, str) or not all(isinstance(x, (str, int)) for x in sellers):
+                raise TypeError("authorised sellers must be a list of seller ids")
             prices = {str(k): float(v) for k, v in (d.get("reference_prices") or {}).items()}
             default = d.get("default_price")
-            out[brand] = BrandInfo(frozenset(map(str, d.get("authorized_sellers") or ())), prices,
-                                   float(default) if default is not None else None)
-        except (AttributeError, TypeError, ValueError) as exc:
+            default = float(default) if default is not None else None
+            if any(not math.isfinite(v) or v < 0 for v in [*prices.values(), *([default] if default is not None else [])]):
+                raise ValueError("prices must be finite and not negative")
+            out[brand] = BrandInfo(frozenset(map(str, sellers)), prices, default)
+        except (AttributeError, TypeError, ValueError, OverflowError) as exc:
             raise InputError(f"{path}: bad entry for brand {brand!r}: {exc}") from exc
     return out
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 def run_demo(out: Path, threads: int = 1, workers: int = 1, seed: int = 0) -> int:
     from brandguard.cli.main import EXIT_OK, main as cli_main
-    from brandguard.datasets.demo import build_demo_catalogue
+    from brandguard.datasets.demo_catalogue import build_demo_catalogue
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -61,7 +61,8 @@ def compare_with_expected(scan_dir: Path, expected_csv: Path) -> dict:
             brand_total += 1
             brand_ok += int((got or {}).get("brand") == e.get("brand"))
     found_cols = ["copy", "knockoff", "clear", "inconclusive"]
-    lines = ["", "expected \\ found   " + "  ".join(f"{c:>12}" for c in found_cols)]
+    lines = listing_table(expected, results)
+    lines += ["", "expected \\ found   " + "  ".join(f"{c:>12}" for c in found_cols)]
     for exp in ("copy", "knockoff", "clear"):
         lines.append(f"{exp:<18} " + "  ".join(f"{confusion[(exp, c)]:>12}" for c in found_cols))
     flagged_expected = sum(v for (e, f), v in confusion.items() if e in ("copy", "knockoff"))
@@ -73,6 +74,24 @@ def compare_with_expected(scan_dir: Path, expected_csv: Path) -> dict:
     return {"confusion": {f"{e}->{f}": v for (e, f), v in sorted(confusion.items())},
             "found": flagged_found, "expected_flagged": flagged_expected, "brand_correct": brand_ok,
             "false_flags": false_flags, "clean_listings": clear_total, "table": "\n".join(lines)}
+
+
+def listing_table(expected: list[dict], results: dict[str, dict]) -> list[str]:
+    """One line per listing: what the catalogue builder meant it to be, what the scan found, and
+    whether they agree (a flag for the wrong brand counts as a miss)."""
+    head = f"{'listing':<28} {'family':<16} {'expected':<9} {'brand':<16} {'found':<13} {'brand found':<16} {'score':>6}  ok"
+    lines = [head, "-" * len(head)]
+    for e in sorted(expected, key=lambda r: (r["family"], r["listing_id"])):
+        got = results.get(e["listing_id"]) or {}
+        found = got.get("verdict", "missing")
+        flagged = found in ("copy", "knockoff")
+        ok = (flagged and e["expected"] != "clear" and got.get("brand") == e.get("brand")) or \
+             (not flagged and e["expected"] == "clear")
+        score = got.get("score")
+        lines.append(f"{e['listing_id'][:28]:<28} {e['family'][:16]:<16} {e['expected']:<9} {(e.get('brand') or '-')[:16]:<16} "
+                     f"{found:<13} {(got.get('brand') or '-')[:16]:<16} "
+                     f"{'' if score is None else f'{score:.2f}':>6}  {'yes' if ok else 'NO'}")
+    return lines
 
 
 if __name__ == "__main__":

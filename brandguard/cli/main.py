@@ -101,21 +101,24 @@ def _depth(args: argparse.Namespace):  # noqa: ANN202
 # ------------------------------------------------------------------------- index
 def cmd_index(args: argparse.Namespace) -> int:
     from brandguard.inputs import read_references
-    from brandguard.references import add_references, build_index, new_bundle_from
+    from brandguard.references import add_references, build_index, bundle_lock, new_bundle_from
     from brandguard.vision.bundle import Bundle, default_bundle_path
     from brandguard.engine.pipeline import Pipeline
 
     t0 = time.perf_counter()
     model = None if args.add else Bundle.load(args.bundle or default_bundle_path())  # fail fast on artifacts
     rows = read_references(args.references)
+    # the bundle lock: a running service neither reloads half a change nor cleans its new images
     if model is None:
         pipe = Pipeline.from_bundle(args.out, threads=args.threads, device=args.device, require_index=True)
-        report = add_references(pipe, rows)
+        with bundle_lock(args.out, exclusive=True):
+            report = add_references(pipe, rows)
         verb = "added"
     else:
         out = new_bundle_from(model, Path(args.out))
         pipe = Pipeline.from_bundle(out, threads=args.threads, device=args.device)
-        _, report = build_index(pipe, rows, factory=args.factory, threads=args.threads)
+        with bundle_lock(out, exclusive=True):
+            _, report = build_index(pipe, rows, factory=args.factory, threads=args.threads)
         verb = "indexed"
     for ref_id, reason in report.skipped:
         print(f"warning: reference {ref_id} skipped: {reason}", file=sys.stderr)
@@ -282,9 +285,9 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from brandguard.training import finetune
+    from brandguard.training import retrain
 
-    return finetune.run(args)
+    return retrain.run(args)
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
@@ -450,12 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Importing these is cheap and torch-free (torch loads inside the training functions).
     from brandguard import registry
-    from brandguard.training import finetune
+    from brandguard.training import retrain
 
     p = sub.add_parser("train", help="retrain: `train brand BRAND` fine-tunes, gates and registers a model "
                        "for one brand; `train base` runs the base recipe into a registry",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, description=finetune.__doc__)
-    finetune.add_arguments(p)
+                       formatter_class=argparse.RawDescriptionHelpFormatter, description=retrain.__doc__)
+    retrain.add_arguments(p)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("registry", help="model registry: list versions, promote, roll back",
                        formatter_class=argparse.RawDescriptionHelpFormatter, description=registry.__doc__)

@@ -22,11 +22,19 @@ CALIBRATION_FILE = "calibration.json"
 
 @dataclass(frozen=True)
 class ReferenceHit:
+    """A candidate reference as a verdict reports it: its labels and the (normalised) score the
+    decision used. Built from the index's record with :meth:`of`."""
+
     reference_id: str
     brand: str
     sku: str
     kind: str
     score: float
+
+    @classmethod
+    def of(cls, record: Any, score: float) -> "ReferenceHit":
+        """From an index record (any object with the record's fields) and a score."""
+        return cls(record.reference_id, record.brand, record.sku, record.kind, score)
 
     def to_dict(self) -> dict:
         """Plain dict for JSON (``dataclasses.asdict`` deep-copies; this runs per listing)."""

@@ -81,7 +81,6 @@ class Pipeline:
         self.limits = limits
         self.top_k = top_k
         self.verifier = Verifier(min_inliers=calibration.min_inliers)
-        self._sources: dict[str, str] = {}
         self.background = Background.load(bundle.path, bundle.card)
         self.local_config = LocalConfig.from_card(bundle.card.local_features)
         self.extractor = self.local_config.make(threads) if self.local_config is not None else None
@@ -136,15 +135,17 @@ class Pipeline:
                for i in range(0, len(crops), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.card.embedding_dim), np.float32)
 
-    def search_merged(self, items: Sequence[PreparedImage], vectors: np.ndarray) -> list[tuple[list[ReferenceHit], dict]]:
+    def search_merged(self, items: Sequence[PreparedImage], vectors: np.ndarray,
+                      brand: str | None = None) -> list[tuple[list[ReferenceHit], dict]]:
         """Search every crop, merge per reference (best crop wins), best first, top_k kept.
+        ``brand`` searches that brand's references only.
 
         With a background in the bundle, scores are normalised: cosine minus the crop's
         background similarity (see ``brandguard/engine/background.py``); the raw cosine stays in evidence.
         """
         if self.index is None:
             raise InputError("this bundle has no reference index: build one with `brandguard index`")
-        per_crop = self.index.search(vectors, k=self.top_k)
+        per_crop = self.index.search(vectors, k=self.top_k, brand=brand)
         offsets = self.background.offsets(vectors) if self.background is not None and len(vectors) else None
         out, pos = [], 0
         for item in items:
@@ -153,12 +154,10 @@ class Pipeline:
             for c, (box, hits) in enumerate(zip(item.boxes, per_crop[pos:pos + n])):
                 off = float(offsets[pos + c]) if offsets is not None else 0.0
                 for m in hits:
-                    self._sources[m.reference_id] = m.source
                     score = m.score - off
                     cur = best.get(m.reference_id)
                     if cur is None or score > cur[0].score:
-                        best[m.reference_id] = (ReferenceHit(m.reference_id, m.brand, m.sku, m.kind, score), box,
-                                                m.score)
+                        best[m.reference_id] = (ReferenceHit.of(m.record, score), box, m.score)
             pos += n
             ranked = sorted(best.values(), key=lambda hb: (-hb[0].score, hb[0].reference_id))[: self.top_k]
             size = item.original_size if item.original_size[0] else item.size
@@ -175,8 +174,11 @@ class Pipeline:
     def judge(self, items: Sequence[PreparedImage | ImageDecodeError],
               sources: Sequence[bytes | str | os.PathLike[str] | None] | None = None,
               hints: Sequence[ListingHints | None] | None = None,
-              depth: DepthOptions | None = None) -> list[Verdict]:
+              depth: DepthOptions | None = None, brand: str | None = None) -> list[Verdict]:
         """Verdicts for already-decoded items; decode errors become ``inconclusive``.
+
+        ``brand`` scopes the whole judgement to one brand's references (both stages search
+        only them): what a brand's own check sees, with nothing computed from other brands.
 
         Every item gets the global stage. Items the depth routes deep (see :class:`DepthOptions`)
         also get the local stage: their keypoints (computed by the decode worker, or here from
@@ -190,12 +192,12 @@ class Pipeline:
         good = [it for it in items if isinstance(it, PreparedImage)]
         crops = np.concatenate([it.crops for it in good]) if good else None
         vectors = self.embed_crops(crops) if crops is not None else np.zeros((0, self.card.embedding_dim), np.float32)
-        merged = iter(self.search_merged(good, vectors)) if good else iter(())
+        merged = iter(self.search_merged(good, vectors, brand)) if good else iter(())
         results: dict[int, tuple[list[ReferenceHit], dict]] = {}
         for i, it in enumerate(items):
             if isinstance(it, PreparedImage):
                 results[i] = next(merged)
-        routes = self._route(depth, items, results, hints)
+        routes = self._route(depth, items, results, hints, brand)
         feats: dict[int, LocalFeatures] = {}
         for i, why in routes.items():
             it = items[i]
@@ -209,7 +211,7 @@ class Pipeline:
                     results[i][1]["local_error"] = exc.reason
             else:
                 results[i][1]["local_error"] = "no image bytes for the local stage"
-        local = self.match_local(feats)
+        local = self.match_local(feats, brand)
         verdicts = []
         for i, it in enumerate(items):
             if isinstance(it, ImageDecodeError):
@@ -241,7 +243,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ local stage
     def _route(self, depth: DepthOptions, items: Sequence, results: dict[int, tuple[list[ReferenceHit], dict]],
-               hints: Sequence[ListingHints | None] | None) -> dict[int, str]:
+               hints: Sequence[ListingHints | None] | None, scope: str | None = None) -> dict[int, str]:
         """Which decoded items go through the local stage, and why."""
         if depth.depth == "fast" or not self.has_local_stage():
             return {}
@@ -256,7 +258,8 @@ class Pipeline:
             if hits and hits[0].score >= gate:
                 routes[i] = "global score"
             elif h is not None and (h.brand_hint or h.title):
-                brands = brands if brands is not None else {_norm(b): b for b in self.index.brands()}
+                brands = brands if brands is not None else {_norm(b): b for b in (
+                    [scope] if scope is not None else self.index.brands())}
                 if h.brand_hint and _norm(h.brand_hint) in brands:
                     routes[i] = "brand hint"
                 elif h.title and _names_brand(h.title, brands):
@@ -269,15 +272,17 @@ class Pipeline:
         """True when this bundle can run the local stage: an extractor and a descriptor index."""
         return self.extractor is not None and self.index is not None and self.index.local is not None
 
-    def match_local(self, feats: dict[int, LocalFeatures]) -> dict[int, list[LocalMatch]]:
-        """Geometric matches per item: one batched kNN search for every item's descriptors."""
+    def match_local(self, feats: dict[int, LocalFeatures], brand: str | None = None) -> dict[int, list[LocalMatch]]:
+        """Geometric matches per item: one batched kNN search for every item's descriptors
+        (``brand``: among that brand's references only)."""
         if not feats:
             return {}
         local = self.index.local
         keys = list(feats)
         rows = [feats[k].query_rows() for k in keys]
         q = np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, local.dim), np.float32)
-        hits = local.search(q, NEIGHBOURS)
+        only = self.index.brand_rows(brand) if brand is not None else None
+        hits = local.search(q, NEIGHBOURS, only_rows=only)
         codes = self.index.brand_codes()
         counts = local.counts()
         out, pos = {}, 0
@@ -306,10 +311,9 @@ class Pipeline:
             r = records.get(m.ref_row)
             if r is None:
                 continue
-            self._sources[r.reference_id] = r.source
             prev = cands.get(r.reference_id)
             g, absent = (prev[1].global_score, False) if prev else (floor, True)
-            hit = prev[0] if prev else ReferenceHit(r.reference_id, r.brand, r.sku, r.kind, floor)
+            hit = prev[0] if prev else ReferenceHit.of(r, floor)
             cands[r.reference_id] = (hit, PairEvidence(g, absent, m.inliers, m.inlier_ratio, m.coverage,
                                                        m.mirrored, m.votes, m.area_share, m.instances,
                                                        outline_share=m.outline_share), m)
@@ -331,8 +335,7 @@ class Pipeline:
             return Verdict("clear", confidence=1.0, evidence={**ev, "note": "no references indexed"})
         probs = deep.probability([c[1] for c in cands])
         order = sorted(range(len(cands)), key=lambda j: (-probs[j], cands[j][0].reference_id))
-        top = tuple(ReferenceHit(cands[j][0].reference_id, cands[j][0].brand, cands[j][0].sku,
-                                 cands[j][0].kind, round(float(probs[j]), 6)) for j in order[: self.top_k])
+        top = tuple(replace(cands[j][0], score=round(float(probs[j]), 6)) for j in order[: self.top_k])
         pick = order[0]
         by_geometry = False
         if float(probs[pick]) < deep.flag:  # a strong geometric match flags on its own
@@ -439,16 +442,19 @@ class Pipeline:
         return str(self.bundle.path / source)
 
     def reference_path(self, reference_id: str) -> Path | None:
-        """Where a reference's image lives: stored inside the bundle, or its original path."""
-        src = self._sources.get(reference_id)
+        """Where a reference's image lives: stored inside the bundle, or its original path
+        (looked up in the index, so any live reference can be verified, searched here or not)."""
+        rec = self.index.record(reference_id) if self.index is not None else None
+        src = rec.source if rec is not None else ""
         if not src:
             return None
         p = Path(self.source_path(src))
         return p if p.is_file() else None
 
     def check(self, sources: Sequence[bytes | str | os.PathLike[str]], hints: Sequence[ListingHints | None] | None = None,
-              depth: DepthOptions | None = None) -> list[Verdict]:
-        """Judge images given as paths or bytes. Never raises for a bad image."""
+              depth: DepthOptions | None = None, brand: str | None = None) -> list[Verdict]:
+        """Judge images given as paths or bytes (``brand``: against that brand's references
+        only). Never raises for a bad image."""
         depth = depth or self.depth
         items: list[PreparedImage | ImageDecodeError] = []
         for s in sources:
@@ -456,7 +462,7 @@ class Pipeline:
                 items.append(self.prepare(s, local=depth.depth == "thorough" and self.has_local_stage()))
             except ImageDecodeError as exc:
                 items.append(exc)
-        return self.judge(items, sources, hints, depth)
+        return self.judge(items, sources, hints, depth, brand)
 
     def embed_sources(self, sources: Sequence[bytes | str | os.PathLike[str]],
                       batch_size: int = 64) -> tuple[np.ndarray, list[ImageDecodeError | None]]:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from brandguard.inputs import read_references
 from brandguard.errors import InputError
+from brandguard.evaluation.families import COPY_FAMILIES, FAMILY_VERDICT, MARK_FAMILIES
 from brandguard.evaluation.metrics import read_ground_truth, read_query_families
 from brandguard.inputs import list_images
 from brandguard.references import build_index, new_bundle_from
@@ -34,8 +35,6 @@ from brandguard.engine.decide import CALIBRATION_FILE, Calibration
 from brandguard.engine.fusion import DeepCalibration
 from brandguard.engine.pipeline import DepthOptions, Pipeline
 
-COPY_FAMILIES = ("copy_light", "copy_strong")
-FLAG_FAMILIES = ("copy_light", "copy_strong", "knockoff", "logo_in_photo")
 
 
 @dataclass(frozen=True)
@@ -170,12 +169,8 @@ def _calibrate(judged: list[Judged], target: float, min_inliers: int,
         found = [j for j in js if is_flag(j)]
         good = [j for j in found if right(j)]
         report["per_family"][fam] = {"n": len(js), "flagged": len(found), "flagged_right_brand": len(good),
-                                     "recall": round(len(good) / len(js), 4) if fam in FLAG_FAMILIES else None}
+                                     "recall": round(len(good) / len(js), 4) if fam in MARK_FAMILIES else None}
     return cal, report
-
-
-EXPECTED_VERDICT = {"copy_light": "copy", "copy_strong": "copy", "knockoff": "knockoff",
-                    "logo_in_photo": "knockoff", "distractor_photo": "clear", "distractor_unregistered": "clear"}
 
 
 def verdict_report(judged: list[Judged]) -> dict:
@@ -188,7 +183,7 @@ def verdict_report(judged: list[Judged]) -> dict:
     confusion = {e: {f: 0 for f in found_kinds} for e in ("copy", "knockoff", "clear")}
     per_family: dict[str, dict] = {}
     for j in judged:
-        expected = EXPECTED_VERDICT.get(j.family, "clear" if not j.brand else "copy")
+        expected = FAMILY_VERDICT.get(j.family, "clear" if not j.brand else "copy")
         confusion[expected][j.verdict if j.verdict in found_kinds else "inconclusive"] += 1
         f = per_family.setdefault(j.family, {"n": 0, "flagged": 0, "flagged_right_brand": 0, "exact_verdict": 0})
         f["n"] += 1
@@ -199,12 +194,12 @@ def verdict_report(judged: list[Judged]) -> dict:
     flags = [j for j in judged if j.verdict in ("copy", "knockoff")]
     right = [j for j in flags if j.brand and j.best_brand == j.brand]
     for fam, f in per_family.items():
-        f["recall"] = round(f["flagged_right_brand"] / f["n"], 4) if EXPECTED_VERDICT.get(fam) != "clear" else None
-        f["false_flag_rate"] = round(f["flagged"] / f["n"], 4) if EXPECTED_VERDICT.get(fam) == "clear" else None
+        f["recall"] = round(f["flagged_right_brand"] / f["n"], 4) if FAMILY_VERDICT.get(fam) != "clear" else None
+        f["false_flag_rate"] = round(f["flagged"] / f["n"], 4) if FAMILY_VERDICT.get(fam) == "clear" else None
     copies = [j for j in flags if j.verdict == "copy"]
     return {"n_queries": len(judged), "confusion": confusion,
             "flag_precision": round(len(right) / len(flags), 4) if flags else None,
-            "copy_precision": round(sum(EXPECTED_VERDICT.get(j.family) == "copy" and j.best_brand == j.brand
+            "copy_precision": round(sum(FAMILY_VERDICT.get(j.family) == "copy" and j.best_brand == j.brand
                                         for j in copies) / len(copies), 4) if copies else None,
             "per_family": per_family}
 
@@ -365,8 +360,8 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
         f["flagged"] += p >= t_flag
         f["flagged_right_brand"] += p >= t_flag and ok
     for fam, f in per_family.items():
-        f["recall" if fam in FLAG_FAMILIES else "false_flag_rate"] = round(
-            (f["flagged_right_brand"] if fam in FLAG_FAMILIES else f["flagged"]) / f["n"], 4)
+        f["recall" if fam in MARK_FAMILIES else "false_flag_rate"] = round(
+            (f["flagged_right_brand"] if fam in MARK_FAMILIES else f["flagged"]) / f["n"], 4)
     gated = [bq for bq in flagged if bq[1]]
     report = {"features": list(FEATURES), "weights": [round(v, 4) for v in w], "bias": round(b, 4),
               "n_pairs": len(y), "n_positive_pairs": int(sum(y)), "flag_threshold": cal.flag,

@@ -7,7 +7,7 @@ is the best signal there is for *that* brand's copies and lookalikes. Why carefu
 brand is served by the same embedding, so the brand's gain must not cost them — the loss keeps
 other brands' embeddings where the parent model put them (distillation), and the gate checks it.
 
-Loss per step (B instances, two views each; views come from ``datasets/augment.py``):
+Loss per step (B instances, two views each; views come from ``datasets.augment``):
 
 - supervised contrastive over all 2B views: every view of the brand (copies of its references,
   logo-in-photo and *knockoff* renderings of its mark, confirmed-counterfeit listings) is a
@@ -19,8 +19,8 @@ brand views are not the distribution they were estimated on), which is ~3x cheap
 leaves most of the space untouched by construction.
 
 Feedback from the leads store (``--leads-db``): ``confirmed_counterfeit`` listings are extra
-positives for the brand's imagery (half train the model, the other half calibrate its threshold); ``genuine`` and ``dismissed`` ones are
-hard negatives for the brand's threshold (calibration only: a genuine listing may show the real
+positives for the brand's imagery (half train the model, the other half calibrate its threshold);
+``genuine`` and ``dismissed`` ones are hard negatives for the brand's threshold (calibration only: a genuine listing may show the real
 mark, so it must not be pushed away from it).
 """
 
@@ -42,23 +42,30 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from brandguard.inputs import IMAGE_EXTENSIONS, ReferenceRow
-from brandguard.errors import BrandguardError, BundleError, InputError
-from brandguard.training.gate import (
+from brandguard.artifacts import atomic_write_bytes
+from brandguard.errors import BrandguardError, InputError
+from brandguard.inputs import ReferenceRow
+from brandguard.registry import DEFAULT_DEPLOYMENT, WEIGHTS_FILE, Registry
+from brandguard.training.checkpoint import save_weights
+from brandguard.training.losses import supcon
+from brandguard.training.retrain.benchmark import (
     BenchSource,
-    GateConfig,
-    GateReport,
-    imread_rgb,
     build_brand_benchmark,
+    imread_rgb,
     mark_from_reference,
     other_brand_sources,
     regression_split,
-    run_gate,
 )
-from brandguard.registry import DEFAULT_DEPLOYMENT, WEIGHTS_FILE, Registry
-from brandguard.artifacts import atomic_write_bytes, sha256_file
-from brandguard.vision.bundle import Bundle, ModelCard, write_bundle
-
+from brandguard.training.retrain.brand_data import (
+    ViewSource,
+    anchor_images,
+    files_digest,
+    read_brand_references,
+    read_feedback,
+    split_holdout,
+)
+from brandguard.training.retrain.gate import GateConfig, GateReport, run_gate
+from brandguard.vision.bundle import Bundle, write_bundle
 
 
 class FinetuneError(BrandguardError):
@@ -143,127 +150,6 @@ class FinetuneResult:
     training_data: dict[str, Any]
 
 
-# --------------------------------------------------------------------------- references
-
-
-def make_brand_references(slug: str, n: int, out: str | Path, seed: int = 0, size: int = 320) -> Path:
-    """~``n`` genuine-looking reference images of a simple-icons brand (for onboarding demos and
-    tests): the mark in its colour and a few others, on plain canvases and product mock-ups.
-    Writes ``out/<slug>/ref_NNN.png``; returns ``out``."""
-    from brandguard.datasets.augment import reference_views
-    from brandguard.datasets.logos import get_logo_source, render_logo
-
-    src = get_logo_source(slug)
-    rng = np.random.default_rng([seed, 5150])
-    folder = Path(out) / slug
-    folder.mkdir(parents=True, exist_ok=True)
-    palette = [None, "#000000", "#FFFFFF", "#C0C0C0"]
-    seen: set[str] = set()
-    k = 0
-    attempt = 0
-    while k < n and attempt < 4 * n:
-        color = palette[attempt % len(palette)] if attempt % 5 else None
-        if attempt % 7 == 6:
-            color = "#%02X%02X%02X" % tuple(int(c) for c in rng.integers(0, 256, 3))
-        mark = np.asarray(render_logo(src, int(rng.integers(96, 256)), color=color))
-        views = reference_views(rng, mark, size=size)
-        name = "logo_clean" if attempt % 4 == 0 else "logo_product"
-        img = views[name]
-        attempt += 1
-        digest = hashlib.sha256(img.tobytes()).hexdigest()
-        if digest in seen:
-            continue
-        seen.add(digest)
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        if ok:
-            (folder / f"ref_{k:03d}.png").write_bytes(buf.tobytes())
-            k += 1
-    return Path(out)
-
-
-def read_brand_references(source: str | Path, brand: str) -> list[ReferenceRow]:
-    """The brand's references from ``DIR/<brand>/*``, ``DIR/*`` (all one brand), or a
-    JSONL/CSV/Parquet/folder that ``read_references`` understands (rows of other brands dropped)."""
-    from brandguard.inputs import read_references
-
-    p = Path(source)
-    if p.is_dir():
-        folder = p / brand if (p / brand).is_dir() else p
-        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        rows = [ReferenceRow(f"{brand}/{f.stem}", brand, str(f.resolve()), kind="brand_reference") for f in files]
-        if not rows:
-            rows = [r for r in read_references(p) if r.brand == brand]
-    else:
-        rows = [r for r in read_references(p) if r.brand == brand]
-    if len(rows) < 2:
-        raise InputError(f"brand {brand!r}: need at least 2 reference images in {source}, found {len(rows)}")
-    return rows
-
-
-def split_holdout(rows: Sequence[ReferenceRow], fraction: float, seed: int) -> tuple[list[ReferenceRow], list[ReferenceRow]]:
-    """(train, held-out) by a stable hash of the reference id: the same references stay held
-    out across retrains, so benchmarks of successive versions are comparable."""
-    def h(r: ReferenceRow) -> float:
-        return int(hashlib.sha256(f"{seed}:{r.reference_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-
-    ranked = sorted(rows, key=h)
-    n_hold = min(len(rows) - 1, max(1, round(fraction * len(rows))))
-    return sorted(ranked[n_hold:], key=lambda r: r.reference_id), sorted(ranked[:n_hold], key=lambda r: r.reference_id)
-
-
-def files_digest(paths: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(sha256_file(Path(p)).encode())
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------- feedback
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """Labelled listings of the brand from the leads store."""
-
-    positives: list[tuple[str, str | None]]  # (image path, matched reference id) confirmed counterfeit
-    negatives: list[tuple[str, str]]  # (image path, status) genuine / dismissed
-    lead_ids: list[int]
-
-
-def read_feedback(leads_db: str | Path | None, brand: str) -> Feedback:
-    """Confirmed counterfeits (positives) and genuine/dismissed leads (threshold negatives)."""
-    if leads_db is None:
-        return Feedback([], [], [])
-    from brandguard.cases.leads import LeadStore
-
-    if not Path(leads_db).is_file():
-        raise InputError(f"leads database {leads_db} does not exist")
-    store = LeadStore(leads_db)
-    pos: list[tuple[str, str | None]] = []
-    neg: list[tuple[str, str]] = []
-    ids: list[int] = []
-    try:
-        for status in ("confirmed_counterfeit", "genuine", "dismissed"):
-            offset = 0
-            while True:
-                page = store.list_leads(brand=brand, status=status, limit=1000, offset=offset)
-                for lead in page:
-                    path = next((p for p in (lead.original_path, lead.image_path) if p and Path(p).is_file()), None)
-                    if path is None:
-                        continue
-                    ids.append(lead.id)
-                    if status == "confirmed_counterfeit":
-                        pos.append((path, lead.reference_id))
-                    else:
-                        neg.append((path, status))
-                if len(page) < 1000:
-                    break
-                offset += 1000
-    finally:
-        store.close()
-    return Feedback(pos, neg, sorted(ids))
-
-
 # --------------------------------------------------------------------------- parent model
 
 
@@ -295,8 +181,8 @@ def load_parent_model(parent: Parent, tol: float = 1e-3) -> Any:
     """Rebuild the torch model and prove it is the bundle's model: same embeddings as its ONNX."""
     import torch
 
+    from brandguard.training.checkpoint import model_from_checkpoint
     from brandguard.training.export import ort_embed, ort_session
-    from brandguard.training.train import model_from_checkpoint
 
     model, _ = model_from_checkpoint(parent.weights)
     card = parent.bundle.card
@@ -314,127 +200,7 @@ def load_parent_model(parent: Parent, tol: float = 1e-3) -> Any:
     return model
 
 
-def save_weights(model: Any, path: Path) -> None:
-    """State dict + model config only: loadable with ``torch.load(weights_only=True)``."""
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "model_config": model.cfg.to_dict()}, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-# --------------------------------------------------------------------------- views
-
-
-class ViewSource:
-    """Makes the two views of each instance, from numpy/OpenCV augmentations (no torch)."""
-
-    def __init__(self, brand_images: list[np.ndarray], brand_marks: list[np.ndarray | None],
-                 counterfeit_pairs: list[tuple[np.ndarray, np.ndarray]], anchors: list[np.ndarray],
-                 donors: list[np.ndarray], card: ModelCard, side: int, seed: int,
-                 photo_fraction: float = 0.0) -> None:
-        from brandguard.datasets.photos import PhotoPool
-
-        self.photo_fraction = photo_fraction
-        self.brand_images, self.brand_marks = brand_images, brand_marks
-        self.counterfeits, self.anchors, self.donors = counterfeit_pairs, anchors, donors
-        self.card, self.side, self.seed = card, side, seed
-        self.pool = PhotoPool.from_sources([], split="train", seed=seed, max_side=side)
-
-    def _size(self, img: np.ndarray) -> np.ndarray:
-        from brandguard.datasets.augment import ensure_rgb
-        from brandguard.vision.preprocess import resize_for_model
-
-        return resize_for_model(ensure_rgb(img), self.card)
-
-    def brand_pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        from brandguard.datasets import augment as A
-
-        if self.counterfeits and rng.random() < 0.25:
-            ref, listing = self.counterfeits[int(rng.integers(len(self.counterfeits)))]
-            return self._size(A.copy_light(rng, ref, max_side=self.side)), self._size(A.copy_light(rng, listing, max_side=self.side))
-        i = int(rng.integers(len(self.brand_images)))
-        ref, mark = self.brand_images[i], self.brand_marks[i]
-        v1 = ref if rng.random() < 0.3 else A.copy_light(rng, ref, max_side=self.side)
-        r = rng.random()
-        if mark is not None and r < 0.25:
-            donor = self.donors[int(rng.integers(len(self.donors)))] if self.donors else None
-            photo, _ = self.pool.sample(rng)
-            v2 = A.knockoff(rng, mark, donor, photo, max_side=self.side)
-        elif mark is not None and r < 0.45:
-            photo, _ = self.pool.sample(rng)
-            v2 = A.logo_in_photo(rng, mark, photo, max_side=self.side)
-        else:
-            v2 = A.training_view(rng, ref, self.pool, self.anchors[:4])
-        return self._size(v1), self._size(v2)
-
-    def anchor_pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        from brandguard.datasets import augment as A
-
-        if rng.random() < self.photo_fraction:
-            # Plain listing photos are what most distractors look like: they must stay away from
-            # the brand's cluster, and where the parent model put them.
-            img, _ = self.pool.sample(rng)
-        else:
-            img = self.anchors[int(rng.integers(len(self.anchors)))]
-        return (self._size(A.training_view(rng, img, self.pool, ())),
-                self._size(A.training_view(rng, img, self.pool, ())))
-
-    def batch(self, step: int, n_brand: int, n_anchor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(2B x S x S x 3 uint8 views [first views, then second views], labels (B,), is_anchor (B,))."""
-        rng = np.random.default_rng([self.seed, 777, step])
-        pairs = [self.brand_pair(rng) for _ in range(n_brand)] + [self.anchor_pair(rng) for _ in range(n_anchor)]
-        v = np.stack([p[0] for p in pairs] + [p[1] for p in pairs])
-        labels = np.array([0] * n_brand + list(range(1, n_anchor + 1)))
-        return v, labels, np.array([False] * n_brand + [True] * n_anchor)
-
-
-def anchor_images(parent: Bundle, brand: str, n_brands: int, seed: int, cache_dir: str | None,
-                  side: int) -> tuple[list[np.ndarray], list[str]]:
-    """Other brands' imagery whose embeddings must not move: the parent index's references of
-    other brands (what production matches against), topped up with train-split marks."""
-    from brandguard.datasets.augment import ensure_rgb, reference_views, resize_max
-    from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
-
-    imgs: list[np.ndarray] = []
-    desc: list[str] = []
-    if (parent.path / MANIFEST_FILE).is_file():
-        idx = ReferenceIndex.load(parent.path, parent.card)
-        try:
-            recs = [r for r in idx.records() if r.brand != brand]
-        finally:
-            idx.close()
-        rng = np.random.default_rng([seed, 99])
-        for r in [recs[i] for i in rng.permutation(len(recs))[:200]]:
-            p = Path(r.source) if Path(r.source).is_absolute() else parent.path / r.source
-            im = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if im is not None:
-                imgs.append(resize_max(cv2.cvtColor(im, cv2.COLOR_BGR2RGB), side))
-        desc.append(f"{len(imgs)} references of other brands from the parent index")
-    rng = np.random.default_rng([seed, 98])
-    marks = other_brand_sources(n_brands, seed, cache_dir, skip=0, size=side // 2)
-    for _slug, mark in marks:
-        views = reference_views(rng, mark, size=side)
-        imgs.append(views["logo_clean"] if rng.random() < 0.5 else views["logo_product"])
-    desc.append(f"{len(marks)} train-split simple-icons marks (reference views)")
-    return [ensure_rgb(i) for i in imgs], desc
-
-
 # --------------------------------------------------------------------------- the loop
-
-
-def supcon(z: Any, labels: Any, temperature: float) -> Any:
-    """Supervised contrastive loss (Khosla et al. 2020) over unit vectors ``z`` (N x D)."""
-    import torch
-
-    sim = z @ z.t() / temperature
-    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(eye, float("-inf"))
-    logp = sim - torch.logsumexp(sim, dim=1, keepdim=True)
-    pos = (labels[:, None] == labels[None, :]) & ~eye
-    return -(logp.masked_fill(~pos, 0.0).sum(1) / pos.sum(1).clamp(min=1)).mean()
 
 
 def _freeze_bn(model: Any) -> None:
@@ -625,7 +391,7 @@ def _png(path: Path, rgb: np.ndarray) -> str:
 
 def benchmark_inputs(work: Path, cfg: FinetuneConfig) -> tuple[list[BenchSource], list[np.ndarray]]:
     """Other registered brands (train-split marks not used as anchors) and unregistered marks."""
-    from brandguard.datasets.augment import reference_views
+    from brandguard.datasets.augment.views import reference_views
 
     rng = np.random.default_rng([cfg.seed, 4321])
     others: list[BenchSource] = []
@@ -700,7 +466,7 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
                                          cfg.view_side)
     brand_imgs = [imread_rgb(r.path, keep_alpha=True) for r in train_rows]
     marks = [mark_from_reference(im) for im in brand_imgs]
-    from brandguard.datasets.augment import ensure_rgb, resize_max
+    from brandguard.datasets.augment.ops import ensure_rgb, resize_max
 
     brand_rgb = [resize_max(ensure_rgb(im), cfg.view_side) for im in brand_imgs]
     marks = [None if m is None else resize_max(m, cfg.view_side // 2) for m in marks]
@@ -754,100 +520,11 @@ def _gate_metrics(report: GateReport) -> dict[str, Any]:
                    for side in ("candidate", "current")} for name, b in report.benchmarks.items()}
 
 
-# --------------------------------------------------------------------------- base model
-
-
-@dataclass
-class BaseResult:
-    version: str
-    promoted: bool
-    gate: dict[str, Any] | None
-    train: dict[str, Any]
-    timings: dict[str, float]
-
-
-def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAULT_DEPLOYMENT,
-               train_args: Sequence[str] = (), promote: bool = False, regression: str | None = None,
-               calibrate_split: str | None = None, threads: int = 1, cache_dir: str = "data_cache",
-               gate: GateConfig = GateConfig(), log_to: Any = sys.stderr) -> BaseResult:
-    """The base recipe (``training/train.py``) into the registry as a new version.
-
-    The current deployment's references are re-indexed with the new model (so the version is
-    servable as is); ``calibrate_split`` sets its global thresholds; with ``promote`` the gate's
-    regression rule must pass (there is no brand to be better for).
-    """
-    from brandguard.training.export import export_bundle
-    from brandguard.training.train import build_parser, config_from_args, train
-
-    reg = Registry(registry, create=True)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    args = build_parser().parse_args(["--out", str(Path(out) / "run"), "--minutes", str(minutes),
-                                      "--threads", str(threads), *train_args])
-    tres = train(config_from_args(args), log_to=log_to)
-    timings["train"] = round(time.perf_counter() - t, 1)
-    t = time.perf_counter()
-    cand = Path(out) / "candidate"
-    if cand.exists():
-        shutil.rmtree(cand)
-    export_bundle(tres.checkpoint, cand, threads=threads, log_to=log_to)
-    from brandguard.training.train import model_from_checkpoint
-
-    model, _ = model_from_checkpoint(tres.checkpoint)
-    save_weights(model, cand / WEIGHTS_FILE)
-    timings["export"] = round(time.perf_counter() - t, 1)
-    current: Path | None = None
-    parent_version = None
-    try:
-        parent_version = reg.current_version(deployment)
-        current = reg.current(deployment)
-    except BrandguardError:
-        pass
-    from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
-
-    t = time.perf_counter()
-    if current is not None and (current / MANIFEST_FILE).is_file():
-        from brandguard.references import build_index
-        from brandguard.engine.pipeline import Pipeline
-
-        cb = Bundle.load(current)
-        idx = ReferenceIndex.load(current, cb.card)
-        rows = [ReferenceRow(r.reference_id, r.brand, str(current / r.source) if not Path(r.source).is_absolute()
-                             else r.source, r.sku, r.kind) for r in idx.records()]
-        idx.close()
-        if rows:
-            pipe = Pipeline.from_bundle(cand, threads=threads)
-            build_index(pipe, rows, threads=threads)[0].close()
-    if calibrate_split is not None:
-        from brandguard.evaluation.calibration import run_calibration
-
-        run_calibration(cand, Path(calibrate_split), threads=threads)
-    timings["index_calibrate"] = round(time.perf_counter() - t, 1)
-    report = None
-    if current is not None:
-        t = time.perf_counter()
-        report = run_gate(cand, current, Path(out) / "gate", regression_split(regression, cache_dir), cfg=gate,
-                          cache_dir=reg.root / ".cache" / "gate")
-        timings["gate"] = round(time.perf_counter() - t, 1)
-    version = reg.register(cand, parent=parent_version, metadata={
-        "training_data": {"sources": tres.data_sources},
-        "metrics": {"train": {"steps": tres.step, "final_loss": tres.final_loss, "eval": tres.eval}},
-        "gate": report.to_dict() if report is not None else {},
-        "notes": {"kind": "base"},
-    })
-    promoted = False
-    if promote and (report is None or report.passed):
-        reg.promote(version, deployment, note="base model")
-        promoted = True
-    return BaseResult(version, promoted, report.to_dict() if report else None, asdict(tres), timings)
-
-
 # --------------------------------------------------------------------------- CLI
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``brandguard train {brand,base}`` (wired from ``brandguard.cli.main``)."""
-    sub = parser.add_subparsers(dest="train_command", metavar="{brand,base}", required=True)
+def add_parser(sub: Any) -> None:
+    """``brandguard train brand`` on the subparsers ``sub`` of ``brandguard train``."""
     p = sub.add_parser("brand", help="fine-tune the serving model for one brand, gate it, register/promote it",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("brand")
@@ -873,18 +550,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(train_func=_run_brand)
 
-    p = sub.add_parser("base", help="run the base recipe (training/train.py) into the registry as a new version")
-    p.add_argument("--registry", required=True)
-    p.add_argument("--deployment", default=DEFAULT_DEPLOYMENT)
-    p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--out", default="runs/base")
-    p.add_argument("--promote", action="store_true", help="promote if the regression gate passes")
-    p.add_argument("--regression", default=None)
-    p.add_argument("--calibrate-split", default=None, help="labelled split for global thresholds (e.g. corpus val)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: options of training/train.py")
-    p.set_defaults(train_func=_run_base)
-
 
 def _run_brand(args: argparse.Namespace) -> int:
     cfg = FinetuneConfig(
@@ -899,34 +564,3 @@ def _run_brand(args: argparse.Namespace) -> int:
                       "version": res.version, "promoted": res.promoted, "timings": res.timings,
                       "report": str(Path(res.candidate) / "gate" / "gate_report.md")}, indent=2))
     return 0 if res.gate["decision"] == "promote" else 4
-
-
-def _run_base(args: argparse.Namespace) -> int:
-    extra = [a for a in args.train_args if a != "--"]
-    res = train_base(args.registry, args.out, args.minutes, args.deployment, extra, args.promote, args.regression,
-                     args.calibrate_split, args.threads)
-    print(json.dumps({"version": res.version, "promoted": res.promoted, "timings": res.timings,
-                      "gate": res.gate["decision"] if res.gate else None}, indent=2))
-    return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    return int(args.train_func(args))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m brandguard.training.finetune")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (BundleError, FinetuneError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except (InputError, BrandguardError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -17,37 +17,29 @@ both run (real pipeline: ONNX Runtime, region search, FAISS) over
 Rules (``GateConfig``): promote iff brand µAP(candidate) >= brand µAP(current) + ``min_brand_gain``
 and strictly greater (or both at the ceiling), and regression µAP(candidate) >=
 regression µAP(current) - ``tolerance``. The report is written as JSON, a Markdown table and a
-PNG of the PR curves. Torch-free: it only compares exported bundles.
+PNG of the PR curves. Torch-free: it only compares exported bundles. The benchmarks themselves
+are written by :mod:`brandguard.training.retrain.benchmark`.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
-import numpy as np
-
-from brandguard.errors import BrandguardError, InputError
-from brandguard.evaluation.metrics import Prediction, evaluate, micro_ap, read_ground_truth, read_query_families
-from brandguard.inputs import list_images
-from brandguard.evaluation.metrics import pr_curve as evaluation_pr_curve
-from brandguard.datasets.corpus import write_csv
 from brandguard.artifacts import atomic_write_bytes
+from brandguard.errors import BrandguardError, InputError
+from brandguard.evaluation.metrics import Prediction, evaluate, read_ground_truth, read_query_families
+from brandguard.evaluation.metrics import pr_curve as evaluation_pr_curve
+from brandguard.inputs import list_images
 
 REPORT_JSON = "gate_report.json"
 REPORT_MD = "gate_report.md"
 REPORT_PNG = "gate_pr_curves.png"
-BENCH_FORMAT = "brandguard-brand-benchmark/1"
-DEFAULT_REGRESSION = Path("data_cache") / "corpus_std" / "val"
-MARK_FAMILIES = ("copy_light", "copy_strong", "logo_in_photo", "knockoff")
 
 
 class GateError(BrandguardError):
@@ -183,187 +175,10 @@ def score_bundle(bundle_dir: Path, split_dir: Path, level: str, cfg: GateConfig,
     return score
 
 
-# --------------------------------------------------------------------------- benchmarks
-
-
-def mark_from_reference(image: np.ndarray) -> np.ndarray | None:
-    """Cut the mark out of a reference: its own alpha when it has one, else everything that
-    differs from the (median) border colour. None when that does not look like a mark on a
-    plain background (a photo): knockoffs need a mark to alter."""
-    from brandguard.datasets.augment import ensure_rgb
-
-    if image.ndim == 3 and image.shape[2] == 4:
-        alpha = image[..., 3]
-        rgb = image[..., :3]
-    else:
-        rgb = ensure_rgb(image)
-        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
-        bg = np.median(border, axis=0)
-        if np.abs(border - bg).sum(axis=1).mean() > 30:  # busy border: not a plain canvas
-            return None
-        dist = np.abs(rgb.astype(np.int16) - bg).sum(axis=2)
-        alpha = np.where(dist > 60, 255, 0).astype(np.uint8)
-    share = float((alpha > 128).mean())
-    if not 0.01 <= share <= 0.8:
-        return None
-    ys, xs = np.nonzero(alpha > 128)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    return np.ascontiguousarray(np.dstack([rgb, alpha])[y0:y1, x0:x1])
-
-
-def imread_rgb(path: str | Path, keep_alpha: bool = False) -> np.ndarray:
-    """RGB (or RGBA with ``keep_alpha``) uint8 of a trusted training image; raises InputError."""
-    flag = cv2.IMREAD_UNCHANGED if keep_alpha else cv2.IMREAD_COLOR
-    img = cv2.imread(str(path), flag)
-    if img is None:
-        raise InputError(f"cannot read image {path}")
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def _write_image(path: Path, rgb: np.ndarray, jpeg: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg" if jpeg else ".png", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95] if jpeg else [])
-    if not ok:
-        raise InputError(f"encoding failed for {path}")
-    path.write_bytes(buf.tobytes())
-
-
-@dataclass(frozen=True)
-class BenchSource:
-    """A reference image for a generated benchmark: ``reference_id`` = ``<brand>/<name>``."""
-
-    reference_id: str
-    path: str
-
-
-def other_brand_sources(n_brands: int, seed: int, cache_dir: str | None, skip: int = 0,
-                        size: int = 256) -> list[tuple[str, np.ndarray]]:
-    """(slug, RGBA mark) of train-split simple-icons brands (never a val/test brand: those are
-    the regression benchmark and the onboarding targets). Cached renders."""
-    from brandguard.datasets.logos import render_logo, sources_for_split
-
-    srcs = sources_for_split("train", seed)[skip:skip + n_brands]
-    out = []
-    for s in srcs:
-        try:
-            out.append((s.slug, np.asarray(render_logo(s, size))))
-        except Exception:  # noqa: BLE001 - one broken SVG skips one brand
-            continue
-    return out
-
-
-def build_brand_benchmark(out: Path, brand: str, references: Sequence[BenchSource],
-                          query_references: Sequence[BenchSource], others: Sequence[BenchSource],
-                          unregistered: Sequence[np.ndarray], seed: int, per_reference: int = 1,
-                          distractors: int = 24, max_side: int = 384,
-                          extra_queries: Sequence[tuple[str, str, str]] = ()) -> Path:
-    """Write a DISC21-format split for one brand.
-
-    ``references`` (all of the brand's) and ``others`` (other registered brands) form the
-    references folder; queries are made from ``query_references`` (the brand's held-out ones):
-    per reference ``per_reference`` copy_light, copy_strong, logo_in_photo and knockoff queries
-    (the last two from the mark cut out of the reference, when one can be), each pointing at
-    the reference it came from; plus ``distractors`` photos and unregistered marks with no row.
-    ``extra_queries`` = (path, family, reference_id or "") appends real labelled listings
-    (feedback): a reference id makes it a positive, "" a hard negative.
-    """
-    from brandguard.datasets import augment as A
-    from brandguard.datasets.photos import PhotoPool
-
-    if not references or not query_references:
-        raise InputError(f"brand {brand!r}: no references to build a benchmark from")
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "queries").mkdir(parents=True)
-    for src in list(references) + list(others):
-        dest = out / "references" / f"{src.reference_id}.png"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        img = imread_rgb(src.path)
-        _write_image(dest, img, jpeg=False)
-    pool = PhotoPool.from_sources([], split="val", seed=seed, max_side=max_side)
-    other_imgs = [imread_rgb(s.path) for s in list(others)[:8]]
-    rows: list[dict[str, str]] = []
-
-    def add(img: np.ndarray, family: str, ref_id: str, brand_: str, log: list[str]) -> None:
-        qid = f"q{len(rows):05d}"
-        _write_image(out / "queries" / f"{qid}.jpg", A.ensure_rgb(img), jpeg=True)
-        rows.append({"query_id": qid, "family": family, "brand": brand_, "transform": "+".join(log),
-                     "reference_id": ref_id})
-
-    for i, src in enumerate(query_references):
-        rng = np.random.default_rng([seed, 31, i])
-        ref = imread_rgb(src.path, keep_alpha=True)
-        rgb = A.ensure_rgb(ref)
-        mark = mark_from_reference(ref)
-        for _ in range(per_reference):
-            log: list[str] = []
-            add(A.copy_light(rng, rgb, log, max_side=max_side), "copy_light", src.reference_id, brand, log)
-            log = []
-            add(A.copy_strong(rng, rgb, other_imgs, log, max_side=max_side), "copy_strong", src.reference_id, brand, log)
-            log = []
-            photo, _ = pool.sample(rng)
-            add(A.logo_in_photo(rng, mark if mark is not None else rgb, photo, log, max_side=max_side),
-                "logo_in_photo", src.reference_id, brand, log)
-            if mark is not None:
-                log = []
-                donor = unregistered[int(rng.integers(len(unregistered)))] if len(unregistered) else None
-                photo, _ = pool.sample(rng)
-                add(A.knockoff(rng, mark, donor, photo, log, max_side=max_side), "knockoff", src.reference_id, brand, log)
-    rng = np.random.default_rng([seed, 37])
-    for j in range(distractors):
-        log = []
-        photo, _ = pool.sample(rng)
-        if j % 2 == 0 or not len(unregistered):
-            add(A.distractor_photo(rng, photo, log, max_side=max_side), "distractor_photo", "", "", log)
-        else:
-            mark = unregistered[j % len(unregistered)]
-            add(A.distractor_unregistered(rng, mark, photo, log, max_side=max_side), "distractor_unregistered",
-                "", "", log)
-    for path, family, ref_id in extra_queries:
-        try:
-            img = imread_rgb(path)
-        except InputError:
-            continue
-        add(img, family, ref_id, brand if ref_id else "", [f"feedback:{Path(path).name}"])
-    write_csv(out / "queries.csv", ["query_id", "family", "brand", "transform"], rows)
-    write_csv(out / "ground_truth.csv", ["query_id", "reference_id"], [r for r in rows if r["reference_id"]])
-    (out / "benchmark.json").write_text(json.dumps({
-        "format": BENCH_FORMAT, "brand": brand, "seed": seed, "references": len(references),
-        "other_references": len(others), "query_references": len(query_references), "queries": len(rows),
-        "families": {f: sum(r["family"] == f for r in rows) for f in sorted({r["family"] for r in rows})},
-    }, indent=2, sort_keys=True) + "\n")
-    return out
-
-
-def regression_split(path: str | os.PathLike[str] | None = None, cache_root: str | os.PathLike[str] = "data_cache",
-                     seed: int = 0) -> Path:
-    """The fixed cross-brand benchmark: ``path`` if given, ``data_cache/corpus_std/val`` if it
-    exists, else a tiny corpus's val split built once, deterministically, under ``cache_root``."""
-    if path is not None:
-        p = Path(path)
-        if not (p / "ground_truth.csv").is_file():
-            raise GateError(f"{p} is not a benchmark split (no ground_truth.csv)")
-        return p
-    std = Path(cache_root) / "corpus_std" / "val"
-    if (std / "ground_truth.csv").is_file():
-        return std
-    tiny = Path(cache_root) / f"corpus_gate_tiny_s{seed}"
-    if not (tiny / "val" / "ground_truth.csv").is_file():
-        from brandguard.datasets.corpus import build_corpus
-
-        build_corpus(tiny, "tiny", seed, [], workers=1, splits=["val"], progress=False)
-    return tiny / "val"
-
-
 # --------------------------------------------------------------------------- the gate
 
 
-def decide(brand_scores: tuple[BenchScore, BenchScore] | None, regression: tuple[BenchScore, BenchScore],
+def gate_decision(brand_scores: tuple[BenchScore, BenchScore] | None, regression: tuple[BenchScore, BenchScore],
            cfg: GateConfig) -> tuple[str, list[str]]:
     """Apply the rules to (candidate, current) scores; returns (decision, reasons)."""
     reasons: list[str] = []
@@ -406,7 +221,7 @@ def run_gate(candidate: str | os.PathLike[str], current: str | os.PathLike[str],
     reg = Path(regression)
     reg_pair = (score_bundle(cand_b.path, reg, "image", cfg, cache), score_bundle(cur_b.path, reg, "image", cfg, cache))
     benches["regression"] = {"split": str(reg), "candidate": reg_pair[0], "current": reg_pair[1]}
-    decision, reasons = decide(brand_pair, reg_pair, cfg)
+    decision, reasons = gate_decision(brand_pair, reg_pair, cfg)
     report = GateReport(decision=decision, reasons=reasons, brand=brand, candidate_sha256=cand_b.card.sha256,
                         current_sha256=cur_b.card.sha256, config=asdict(cfg), benchmarks=benches)
     report.files = {"json": str(out / REPORT_JSON), "markdown": str(out / REPORT_MD), "png": str(out / REPORT_PNG)}

@@ -26,7 +26,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from brandguard.datasets import augment as A
+from brandguard.datasets.augment.families import (
+    copy_light,
+    copy_strong,
+    distractor_photo,
+    distractor_unregistered,
+    knockoff,
+    logo_in_photo,
+)
+from brandguard.evaluation.families import COPY_FAMILIES, FAMILY_VERDICT
+from brandguard.datasets.augment.views import reference_views
 from brandguard.datasets.logos import PACKAGE, get_logo_source, package_version, render_logo
 from brandguard.datasets.photos import PhotoPool
 from brandguard.errors import InputError
@@ -36,14 +45,6 @@ DEMO_BRANDS = ("nike", "adidas", "puma", "apple", "starbucks", "spotify", "mcdon
 #: Brands that appear in listings but are not registered (must show as clear).
 UNREGISTERED_BRANDS = ("reebok", "underarmour", "newbalance", "fila", "burton", "hermes")
 N_REGISTERED = 8
-FAMILY_VERDICT = {
-    "copy_light": "copy",
-    "copy_strong": "copy",
-    "knockoff": "knockoff",
-    "logo_in_photo": "knockoff",  # the mark on a product photo: not a copy of any reference image
-    "distractor_photo": "clear",
-    "distractor_unregistered": "clear",
-}
 _PRODUCTS = ("tee", "hoodie", "cap", "sneakers", "tote bag", "phone case", "mug", "sticker")
 
 
@@ -105,7 +106,7 @@ def build_demo_catalogue(out_dir: Path, seed: int = 0) -> DemoCatalogue:
     ref_rows: list[dict[str, str]] = []
     refs: dict[str, dict[str, np.ndarray]] = {}
     for slug in brands:
-        views = A.reference_views(rng, marks[slug], size=320)
+        views = reference_views(rng, marks[slug], size=320)
         refs[slug] = views
         (out_dir / "references" / slug).mkdir(exist_ok=True)
         for name, img in views.items():
@@ -140,23 +141,23 @@ def build_demo_catalogue(out_dir: Path, seed: int = 0) -> DemoCatalogue:
         family, brand, mark = plan[int(idx)]
         lid = f"L{n + 1:04d}"
         photo, _ = pool.sample(rng)
-        if family in A.COPY_FAMILIES:
+        if family in COPY_FAMILIES:
             ref = refs[brand][str(rng.choice(list(refs[brand])))]
-            img = A.copy_light(rng, ref, max_side=448) if family == "copy_light" else A.copy_strong(rng, ref, [photo], max_side=448)
+            img = copy_light(rng, ref, max_side=448) if family == "copy_light" else copy_strong(rng, ref, [photo], max_side=448)
         elif family == "knockoff":
-            img = A.knockoff(rng, marks[brand], marks[unreg[0]], photo, max_side=448)
+            img = knockoff(rng, marks[brand], marks[unreg[0]], photo, max_side=448)
         elif family == "logo_in_photo":
-            img = A.logo_in_photo(rng, marks[brand], photo, max_side=448)
+            img = logo_in_photo(rng, marks[brand], photo, max_side=448)
         elif family == "distractor_photo":
-            img = A.distractor_photo(rng, photo, max_side=448)
+            img = distractor_photo(rng, photo, max_side=448)
         else:
-            img = A.distractor_unregistered(rng, marks[mark], photo, max_side=448)
+            img = distractor_unregistered(rng, marks[mark], photo, max_side=448)
         rel = f"listings/{lid}.jpg"
         _save_jpeg(out_dir / rel, img)
         title_brand = get_logo_source(brand or mark).title if (brand or mark) else "Unbranded"
         product = str(rng.choice(_PRODUCTS))
         base = float(rng.uniform(25, 140))
-        price = base * (rng.uniform(0.15, 0.45) if family in ("knockoff", "logo_in_photo") else rng.uniform(0.8, 1.2))
+        price = base * (rng.uniform(0.15, 0.45) if FAMILY_VERDICT[family] == "knockoff" else rng.uniform(0.8, 1.2))
         cat_rows.append({
             "listing_id": lid,
             "seller_id": sellers[int(rng.integers(len(sellers)))],
@@ -196,7 +197,7 @@ def build_demo_catalogue(out_dir: Path, seed: int = 0) -> DemoCatalogue:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m brandguard.datasets.demo",
+    p = argparse.ArgumentParser(prog="python -m brandguard.datasets.demo_catalogue",
                                 description="Write the demo catalogue (references, listings, expected verdicts).")
     p.add_argument("--out", type=Path, default=Path("demo_out/catalogue"))
     p.add_argument("--seed", type=int, default=0)
