@@ -135,8 +135,9 @@ class RssSampler(threading.Thread):
                 return
 
 
-async def drip(url: str, key: str, interval: float, until: float, tally: dict) -> None:
-    """A slow upload (1 byte per ``interval``); reconnects when cut, honouring Retry-After."""
+async def drip(url: str, key: str, interval: float, until: float, tally: dict, settle_s: float = 10.0) -> None:
+    """A slow upload (1 byte per ``interval``); reconnects when cut, honouring Retry-After. At the
+    end of the window it stops sending and waits up to ``settle_s`` for the server to cut it."""
     parts = urlsplit(url)
     head = (f"POST /v1/check HTTP/1.1\r\nHost: {parts.hostname}\r\nAuthorization: Bearer {key}\r\n"
             "Content-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n").encode()
@@ -148,10 +149,13 @@ async def drip(url: str, key: str, interval: float, until: float, tally: dict) -
         try:
             writer.write(head)
             await writer.drain()
-            while time.monotonic() < until:
+            while True:
+                sending = time.monotonic() < until
                 try:
-                    line = await asyncio.wait_for(reader.readline(), interval)
+                    line = await asyncio.wait_for(reader.readline(), interval if sending else settle_s)
                 except asyncio.TimeoutError:
+                    if not sending:
+                        break  # not cut within settle_s of the last byte: reported as still_open
                     writer.write(b"\xff")
                     await writer.drain()
                     continue

@@ -397,7 +397,7 @@ def test_batch_of_large_16bit_pngs_neither_stalls_checks_nor_blows_memory(tiny_b
     print(f"normal check latencies during the flood (s): {[round(x, 3) for x in latencies]}; "
           f"server RSS before {base_kib // 1024} MiB, peak {peak_kib // 1024} MiB; refused {refused}/16")
     assert max(latencies) < 2.0, latencies  # the issue's bound
-    # One large decode at a time: ~1.1 GiB for this image with today's decoder (16-bit -> float64 arrays);
-    # two at once (as before the fix) is ~2.2 GiB.
-    assert peak_kib - base_kib < 1.6 * 1024 * 1024, (base_kib, peak_kib)
+    # The issue saw 5.9 GB. Large decodes run one at a time in their own lane (and the decoder's 16-bit path
+    # works in strips): ~0.1-0.2 GiB here. Before both fixes two float64 decodes at once took ~2.2 GiB.
+    assert peak_kib - base_kib < 1024 * 1024, (base_kib, peak_kib)
     assert 0 < refused < 16, reasons  # some were decoded, the rest refused from their headers
