@@ -24,6 +24,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "complain": frozenset({"admin", "brand"}),
     "decide_complaints": frozenset({"admin"}),
     "manage_references": frozenset({"admin", "brand"}),
+    # approve or reject a reference held because it copies another brand's (and read the audit log)
+    "decide_references": frozenset({"admin"}),
     # /metrics, /openapi.json, /docs and /readyz's details when they are not public (Settings.public_metrics)
     "read_ops": frozenset({"admin"}),
 }
@@ -47,6 +49,11 @@ class Principal:
     @property
     def brand(self) -> str | None:
         return self.role.split(":", 1)[1] if self.role.startswith("brand:") else None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller: role and key id (never the key)."""
+        return f"{self.role} key {self.key_id}"
 
     @property
     def is_admin(self) -> bool:

@@ -85,6 +85,7 @@ LeadReader = Annotated[Principal, Depends(require("read_leads"))]
 Complainer = Annotated[Principal, Depends(require("complain"))]
 ComplaintDecider = Annotated[Principal, Depends(require("decide_complaints"))]
 ReferenceManager = Annotated[Principal, Depends(require("manage_references"))]
+ReferenceDecider = Annotated[Principal, Depends(require("decide_references"))]
 
 
 # ---------------------------------------------------------------------------- ops data

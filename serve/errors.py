@@ -14,8 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from brandguard.cases.leads import IllegalTransitionError, NotFoundError
-from brandguard.errors import BrandguardError, BundleError, InputError, ReferenceIndexError
+from brandguard.cases.leads import IllegalTransitionError
+from brandguard.errors import BrandguardError, BundleError, InputError, NotFoundError, ReferenceIndexError
 from brandguard.serve.settings import Settings
 
 log = logging.getLogger("brandguard.serve")

@@ -401,3 +401,81 @@ def test_batch_of_large_16bit_pngs_neither_stalls_checks_nor_blows_memory(tiny_b
     # works in strips): ~0.1-0.2 GiB here. Before both fixes two float64 decodes at once took ~2.2 GiB.
     assert peak_kib - base_kib < 1024 * 1024, (base_kib, peak_kib)
     assert 0 < refused < 16, reasons  # some were decoded, the rest refused from their headers
+
+
+# ---------------------------------------------------------------- brands against each other (#16, 2 and 3)
+def test_a_brand_cannot_take_over_another_brands_detections(tiny_bundle, tmp_path):
+    """bolt registers acme's public logo (re-saved as JPEG q95) as its own: the reference is
+    held for an admin (202), acme's verdict and the scanner's lead stay acme's; only an admin's
+    approval makes it live, and every step is in the audit log."""
+    with serving(tiny_bundle, tmp_path, max_upload_bytes=2_000_000) as s:
+        stolen = encode(blob_image(100), "JPEG", quality=95)
+        listing = s.images["copy_acme"]
+        with s.client("scanner") as scanner, s.client("brand:acme") as acme, s.client("brand:bolt") as bolt, \
+                s.client("admin") as admin:
+            before = scanner.post("/v1/check", content=listing, params={"listing_id": "L1"}).json()
+            acme_before = acme.post("/v1/check", content=listing).json()
+            assert before["brand"] == "acme" and before["verdict"] in ("copy", "knockoff") and before["lead_id"]
+            r = bolt.post("/v1/references", files={"file": ("s.jpg", stolen, "image/jpeg")},
+                          data={"reference_id": "bolt/stolen-logo_clean-jpeg"})
+            assert r.status_code == 202, r.text
+            held = r.json()
+            assert held["status"] == "held" and "acme" not in json.dumps(held)  # no other brand's ids leak
+            refs = admin.get("/v1/references", params={"brand": "bolt"}).json()["references"]
+            assert "bolt/stolen-logo_clean-jpeg" not in {x["reference_id"] for x in refs}
+
+            after = scanner.post("/v1/check", content=listing, params={"listing_id": "L1"}).json()
+            acme_after = acme.post("/v1/check", content=listing).json()
+            assert (after["verdict"], after["brand"], after["lead_id"]) == \
+                   (before["verdict"], before["brand"], before["lead_id"])
+            assert (acme_after["verdict"], acme_after["brand"]) == (acme_before["verdict"], acme_before["brand"])
+            leads = admin.get("/v1/leads").json()["leads"]
+            assert [(x["listing_id"], x["brand"]) for x in leads] == [("L1", "acme")]
+
+            # bolt sees its held reference without acme's ids; only an admin decides
+            mine = bolt.get("/v1/references/held").json()["held"]
+            assert [h["reference_id"] for h in mine] == ["bolt/stolen-logo_clean-jpeg"] and mine[0]["conflicts"] == 1
+            assert acme.get("/v1/references/held").json()["held"] == []
+            assert bolt.post(f"/v1/references/held/{held['held_id']}/approve").status_code == 403
+            full = admin.get("/v1/references/held").json()["held"]
+            assert full[0]["conflicts"][0]["brand"] == "acme"
+            r = admin.post(f"/v1/references/held/{held['held_id']}/reject", params={"note": "acme's logo"})
+            assert r.status_code == 200 and r.json()["status"] == "rejected"
+            assert admin.post(f"/v1/references/held/{held['held_id']}/approve").status_code == 400
+            assert admin.post("/v1/references/held/nope/approve").status_code == 404
+            audit = admin.get("/v1/references/audit").json()["entries"]
+            assert [e["action"] for e in audit][:2] == ["reject", "hold"]
+            assert audit[1]["actor"].startswith("brand:bolt key ") and bolt.get("/v1/references/audit").status_code == 403
+            # a reference that copies nobody goes live at once (201), audited as an add
+            own = encode(blob_image(555), "PNG")
+            r = bolt.post("/v1/references", files={"file": ("o.png", own, "image/png")},
+                          data={"reference_id": "bolt/own"})
+            assert r.status_code == 201 and r.json()["status"] == "live"
+            assert admin.get("/v1/references/audit").json()["entries"][0]["action"] == "add"
+
+            # An admin approves bolt's copy of the very listing image (say, a co-branding licence):
+            # unscoped checks now find bolt's reference first, but acme's own check is computed over
+            # acme's references only, so acme still sees its detection.
+            r = bolt.post("/v1/references", files={"file": ("l.jpg", listing, "image/jpeg")},
+                          data={"reference_id": "bolt/licensed"})
+            assert r.status_code == 202
+            assert admin.post(f"/v1/references/held/{r.json()['held_id']}/approve").json()["status"] == "approved"
+            assert admin.post("/v1/check", content=listing).json()["brand"] == "bolt"
+            mine = acme.post("/v1/check", content=listing).json()
+            assert mine["brand"] == "acme" and mine["verdict"] in ("copy", "knockoff")
+            assert all(h["brand"] == "acme" for h in mine["top"])
+
+
+def test_a_brand_keys_check_is_computed_over_its_own_references_only(hostile):
+    """With acme's key, a listing that copies cora's logo is clear with nothing of cora's in the
+    answer: no score, region, candidate or evidence derived from another brand's references."""
+    with hostile.client("brand:acme") as acme, hostile.client("admin") as admin:
+        full = admin.post("/v1/check", content=hostile.images["copy_cora"]).json()
+        assert full["brand"] == "cora" and full["score"] is not None
+        mine = acme.post("/v1/check", content=hostile.images["copy_cora"]).json()
+        assert mine["verdict"] == "clear" and mine["brand"] is None
+        text = json.dumps(mine)
+        assert "cora" not in text and f"{full['score']:.4f}"[:6] not in text
+        assert all(h["brand"] == "acme" for h in mine["top"])
+        own = acme.post("/v1/check", content=hostile.images["copy_acme"]).json()
+        assert own["brand"] == "acme" and own["verdict"] in ("copy", "knockoff")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
 
 from brandguard.errors import InputError
-from brandguard.serve.deps import LeadReader, ReferenceManager, ServiceDep, SettingsDep
+from brandguard.serve.deps import LeadReader, ReferenceDecider, ReferenceManager, ServiceDep, SettingsDep
 from brandguard.serve.schemas import MAX_OFFSET, REFERENCE_FORM_FIELDS, NewReference, multipart_body
 from brandguard.serve.uploads import read_uploads
 from brandguard.serve.views import reference_view
@@ -37,12 +37,17 @@ def list_references(principal: ReferenceManager, service: ServiceDep, brand: str
             "references": [reference_view(k, refs[k]) for k in ids[offset:offset + limit]]}
 
 
-@router.post("/v1/references", status_code=201, openapi_extra=multipart_body(REFERENCE_FORM_FIELDS))
+@router.post("/v1/references", status_code=201, openapi_extra=multipart_body(REFERENCE_FORM_FIELDS),
+             responses={202: {"description": "held for an admin: the image copies another brand's reference"}})
 async def add_reference(request: Request, principal: ReferenceManager, service: ServiceDep,
-                        settings: SettingsDep) -> dict[str, Any]:
+                        settings: SettingsDep) -> Any:
     """Register a reference image (multipart: ``file``, ``brand`` [admin; a brand key's own by default],
     ``sku``, ``kind``, optional ``reference_id`` = ``<brand>/<name>``). Embedded and indexed durably
-    (one index generation) before the answer; checks after it see the new reference."""
+    (one index generation) before the answer (201); checks after it see the new reference.
+
+    An image that another brand's registered reference matches at copy level is not indexed:
+    it is held for an admin's decision (202, ``status: held``), so no brand can take over
+    another's detections. Every add, hold, decision and removal is in the audit log."""
     up = await read_uploads(request, settings, max_files=1)
     if len(up.images) != 1:
         raise InputError("send exactly one image as the multipart 'file' part")
@@ -50,10 +55,37 @@ async def add_reference(request: Request, principal: ReferenceManager, service: 
     if brand is None:
         raise InputError("an admin must name the brand of the reference")
     ref = NewReference.parse(up.fields, brand, hashlib.sha256(up.images[0]).hexdigest())
-    return await service.catalog.add(up.images[0], ref)
+    live, body = await service.catalog.add(up.images[0], ref, actor=principal.actor)
+    return body if live else JSONResponse(body, status_code=202)
+
+
+@router.get("/v1/references/held")
+def list_held(principal: ReferenceManager, service: ServiceDep, brand: str | None = None,
+              status: Annotated[str | None, Query(pattern="^(pending|approved|rejected)$")] = "pending",
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    """References held for an admin's review. A brand key sees its own, without the other
+    brand's matched reference; an admin sees all, with the conflicts."""
+    scope = principal.brand_scope(brand)
+    held = service.catalog.quarantine.list(status=status, brand=scope, limit=limit)
+    return {"brand": scope, "status": status, "held": [h.to_dict(with_conflicts=principal.is_admin) for h in held]}
+
+
+@router.post("/v1/references/held/{held_id}/{decision}")
+async def decide_held(held_id: str, decision: Annotated[str, Path(pattern="^(approve|reject)$")],
+                      principal: ReferenceDecider, service: ServiceDep,
+                      note: Annotated[str, Query(max_length=1000)] = "") -> dict[str, Any]:
+    """Approve (index it, one generation) or reject (its stored image is removed) a held reference."""
+    return await service.catalog.decide(held_id, decision == "approve", principal.actor, note)
+
+
+@router.get("/v1/references/audit")
+def reference_audit(principal: ReferenceDecider, service: ServiceDep, brand: str | None = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    """Who added, held, approved, rejected or removed which reference, newest first (admin)."""
+    return {"entries": service.catalog.quarantine.audit_log(limit=limit, brand=brand)}
 
 
 @router.delete("/v1/references/{reference_id:path}")
 async def delete_reference(reference_id: str, principal: ReferenceManager, service: ServiceDep) -> dict[str, Any]:
     """Remove a reference from the index (one generation). Another brand's id answers 404."""
-    return await service.catalog.remove(reference_id, principal.row_scope())
+    return await service.catalog.remove(reference_id, principal.row_scope(), actor=principal.actor)

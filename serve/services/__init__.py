@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from brandguard.cases.leads import LeadStore
+from brandguard.quarantine import Quarantine
 from brandguard.serve.admission import Admission
 from brandguard.serve.batching import MicroBatcher
 from brandguard.serve.metrics import Metrics
@@ -63,9 +64,9 @@ class Service:
                                         region_mode=settings.region_mode, require_index=True, limits=limits,
                                         depth=DepthOptions(settings.depth, settings.audit_share))
             # Sources are stored relative to the bundle (copied in at index time) or absolute.
-            return pipe, reference_map(pipe)
+            return pipe, reference_map(pipe), Quarantine(pipe.bundle.path)
 
-        pipeline, references = await anyio.to_thread.run_sync(load)
+        pipeline, references, quarantine = await anyio.to_thread.run_sync(load)
         store = await anyio.to_thread.run_sync(LeadStore, settings.leads_db)
         inference: Inference | None = None
 
@@ -75,7 +76,8 @@ class Service:
 
         batcher = MicroBatcher(judge, max_batch=settings.max_batch, window_s=settings.batch_window_ms / 1000.0,
                                queue_size=settings.queue_size, retry_after_s=settings.retry_after_s)
-        catalog = ReferenceCatalog(settings, pipeline, batcher, references)
+        catalog = ReferenceCatalog(settings, pipeline, batcher, references, quarantine)
+        await anyio.to_thread.run_sync(catalog.clean_leftovers)
         lanes = DecodeLanes(settings)
         inference = Inference(settings, catalog, batcher, admission, lanes, metrics)
         media = MediaStore(settings)
@@ -92,4 +94,5 @@ class Service:
         await self.batcher.stop()
         self.lanes.shutdown()
         self.store.close()
+        self.catalog.quarantine.close()
         self.catalog.pipeline.index.close()

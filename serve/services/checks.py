@@ -58,8 +58,11 @@ class Checks:
 
     async def check(self, images: Sequence[bytes], listings: Sequence[ListingFields],
                     principal: Principal) -> list[dict[str, Any]]:
-        """Verdicts as the caller may see them; scanner and admin keys record leads."""
-        judged = await self.inference.judge(images, listings)
+        """Verdicts as the caller may see them; scanner and admin keys record leads.
+
+        A brand key's check is judged against its own brand's references only, so nothing in
+        the answer (score, region, candidates) comes from another brand's references."""
+        judged = await self.inference.judge(images, listings, brand=principal.row_scope())
         record = principal.can("record_leads")
         out = []
         for data, j, listing in zip(images, judged, listings):
@@ -72,7 +75,7 @@ class Checks:
         """File ``brand``'s complaint about a listing, checked at once."""
         # a complaint names the brand and is worth every stage: thorough unless the request says otherwise
         (judged,) = await self.inference.judge([image], [listing.model_copy(update={
-            "depth": listing.depth or "thorough", "brand_hint": brand})])
+            "depth": listing.depth or "thorough", "brand_hint": brand})], brand=brand)
         verdict = judged.verdict
         lead_id = await self.maybe_record(image, judged, listing, brand)
         image_path = await anyio.to_thread.run_sync(self.media.save_original, image)

@@ -54,18 +54,18 @@ class Inference:
     def judge_batch(self, items: Sequence[tuple]) -> list:
         """What the batcher runs: pick up other workers' index changes, then judge.
 
-        Items are (prepared image or decode error, upload bytes, depth, hints): the bytes let
-        candidates be verified with local features exactly as the scanner does, so both give
-        one verdict.
+        Items are (prepared image or decode error, upload bytes, depth, hints, brand scope): the
+        bytes let candidates be verified with local features exactly as the scanner does, so
+        both give one verdict; a brand scope searches that brand's references only.
         """
         self.catalog.reload_if_changed()
         out: list = [None] * len(items)
-        by_depth: dict = {}
+        groups: dict = {}
         for i, item in enumerate(items):
-            by_depth.setdefault(item[2], []).append(i)
-        for depth, idx in by_depth.items():  # one judge call per depth in this micro-batch
+            groups.setdefault((item[2], item[4]), []).append(i)
+        for (depth, scope), idx in groups.items():  # one judge call per depth and scope in this micro-batch
             verdicts = self.pipeline.judge([items[i][0] for i in idx], [items[i][1] for i in idx],
-                                           [items[i][3] for i in idx], depth)
+                                           [items[i][3] for i in idx], depth, brand=scope)
             for i, v in zip(idx, verdicts):
                 out[i] = v
         return out
@@ -77,22 +77,24 @@ class Inference:
         except ImageDecodeError as exc:
             return exc
 
-    async def judge(self, images: Sequence[bytes], listings: Sequence[ListingFields] | None = None) -> list[Judged]:
+    async def judge(self, images: Sequence[bytes], listings: Sequence[ListingFields] | None = None,
+                    brand: str | None = None) -> list[Judged]:
         """Admit, decode in the lanes, then judge all images as one admission to the queue.
 
-        Each listing's depth (its ``depth`` field, else the service's) and hints travel with it."""
+        Each listing's depth (its ``depth`` field, else the service's) and hints travel with it;
+        ``brand`` judges against that brand's references only (a brand key's checks)."""
         timeout = self.settings.request_timeout_s
         with self.admission.admit(len(images)) as ticket:
             deadline = time.monotonic() + timeout
             try:
                 with anyio.fail_after(timeout):
                     return await self._judge_admitted(images, listings or [ListingFields()] * len(images), ticket,
-                                                      deadline)
+                                                      deadline, brand)
             except TimeoutError as exc:
                 raise InferenceTimeoutError(f"no verdict within {timeout:g}s (decoding and inference)") from exc
 
     async def _judge_admitted(self, images: Sequence[bytes], listings: Sequence[ListingFields], ticket: Ticket,
-                              deadline: float) -> list[Judged]:
+                              deadline: float, brand: str | None) -> list[Judged]:
         from brandguard.engine.pipeline import DepthOptions, ListingHints
 
         costs = await self.lanes.costs(images)
@@ -110,7 +112,8 @@ class Inference:
                 if prepared[i] is None:
                     tg.start_soon(one, i)
         hints = [ListingHints(lst.brand_hint or "", lst.title or "") for lst in listings]
-        verdicts = await self.batcher.submit_many(list(zip(prepared, images, depths, hints)),
+        verdicts = await self.batcher.submit_many([(p, im, d, h, brand) for p, im, d, h in
+                                                   zip(prepared, images, depths, hints)],
                                                   max(0.001, deadline - time.monotonic()))
         for v in verdicts:
             self.metrics.count_verdict(v.verdict)

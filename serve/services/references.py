@@ -8,7 +8,6 @@ the manifest change under it (another worker wrote) reloads the index before its
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -31,10 +30,9 @@ from brandguard.serve.views import reference_view
 
 if TYPE_CHECKING:  # index.store loads FAISS: not at import time
     from brandguard.index.store import ReferenceRecord
+    from brandguard.quarantine import Quarantine
 
 MANIFEST_NAME = "index.json"  # brandguard.index.store.MANIFEST_FILE (not imported: it pulls in FAISS)
-LOCK_NAME = ".references.lock"
-INCOMING_DIR = ".incoming"
 log = logging.getLogger("brandguard.serve")
 
 
@@ -54,10 +52,11 @@ class ReferenceCatalog:
     """
 
     def __init__(self, settings: Settings, pipeline, batcher: MicroBatcher,
-                 references: dict[str, ReferenceRecord]) -> None:
+                 references: dict[str, ReferenceRecord], quarantine: Quarantine) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.batcher = batcher
+        self.quarantine = quarantine  # held references and the audit log, beside the bundle's images
         self.references = references  # reference_map(pipeline), read off the event loop by the caller
         self.info: dict[str, Any] = self.describe()
         self._thumbs: dict[str, bytes] = {}
@@ -82,17 +81,15 @@ class ReferenceCatalog:
 
     @contextmanager
     def _bundle_lock(self, exclusive: bool) -> Iterator[None]:
-        """Cross-process lock on the bundle: one writer at a time; readers load whole generations."""
+        """Cross-process lock on the bundle (the one ``brandguard index`` takes too): one writer
+        at a time; readers load whole generations."""
+        from brandguard.references import bundle_lock
+
         try:
-            f = open(self.pipeline.bundle.path / LOCK_NAME, "a+b")
-        except OSError as exc:
-            raise ReferenceIndexError(f"cannot lock the bundle for writing: {exc}") from exc
-        with f:
-            fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            try:
+            with bundle_lock(self.pipeline.bundle.path, exclusive):
                 yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise ReferenceIndexError(f"cannot lock the bundle: {exc}") from exc
 
     def reload_if_changed(self) -> None:
         """Inference thread only: load the committed index when another process changed it."""
@@ -119,64 +116,99 @@ class ReferenceCatalog:
         log.info("index reloaded", extra={"generation": fresh.generation, "count": len(fresh)})
 
     # ------------------------------------------------------------------ writes
-    def _add_sync(self, data: bytes, ref: NewReference, suffix: str) -> tuple[ReferenceRecord, int]:
+    def clean_leftovers(self) -> None:
+        """At start: remove what a writer killed mid-change left (see references.clean_leftovers)."""
+        from brandguard.references import clean_leftovers
+
+        with self._bundle_lock(exclusive=True):
+            report = clean_leftovers(self.pipeline, self.quarantine)
+        if report.total:
+            log.warning("cleaned leftovers of an interrupted reference change", extra=vars(report))
+
+    def _changed(self) -> None:
+        """After a committed write: the served snapshot follows the index."""
+        self._index_stamp = self._manifest_stamp()
+        self.references = reference_map(self.pipeline)
+        self._thumbs = {}
+        self.info = self.describe()
+
+    def _add_sync(self, data: bytes, ref: NewReference, suffix: str, actor: str):  # noqa: ANN202
         from brandguard.inputs import ReferenceRow
-        from brandguard.references import add_references
+        from brandguard.references import INCOMING_DIR, STORE_DIR, submit_reference
 
         with self._bundle_lock(exclusive=True):
             self.reload_if_changed()
             if ref.reference_id in self.references:
                 raise ReferenceExistsError(f"reference {ref.reference_id!r} already exists; delete it first")
-            incoming = self.pipeline.bundle.path / "references" / INCOMING_DIR
+            incoming = self.pipeline.bundle.path / STORE_DIR / INCOMING_DIR
             incoming.mkdir(parents=True, exist_ok=True)
             tmp = incoming / f"{uuid.uuid4().hex}{suffix}"
             tmp.write_bytes(data)
             try:
-                report = add_references(self.pipeline, [ReferenceRow(ref.reference_id, ref.brand, str(tmp),
-                                                                     ref.sku, ref.kind)])
+                sub = submit_reference(self.pipeline, self.quarantine,
+                                       ReferenceRow(ref.reference_id, ref.brand, str(tmp), ref.sku, ref.kind), actor)
             finally:
                 tmp.unlink(missing_ok=True)
-            if report.skipped:
-                raise InputError(f"the reference image cannot be used: {report.skipped[0][1]}")
-            self._index_stamp = self._manifest_stamp()
-            (rec,) = [r for r in self.pipeline.index.records(ref.brand) if r.reference_id == ref.reference_id]
-            source = replace(rec, source=self.pipeline.source_path(rec.source))
-            self.references = {**self.references, ref.reference_id: source}
-            self.info = self.describe()
-            return source, report.generation
+            if sub.status == "live":
+                self._changed()
+            return sub
 
-    async def add(self, data: bytes, ref: NewReference) -> dict[str, Any]:
-        """Embed and index one reference (one new generation); checks after this see it."""
+    async def add(self, data: bytes, ref: NewReference, actor: str) -> tuple[bool, dict[str, Any]]:
+        """Screen, then index one reference (one new generation; checks after this see it), or
+        hold it for an admin when it copies another brand's reference. Returns (live, body)."""
         suffix = image_suffix(data)
         if suffix is None:
             raise InputError("the reference is not an image format brandguard reads (JPEG, PNG, WebP, GIF, BMP, TIFF)")
         async with self._write_lock:
-            source, generation = await self.batcher.run_exclusive(lambda: self._add_sync(data, ref, suffix))
-        return {**reference_view(ref.reference_id, source), "index_generation": generation,
-                "index_count": self.info.get("index_count"), "sha256": hashlib.sha256(data).hexdigest()}
+            sub = await self.batcher.run_exclusive(lambda: self._add_sync(data, ref, suffix, actor))
+        sha = hashlib.sha256(data).hexdigest()
+        if sub.status == "held":
+            return False, {"reference_id": ref.reference_id, "brand": ref.brand, "status": "held",
+                           "held_id": sub.held.id, "sha256": sha,
+                           "detail": "this image matches another brand's registered reference at copy level: it is "
+                                     "held for an admin's review and is not used until approved"}
+        return True, {**reference_view(ref.reference_id, self.references[ref.reference_id]), "status": "live",
+                      "index_generation": sub.generation, "index_count": self.info.get("index_count"), "sha256": sha}
 
-    def _remove_sync(self, reference_id: str, brand: str | None) -> int:
+    def _remove_sync(self, reference_id: str, brand: str | None, actor: str) -> int:
+        from brandguard.references import remove_reference
+
         with self._bundle_lock(exclusive=True):
             self.reload_if_changed()
             ref = self.references.get(reference_id)
             if ref is None or (brand is not None and ref.brand != brand):
                 raise NotFoundError(f"reference {reference_id!r} not found")
-            generation = self.pipeline.index.remove([reference_id])
-            self._index_stamp = self._manifest_stamp()
-            self.references = {k: v for k, v in self.references.items() if k != reference_id}
-            self._thumbs.pop(reference_id, None)
-            self.info = self.describe()
+            generation = remove_reference(self.pipeline, self.quarantine, reference_id, actor)
+            self._changed()
             return generation
 
-    async def remove(self, reference_id: str, brand: str | None) -> dict[str, Any]:
+    async def remove(self, reference_id: str, brand: str | None, actor: str) -> dict[str, Any]:
         """Remove one reference (one new generation). Another brand's id is reported as missing."""
         ref = self.references.get(reference_id)
         if ref is None or (brand is not None and ref.brand != brand):
             raise NotFoundError(f"reference {reference_id!r} not found")
         async with self._write_lock:
-            generation = await self.batcher.run_exclusive(lambda: self._remove_sync(reference_id, brand))
+            generation = await self.batcher.run_exclusive(lambda: self._remove_sync(reference_id, brand, actor))
         return {"reference_id": reference_id, "brand": ref.brand, "deleted": True, "index_generation": generation,
                 "index_count": self.info.get("index_count")}
+
+    def _decide_sync(self, held_id: str, approve: bool, actor: str, note: str):  # noqa: ANN202
+        from brandguard.references import decide_held
+
+        with self._bundle_lock(exclusive=True):
+            self.reload_if_changed()
+            held, generation = decide_held(self.pipeline, self.quarantine, held_id, approve, actor, note)
+            if generation is not None:
+                self._changed()
+            return held, generation
+
+    async def decide(self, held_id: str, approve: bool, actor: str, note: str = "") -> dict[str, Any]:
+        """An admin's decision on a held reference: approved → indexed (one generation)."""
+        async with self._write_lock:
+            held, generation = await self.batcher.run_exclusive(
+                lambda: self._decide_sync(held_id, approve, actor, note))
+        return {**held.to_dict(), "index_generation": generation if generation is not None else
+                self.info.get("index_generation")}
 
     # ------------------------------------------------------------------ reads
     def visible(self, reference_id: str, brand: str | None) -> ReferenceRecord:
