@@ -27,15 +27,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from brandguard.inputs import ListingRow, read_catalogue
+from brandguard.inputs import ListingRow, confinement_root, read_catalogue
 from brandguard.errors import ImageDecodeError, InputError
-from brandguard.scan.worker import Fingerprint, fingerprint, init_worker, prepare_row
+from brandguard.scan.worker import Fingerprint, Prepared, fingerprint, init_worker, prepare_row
 from brandguard.artifacts import atomic_write_bytes
 from brandguard.engine.decide import Verdict
 from brandguard.engine.pipeline import ListingHints, Pipeline
 from brandguard.vision.prepare import PreparedImage
 
 STATE_FILE = "scan_state.json"
+# Image bytes held for one judge call (they stay until the ORB check and local stage are done):
+# a batch of 64 listings of up to 50 MB each must not hold 3 GB.
+JUDGE_BYTE_BUDGET = 256 << 20
 RESULT_COLUMNS = [
     ("listing_id", pa.string()), ("seller_id", pa.string()), ("title", pa.string()), ("price", pa.float64()),
     ("image", pa.string()), ("verdict", pa.string()), ("brand", pa.string()), ("confidence", pa.float64()),
@@ -52,6 +55,10 @@ class ScanOptions:
 
     ``engine="ray"`` runs decode + embed + search in ``workers`` Ray actors (one ONNX session
     and one index each) through Ray Data; output and resume semantics are the same.
+
+    Listing images must lie under the catalogue's folder (a row naming another path becomes
+    ``inconclusive``, ``path_outside_root``), or under ``image_root`` when given; with
+    ``allow_absolute_paths`` any path is read (still only regular files, size-limited).
     """
 
     engine: str = "local"
@@ -64,10 +71,14 @@ class ScanOptions:
     progress: bool = True
     leads_db: Path | None = None  # flagged listings become leads there (status "new")
     brand_info: Path | None = None  # authorised sellers and reference prices per brand
+    image_root: Path | None = None
+    allow_absolute_paths: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ("local", "ray"):
             raise InputError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.image_root is not None and self.allow_absolute_paths:
+            raise InputError("image_root and allow_absolute_paths exclude each other")
         if self.batch_size < 1 or self.part_size < 1 or self.threads < 1 or self.workers < 0:
             raise InputError("batch_size, part_size and threads must be >= 1 and workers >= 0")
 
@@ -135,7 +146,7 @@ def _existing_parts(parts_dir: Path) -> tuple[dict[str, Fingerprint], int]:
     return done, len(parts)
 
 
-def _unchanged(row: ListingRow, old: Fingerprint) -> bool:
+def _unchanged(row: ListingRow, old: Fingerprint, max_bytes: int, root: str | None) -> bool:
     """True when ``row``'s image is the one already scanned (cheap stat first, hash if needed).
 
     A row whose earlier result had no image (missing file, bad row, unreadable) is rescanned
@@ -152,9 +163,9 @@ def _unchanged(row: ListingRow, old: Fingerprint) -> bool:
     if st.st_size == old.size and st.st_mtime_ns == old.mtime_ns:
         return True
     try:
-        return fingerprint(row.image).sha256 == old.sha256
-    except OSError:
-        return False
+        return fingerprint(row.image, max_bytes, root).sha256 == old.sha256
+    except ImageDecodeError:
+        return False  # now outside the root, not a regular file, too large...: rescan to record that
 
 
 def _state(catalogue: Path, pipeline: Pipeline, opts: ScanOptions) -> dict:
@@ -163,12 +174,25 @@ def _state(catalogue: Path, pipeline: Pipeline, opts: ScanOptions) -> dict:
             "region_mode": opts.region_mode, "depth": pipeline.depth.depth}
 
 
+def scan_root(catalogue: str | os.PathLike[str], opts: ScanOptions) -> str | None:
+    """The folder the scan reads listing images from (None: any path); the report's too."""
+    return confinement_root(catalogue, opts.image_root, opts.allow_absolute_paths)
+
+
 def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.PathLike[str],
          opts: ScanOptions = ScanOptions()) -> ScanSummary:
-    """Scan ``catalogue`` into ``out``; resumes a previous, interrupted scan of the same inputs."""
+    """Scan ``catalogue`` into ``out``; resumes a previous, interrupted scan of the same inputs.
+
+    Raises :class:`InputError` (before writing anything) when the catalogue as a whole is
+    unusable; a bad row only ever becomes an ``inconclusive`` result.
+    """
     if pipeline.index is None:
         raise InputError("the bundle has no reference index: run `brandguard index` first")
+    if opts.image_root is not None and not Path(opts.image_root).is_dir():
+        raise InputError(f"image root {opts.image_root} is not a folder")
     cat = Path(catalogue)
+    root = scan_root(cat, opts)
+    rows = list(read_catalogue(cat, opts.image_root, opts.allow_absolute_paths))
     out_dir = Path(out)
     parts_dir = out_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -187,13 +211,12 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
         debris.unlink()
     done, n_parts = _existing_parts(parts_dir)
 
-    rows = list(read_catalogue(cat))
     pending, unchanged, changed = [], 0, 0
     for r in rows:
         old = done.get(r.listing_id)
         if old is None:
             pending.append(r)
-        elif _unchanged(r, old):
+        elif _unchanged(r, old, pipeline.limits.max_bytes, root):
             unchanged += 1
         else:
             changed += 1
@@ -208,9 +231,9 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
     if opts.engine == "ray":
         from brandguard.scan.ray_engine import ray_judged_batches
 
-        batches = ray_judged_batches(pending, pipeline, opts)
+        batches = ray_judged_batches(pending, pipeline, opts, root)
     else:  # ScanOptions admits only "local" and "ray"
-        batches = _judged_batches(pending, pipeline, opts)
+        batches = _judged_batches(pending, pipeline, opts, root)
     routes: Counter[str] = Counter()
     for results in batches:
         buffer.extend(results)
@@ -242,11 +265,11 @@ def _local_route(row: dict) -> str:
     return depth.get("why", "") if depth.get("local") else ""
 
 
-def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions
-                    ) -> Iterator[tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]]:
+def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions,
+                    root: str | None) -> Iterator[Prepared]:
     # thorough: the decode workers describe keypoints too, in parallel with the embedder
     local = pipeline.local_config if pipeline.depth.depth == "thorough" and pipeline.has_local_stage() else None
-    init = (pipeline.card, opts.region_mode, pipeline.limits, local)
+    init = (pipeline.card, opts.region_mode, pipeline.limits, local, root)
     if opts.workers <= 0:
         init_worker(*init)
         yield from map(prepare_row, pending)
@@ -257,23 +280,35 @@ def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOpt
         yield from pool.imap(prepare_row, pending, chunksize=8)
 
 
-def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions) -> Iterable[list[dict]]:
-    batch: list[tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]] = []
-
-    def judge() -> list[dict]:
-        items = [it if isinstance(it, PreparedImage) else ImageDecodeError(*it) for _, it, _ in batch]
-        verdicts = pipeline.judge(items, [r.image if isinstance(it, PreparedImage) else None for r, it, _ in batch],
-                                  [ListingHints(r.brand_hint, r.title) for r, _, _ in batch])
-        rows = [verdict_row(r, v, pipeline.card.sha256, fp) for (r, _, fp), v in zip(batch, verdicts)]
-        batch.clear()
-        return rows
-
-    for pair in _decoded_stream(pending, pipeline, opts):
-        batch.append(pair)
-        if len(batch) >= opts.batch_size:
-            yield judge()
+def judge_chunks(prepared: Iterable[Prepared], batch_size: int,
+                 byte_budget: int = JUDGE_BYTE_BUDGET) -> Iterator[list[Prepared]]:
+    """Group prepared listings for one judge call: ``batch_size`` of them, fewer when their
+    image bytes reach ``byte_budget``."""
+    batch: list[Prepared] = []
+    held = 0
+    for p in prepared:
+        batch.append(p)
+        held += len(p.data or b"")
+        if len(batch) >= batch_size or held >= byte_budget:
+            yield batch
+            batch, held = [], 0
     if batch:
-        yield judge()
+        yield batch
+
+
+def judge_prepared(pipeline: Pipeline, batch: list[Prepared]) -> list[dict]:
+    """Result rows for prepared listings: embed, search and decide, with the bytes the decode
+    worker read as the source of the ORB check and the local stage."""
+    items = [p.item if isinstance(p.item, PreparedImage) else ImageDecodeError(*p.item) for p in batch]
+    verdicts = pipeline.judge(items, [p.data for p in batch],
+                              [ListingHints(p.row.brand_hint, p.row.title) for p in batch])
+    return [verdict_row(p.row, v, pipeline.card.sha256, p.fp) for p, v in zip(batch, verdicts)]
+
+
+def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions,
+                    root: str | None) -> Iterable[list[dict]]:
+    for batch in judge_chunks(_decoded_stream(pending, pipeline, opts, root), opts.batch_size):
+        yield judge_prepared(pipeline, batch)
 
 
 def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOptions,
