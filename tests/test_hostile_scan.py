@@ -22,7 +22,7 @@ import pytest
 
 from brandguard.cli.main import EXIT_OK, EXIT_USAGE, main
 from brandguard.scan.report import thumbnail_data_uri
-from brandguard.scan.scanner import read_results
+from brandguard.scan.results import read_results
 from tests_helpers import blob_image, save
 
 BRANDS = ("acme", "bolt")

@@ -146,7 +146,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------- scan
 def cmd_scan(args: argparse.Namespace) -> int:
     from brandguard.scan.report import terminal_table, write_html_report
-    from brandguard.scan.scanner import ScanOptions, read_results, scan, scan_root
+    from brandguard.scan.results import read_results
+    from brandguard.scan.scanner import ScanOptions, scan, scan_root
     from brandguard.engine.pipeline import Pipeline
 
     pipe = Pipeline.from_bundle(_resolve_bundle(args), threads=args.threads, device=args.device,

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from brandguard.inputs import ListingRow
 from brandguard.engine.pipeline import Pipeline
+from brandguard.scan.results import ResultRow
 
 
 class _ScanActor:
@@ -36,17 +37,18 @@ class _ScanActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from brandguard.scan.worker import prepare_row
-        from brandguard.scan.scanner import RESULT_SCHEMA, judge_chunks, judge_prepared
+        from brandguard.scan.results import records_table
+        from brandguard.scan.scanner import judge_chunks, judge_prepared
 
         rows = [ListingRow(**r) for r in batch.to_pylist()]
-        out: list[dict] = []
+        out = []
         for chunk in judge_chunks(map(prepare_row, rows), batch_size=len(rows) or 1):
             out.extend(judge_prepared(self.pipe, chunk))
-        return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
+        return records_table(out)
 
 
 def ray_judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts,  # noqa: ANN001
-                       root: str | None = None) -> Iterator[list[dict]]:
+                       root: str | None = None) -> Iterator[list[ResultRow]]:
     """Yield result rows in batches, computed by ``opts.workers`` Ray actors; ``root``: the
     folder listing images must lie under (None: any path)."""
     import ray
@@ -76,7 +78,7 @@ def ray_judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts,  # n
             num_cpus=1,
         )
         for batch in ds.iter_batches(batch_size=opts.batch_size, batch_format="pyarrow"):
-            yield batch.to_pylist()
+            yield [ResultRow.from_record(r) for r in batch.to_pylist()]
     finally:
         if started_here:
             ray.shutdown()
