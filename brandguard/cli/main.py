@@ -17,6 +17,23 @@ from pathlib import Path
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_ARTIFACT = 0, 1, 2, 3
 
+SCAN_EPILOG = """\
+images: a row's image path is relative to the catalogue file, and must lie under the
+  catalogue's folder (symlinks resolved); a row naming another path is judged inconclusive
+  (reason path_outside_root). --image-root DIR confines to DIR instead; --allow-absolute-paths
+  reads any path. Only regular files are read (a FIFO or device: not_a_regular_file), up to
+  the size limit (file_too_large).
+
+exit codes: 0 scan complete (bad rows become inconclusive rows with a reason: bad_row,
+            bad_price, missing_image, missing_file, path_outside_root, not_a_regular_file,
+            not_an_image, ...; they never stop the scan) · 1 unexpected failure ·
+            2 bad arguments or unusable input as a whole, reported in one line: a catalogue
+            that is missing, empty or a header only, not the format its name says (e.g. a
+            .parquet that is not Parquet), without a listing_id or image column, or with
+            columns of the wrong type · 3 bundle, index or registry missing, corrupted or
+            mismatched
+"""
+
 EPILOG = """\
 exit codes: 0 success · 1 unexpected failure · 2 bad arguments or input data ·
             3 bundle, index or registry version missing, corrupted or mismatched ·
@@ -132,7 +149,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------- scan
 def cmd_scan(args: argparse.Namespace) -> int:
     from brandguard.scan.report import terminal_table, write_html_report
-    from brandguard.scan.scanner import ScanOptions, read_results, scan
+    from brandguard.scan.results import read_results
+    from brandguard.scan.scanner import ScanOptions, scan, scan_root
     from brandguard.engine.pipeline import Pipeline
 
     pipe = Pipeline.from_bundle(_resolve_bundle(args), threads=args.threads, device=args.device,
@@ -140,14 +158,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
     opts = ScanOptions(engine=args.engine, workers=args.workers, threads=args.threads, batch_size=args.batch_size,
                        part_size=args.part_size,
                        region_mode=args.regions, write_jsonl=args.jsonl, progress=not args.no_progress,
-                       leads_db=args.leads_db, brand_info=args.brand_info)
+                       leads_db=args.leads_db, brand_info=args.brand_info, image_root=args.image_root,
+                       allow_absolute_paths=args.allow_absolute_paths)
     summary = scan(args.catalogue, pipe, args.out, opts)
     rows = read_results(args.out)
     if not args.no_report:
         refs = {r.reference_id: pipe.source_path(r.source) for r in pipe.index.records()}
         page = write_html_report(rows, refs, Path(args.out) / "report.html",
                                  title=f"brandguard scan of {Path(args.catalogue).name}",
-                                 summary=json.loads(summary.to_json()))
+                                 summary=json.loads(summary.to_json()), image_root=scan_root(args.catalogue, opts))
         print(f"report: {page}")
     if not args.quiet:
         print(terminal_table(rows))
@@ -330,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "verdict copy|knockoff|clear|inconclusive, brand, confidence, top references,\n"
                            "evidence), OUT/summary.json and OUT/report.html. Bad rows become inconclusive\n"
                            "rows with a reason; the scan never stops for them. Re-running the same command\n"
-                           "after an interruption resumes where it stopped."))
+                           "after an interruption resumes where it stopped."), epilog=SCAN_EPILOG)
     p.add_argument("catalogue", type=Path)
     _add_bundle_arg(p, "; must hold an index (see `brandguard index`)")
     _add_registry_arg(p)
@@ -355,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
                         '"default_price": p}}: authorised sellers are not leads; low prices raise the risk')
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--quiet", action="store_true", help="do not print the results table")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--image-root", type=Path, default=None,
+                       help="folder every listing image must lie under (default: the catalogue's folder)")
+    where.add_argument("--allow-absolute-paths", action="store_true",
+                       help="read listing images at any path (trusted catalogues only)")
     _add_depth_args(p)
     _add_runtime_args(p)
     p.set_defaults(func=cmd_scan)

@@ -18,39 +18,39 @@ from typing import Iterator
 import pyarrow as pa
 
 from brandguard.inputs import ListingRow
-from brandguard.errors import ImageDecodeError
-from brandguard.engine.pipeline import ListingHints, Pipeline
-from brandguard.vision.prepare import PreparedImage
+from brandguard.engine.pipeline import Pipeline
+from brandguard.scan.results import ResultRow
 
 
 class _ScanActor:
     """One per Ray worker: holds the pipeline for the actor's lifetime."""
 
-    def __init__(self, bundle_dir: str, region_mode: str, threads: int, limits, depth) -> None:  # noqa: ANN001
+    def __init__(self, bundle_dir: str, region_mode: str, threads: int, limits, depth,  # noqa: ANN001
+                 root: str | None = None) -> None:
         from brandguard.scan.worker import init_worker
 
         self.pipe = Pipeline.from_bundle(bundle_dir, threads=threads, region_mode=region_mode, require_index=True,
                                          depth=depth)
         self.pipe.limits = limits
         local = self.pipe.local_config if depth.depth == "thorough" and self.pipe.has_local_stage() else None
-        init_worker(self.pipe.card, region_mode, limits, local)
+        init_worker(self.pipe.card, region_mode, limits, local, root)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from brandguard.scan.worker import prepare_row
-        from brandguard.scan.scanner import RESULT_SCHEMA, verdict_row
+        from brandguard.scan.results import records_table
+        from brandguard.scan.scanner import judge_chunks, judge_prepared
 
         rows = [ListingRow(**r) for r in batch.to_pylist()]
-        prepared = [prepare_row(r) for r in rows]
-        items = [it if isinstance(it, PreparedImage) else ImageDecodeError(*it) for _, it, _ in prepared]
-        verdicts = self.pipe.judge(items, [r.image if isinstance(it, PreparedImage) else None
-                                           for r, it, _ in prepared],
-                                   [ListingHints(r.brand_hint, r.title) for r, _, _ in prepared])
-        out = [verdict_row(r, v, self.pipe.card.sha256, fp) for (r, _, fp), v in zip(prepared, verdicts)]
-        return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
+        out = []
+        for chunk in judge_chunks(map(prepare_row, rows), batch_size=len(rows) or 1):
+            out.extend(judge_prepared(self.pipe, chunk))
+        return records_table(out)
 
 
-def ray_judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts) -> Iterator[list[dict]]:
-    """Yield result rows in batches, computed by ``opts.workers`` Ray actors."""
+def ray_judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts,  # noqa: ANN001
+                       root: str | None = None) -> Iterator[list[ResultRow]]:
+    """Yield result rows in batches, computed by ``opts.workers`` Ray actors; ``root``: the
+    folder listing images must lie under (None: any path)."""
     import ray
 
     if not pending:
@@ -72,12 +72,13 @@ def ray_judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts) -> I
         ds = ds.map_batches(
             _ScanActor,
             fn_constructor_kwargs={"bundle_dir": str(pipeline.bundle.path), "region_mode": opts.region_mode,
-                                   "threads": opts.threads, "limits": pipeline.limits, "depth": pipeline.depth},
+                                   "threads": opts.threads, "limits": pipeline.limits, "depth": pipeline.depth,
+                                   "root": root},
             batch_size=opts.batch_size, batch_format="pyarrow", concurrency=max(opts.workers, 1),
             num_cpus=1,
         )
         for batch in ds.iter_batches(batch_size=opts.batch_size, batch_format="pyarrow"):
-            yield batch.to_pylist()
+            yield [ResultRow.from_record(r) for r in batch.to_pylist()]
     finally:
         if started_here:
             ray.shutdown()

@@ -4,6 +4,10 @@ The HTML embeds small JPEG thumbnails (data URIs) of each flagged listing beside
 it matched, so the page can be mailed or archived as one file. Where the verdict carries
 local-feature evidence, the listing thumbnail is drawn inside an SVG whose coordinates are the
 listing's original pixels, with the reference's projected outline (or the matched box) on it.
+
+A result row's ``image`` is whatever path its catalogue named: the report reads listing images
+only under the scan's image root, and every file through the scan's reader (regular files,
+size-limited), so a results file can never make the page embed ``/etc/shadow``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any, Sequence
 from PIL import Image
 
 from brandguard.errors import ImageDecodeError
-from brandguard.vision.decode import decode_image
+from brandguard.inputs import read_image_file
+from brandguard.vision.decode import DecodeLimits, decode_image
 
 FLAGGED = ("copy", "knockoff")
 _ORDER = {"copy": 0, "knockoff": 1, "inconclusive": 2, "clear": 3}
@@ -30,13 +35,16 @@ THUMB_SIDE = 160  # px of the embedded thumbnails (their long side)
 SHOW_SIDE = 170  # px the listing drawing is shown at (its long side)
 
 
-def _thumbnail(path: str, side: int = THUMB_SIDE) -> tuple[str | None, tuple[int, int] | None]:
+def _thumbnail(path: str, side: int = THUMB_SIDE, root: str | None = None
+               ) -> tuple[str | None, tuple[int, int] | None]:
     """A JPEG data URI of ``path`` no larger than ``side`` px and the image's displayed size in
-    original pixels (EXIF rotation applied); (None, None) if it cannot be read."""
-    if not path or not Path(path).is_file():
+    original pixels (EXIF rotation applied); (None, None) if it cannot be read, or lies
+    outside ``root`` (None: any path)."""
+    if not path:
         return None, None
+    limits = DecodeLimits()
     try:
-        decoded = decode_image(path, target_side=side)
+        decoded = decode_image(read_image_file(path, limits.max_bytes, root).data, target_side=side, limits=limits)
     except ImageDecodeError:
         return None, None
     img = Image.fromarray(decoded.rgb)
@@ -46,9 +54,10 @@ def _thumbnail(path: str, side: int = THUMB_SIDE) -> tuple[str | None, tuple[int
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), decoded.display_size
 
 
-def thumbnail_data_uri(path: str, side: int = THUMB_SIDE) -> str | None:
-    """A JPEG data URI of ``path`` no larger than ``side`` px, or None if it cannot be read."""
-    return _thumbnail(path, side)[0]
+def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, root: str | None = None) -> str | None:
+    """A JPEG data URI of ``path`` no larger than ``side`` px, or None if it cannot be read
+    (or lies outside ``root``)."""
+    return _thumbnail(path, side, root)[0]
 
 
 # --------------------------------------------------------------------------- evidence values
@@ -323,9 +332,13 @@ def near_misses(rows: Sequence[dict], margin: float = NEAR_MISS_MARGIN,
 
 
 def write_html_report(rows: Sequence[dict], reference_paths: dict[str, str], dest: str | Path,
-                      title: str = "brandguard scan", summary: dict | None = None) -> Path:
+                      title: str = "brandguard scan", summary: dict | None = None,
+                      image_root: str | None = None) -> Path:
     """Write a self-contained HTML page: one card per flagged listing, then the inconclusive,
-    then the near misses (clear listings just under the flag threshold)."""
+    then the near misses (clear listings just under the flag threshold).
+
+    Listing thumbnails are made only of images under ``image_root`` (the scan's, see
+    ``scanner.scan_root``; None: any path); reference thumbnails come from the bundle."""
     esc = html.escape
 
     def img_tag(uri: str | None, alt: str) -> str:
@@ -338,7 +351,7 @@ def write_html_report(rows: Sequence[dict], reference_paths: dict[str, str], des
         flagged = r["verdict"] in FLAGGED
         ev = _evidence(r)
         ref_id = r.get("top_reference_id") or ""
-        listing_uri, natural = _thumbnail(r.get("image") or "")
+        listing_uri, natural = _thumbnail(r.get("image") or "", root=image_root)
         if flagged and listing_uri:
             size = _size(ev.get("image_size")) or natural
             listing_fig = listing_drawing(listing_uri, size, ev, ref_id) if size else img_tag(listing_uri, "listing")
@@ -376,7 +389,7 @@ def write_html_report(rows: Sequence[dict], reference_paths: dict[str, str], des
 
     misses = []
     for r, ev, gap in near_misses(rows):
-        uri, natural = _thumbnail(r.get("image") or "", side=96)
+        uri, natural = _thumbnail(r.get("image") or "", side=96, root=image_root)
         size = _size(ev.get("image_size")) or natural
         pic = (listing_drawing(uri, size, ev, r.get("top_reference_id") or "", show_side=96) if uri and size
                else '<div class="missing small">no image</div>')

@@ -21,29 +21,25 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from brandguard.inputs import ListingRow, read_catalogue
+from brandguard.inputs import ListingRow, confinement_root, read_catalogue
 from brandguard.errors import ImageDecodeError, InputError
-from brandguard.scan.worker import Fingerprint, fingerprint, init_worker, prepare_row
+from brandguard.scan.results import (FINAL_SCHEMA, FLAGGED, RESULT_SCHEMA, ResultRow, read_results,
+                                     records_table, verdict_row)
+from brandguard.scan.worker import Fingerprint, Prepared, fingerprint, init_worker, prepare_row
 from brandguard.artifacts import atomic_write_bytes
-from brandguard.engine.decide import Verdict
 from brandguard.engine.pipeline import ListingHints, Pipeline
 from brandguard.vision.prepare import PreparedImage
 
 STATE_FILE = "scan_state.json"
-RESULT_COLUMNS = [
-    ("listing_id", pa.string()), ("seller_id", pa.string()), ("title", pa.string()), ("price", pa.float64()),
-    ("image", pa.string()), ("verdict", pa.string()), ("brand", pa.string()), ("confidence", pa.float64()),
-    ("score", pa.float64()), ("reason", pa.string()), ("top_reference_id", pa.string()),
-    ("top_references", pa.string()), ("evidence", pa.string()), ("model_sha256", pa.string()),
-    ("image_bytes", pa.int64()), ("image_mtime_ns", pa.int64()), ("image_sha256", pa.string()),
-]
-RESULT_SCHEMA = pa.schema(RESULT_COLUMNS)
+# Image bytes held for one judge call (they stay until the ORB check and local stage are done):
+# a batch of 64 listings of up to 50 MB each must not hold 3 GB.
+JUDGE_BYTE_BUDGET = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -52,6 +48,10 @@ class ScanOptions:
 
     ``engine="ray"`` runs decode + embed + search in ``workers`` Ray actors (one ONNX session
     and one index each) through Ray Data; output and resume semantics are the same.
+
+    Listing images must lie under the catalogue's folder (a row naming another path becomes
+    ``inconclusive``, ``path_outside_root``), or under ``image_root`` when given; with
+    ``allow_absolute_paths`` any path is read (still only regular files, size-limited).
     """
 
     engine: str = "local"
@@ -64,10 +64,14 @@ class ScanOptions:
     progress: bool = True
     leads_db: Path | None = None  # flagged listings become leads there (status "new")
     brand_info: Path | None = None  # authorised sellers and reference prices per brand
+    image_root: Path | None = None
+    allow_absolute_paths: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ("local", "ray"):
             raise InputError(f"engine must be 'local' or 'ray', got {self.engine!r}")
+        if self.image_root is not None and self.allow_absolute_paths:
+            raise InputError("image_root and allow_absolute_paths exclude each other")
         if self.batch_size < 1 or self.part_size < 1 or self.threads < 1 or self.workers < 0:
             raise InputError("batch_size, part_size and threads must be >= 1 and workers >= 0")
 
@@ -102,20 +106,8 @@ class ScanSummary:
 
 
 # ---------------------------------------------------------------------- main side
-def verdict_row(row: ListingRow, v: Verdict, model_sha: str, fp: Fingerprint) -> dict:
-    return {
-        "image_bytes": fp.size, "image_mtime_ns": fp.mtime_ns, "image_sha256": fp.sha256,
-        "listing_id": row.listing_id, "seller_id": row.seller_id, "title": row.title, "price": row.price,
-        "image": row.image, "verdict": v.verdict, "brand": v.brand, "confidence": v.confidence,
-        "score": v.score, "reason": v.reason,
-        "top_reference_id": v.top[0].reference_id if v.top else None,
-        "top_references": json.dumps([h.to_dict() for h in v.top]),
-        "evidence": json.dumps(v.evidence, sort_keys=True), "model_sha256": model_sha,
-    }
-
-
-def _write_part(parts_dir: Path, number: int, rows: list[dict]) -> None:
-    table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+def _write_part(parts_dir: Path, number: int, rows: list[ResultRow]) -> None:
+    table = records_table(rows)
     tmp = parts_dir / f".part-{number:05d}.parquet.tmp"
     pq.write_table(table, tmp)
     with open(tmp, "rb") as f:
@@ -135,7 +127,7 @@ def _existing_parts(parts_dir: Path) -> tuple[dict[str, Fingerprint], int]:
     return done, len(parts)
 
 
-def _unchanged(row: ListingRow, old: Fingerprint) -> bool:
+def _unchanged(row: ListingRow, old: Fingerprint, max_bytes: int, root: str | None) -> bool:
     """True when ``row``'s image is the one already scanned (cheap stat first, hash if needed).
 
     A row whose earlier result had no image (missing file, bad row, unreadable) is rescanned
@@ -152,9 +144,9 @@ def _unchanged(row: ListingRow, old: Fingerprint) -> bool:
     if st.st_size == old.size and st.st_mtime_ns == old.mtime_ns:
         return True
     try:
-        return fingerprint(row.image).sha256 == old.sha256
-    except OSError:
-        return False
+        return fingerprint(row.image, max_bytes, root).sha256 == old.sha256
+    except ImageDecodeError:
+        return False  # now outside the root, not a regular file, too large...: rescan to record that
 
 
 def _state(catalogue: Path, pipeline: Pipeline, opts: ScanOptions) -> dict:
@@ -163,12 +155,25 @@ def _state(catalogue: Path, pipeline: Pipeline, opts: ScanOptions) -> dict:
             "region_mode": opts.region_mode, "depth": pipeline.depth.depth}
 
 
+def scan_root(catalogue: str | os.PathLike[str], opts: ScanOptions) -> str | None:
+    """The folder the scan reads listing images from (None: any path); the report's too."""
+    return confinement_root(catalogue, opts.image_root, opts.allow_absolute_paths)
+
+
 def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.PathLike[str],
          opts: ScanOptions = ScanOptions()) -> ScanSummary:
-    """Scan ``catalogue`` into ``out``; resumes a previous, interrupted scan of the same inputs."""
+    """Scan ``catalogue`` into ``out``; resumes a previous, interrupted scan of the same inputs.
+
+    Raises :class:`InputError` (before writing anything) when the catalogue as a whole is
+    unusable; a bad row only ever becomes an ``inconclusive`` result.
+    """
     if pipeline.index is None:
         raise InputError("the bundle has no reference index: run `brandguard index` first")
+    if opts.image_root is not None and not Path(opts.image_root).is_dir():
+        raise InputError(f"image root {opts.image_root} is not a folder")
     cat = Path(catalogue)
+    root = scan_root(cat, opts)
+    rows = list(read_catalogue(cat, opts.image_root, opts.allow_absolute_paths))
     out_dir = Path(out)
     parts_dir = out_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -187,13 +192,12 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
         debris.unlink()
     done, n_parts = _existing_parts(parts_dir)
 
-    rows = list(read_catalogue(cat))
     pending, unchanged, changed = [], 0, 0
     for r in rows:
         old = done.get(r.listing_id)
         if old is None:
             pending.append(r)
-        elif _unchanged(r, old):
+        elif _unchanged(r, old, pipeline.limits.max_bytes, root):
             unchanged += 1
         else:
             changed += 1
@@ -202,18 +206,20 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
                           unchanged=unchanged, changed=changed,
                           model_sha256=pipeline.card.sha256, index_count=len(pipeline.index))
     t0 = time.perf_counter()
-    buffer: list[dict] = []
+    buffer: list[ResultRow] = []
+    flagged: dict[str, ResultRow] = {}  # this run's flags, ranked and recorded without decoding
     bar = tqdm(total=len(rows), initial=summary.resumed, unit="img", desc="scan", disable=not opts.progress,
                smoothing=0.05, dynamic_ncols=True)
     if opts.engine == "ray":
         from brandguard.scan.ray_engine import ray_judged_batches
 
-        batches = ray_judged_batches(pending, pipeline, opts)
+        batches = ray_judged_batches(pending, pipeline, opts, root)
     else:  # ScanOptions admits only "local" and "ray"
-        batches = _judged_batches(pending, pipeline, opts)
+        batches = _judged_batches(pending, pipeline, opts, root)
     routes: Counter[str] = Counter()
     for results in batches:
         buffer.extend(results)
+        flagged.update((r.listing_id, r) for r in results if r.flagged)
         bar.update(len(results))
         summary.scanned += len(results)
         if pipeline.depth.depth != "fast":
@@ -231,22 +237,22 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
     summary.local_stage = dict(sorted(routes.items()))
     summary.local_share = round(sum(routes.values()) / summary.scanned, 4) if summary.scanned else 0.0
     summary.images_per_second = round(summary.scanned / summary.seconds, 2) if summary.seconds > 0 else 0.0
-    _finalise(out_dir, parts_dir, summary, opts, {r.listing_id for r in rows})
+    _finalise(out_dir, parts_dir, summary, opts, {r.listing_id for r in rows}, flagged)
     return summary
 
 
-def _local_route(row: dict) -> str:
+def _local_route(row: ResultRow) -> str:
     """Why a result row went through the local stage ("" if it did not), from its evidence: the
     rows are what both engines (local processes, Ray actors) hand back."""
-    depth = json.loads(row["evidence"]).get("depth", {}) if row.get("evidence") else {}
+    depth = row.evidence.get("depth", {})
     return depth.get("why", "") if depth.get("local") else ""
 
 
-def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions
-                    ) -> Iterator[tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]]:
+def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions,
+                    root: str | None) -> Iterator[Prepared]:
     # thorough: the decode workers describe keypoints too, in parallel with the embedder
     local = pipeline.local_config if pipeline.depth.depth == "thorough" and pipeline.has_local_stage() else None
-    init = (pipeline.card, opts.region_mode, pipeline.limits, local)
+    init = (pipeline.card, opts.region_mode, pipeline.limits, local, root)
     if opts.workers <= 0:
         init_worker(*init)
         yield from map(prepare_row, pending)
@@ -257,29 +263,45 @@ def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOpt
         yield from pool.imap(prepare_row, pending, chunksize=8)
 
 
-def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions) -> Iterable[list[dict]]:
-    batch: list[tuple[ListingRow, PreparedImage | tuple[str, str], Fingerprint]] = []
-
-    def judge() -> list[dict]:
-        items = [it if isinstance(it, PreparedImage) else ImageDecodeError(*it) for _, it, _ in batch]
-        verdicts = pipeline.judge(items, [r.image if isinstance(it, PreparedImage) else None for r, it, _ in batch],
-                                  [ListingHints(r.brand_hint, r.title) for r, _, _ in batch])
-        rows = [verdict_row(r, v, pipeline.card.sha256, fp) for (r, _, fp), v in zip(batch, verdicts)]
-        batch.clear()
-        return rows
-
-    for pair in _decoded_stream(pending, pipeline, opts):
-        batch.append(pair)
-        if len(batch) >= opts.batch_size:
-            yield judge()
+def judge_chunks(prepared: Iterable[Prepared], batch_size: int,
+                 byte_budget: int = JUDGE_BYTE_BUDGET) -> Iterator[list[Prepared]]:
+    """Group prepared listings for one judge call: ``batch_size`` of them, fewer when their
+    image bytes reach ``byte_budget``."""
+    batch: list[Prepared] = []
+    held = 0
+    for p in prepared:
+        batch.append(p)
+        held += len(p.data or b"")
+        if len(batch) >= batch_size or held >= byte_budget:
+            yield batch
+            batch, held = [], 0
     if batch:
-        yield judge()
+        yield batch
+
+
+def judge_prepared(pipeline: Pipeline, batch: list[Prepared]) -> list[ResultRow]:
+    """Result rows for prepared listings: embed, search and decide, with the bytes the decode
+    worker read as the source of the ORB check and the local stage."""
+    items = [p.item if isinstance(p.item, PreparedImage) else ImageDecodeError(*p.item) for p in batch]
+    verdicts = pipeline.judge(items, [p.data for p in batch],
+                              [ListingHints(p.row.brand_hint, p.row.title) for p in batch])
+    return [verdict_row(p.row, v, pipeline.card.sha256, p.fp) for p, v in zip(batch, verdicts)]
+
+
+def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions,
+                    root: str | None) -> Iterable[list[ResultRow]]:
+    for batch in judge_chunks(_decoded_stream(pending, pipeline, opts, root), opts.batch_size):
+        yield judge_prepared(pipeline, batch)
 
 
 def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOptions,
-              current_ids: set[str]) -> None:
+              current_ids: set[str], flagged: dict[str, ResultRow]) -> None:
     """Merge parts into results (latest result per listing still in the catalogue), rank, write,
-    then record leads: the results never depend on the leads store being writable."""
+    then record leads: the results never depend on the leads store being writable.
+
+    The merge is columnar: parts' columns are taken as written. Only flagged rows are looked
+    at, this run's from ``flagged``, earlier runs' decoded from their part.
+    """
     parts = sorted(parts_dir.glob("part-*.parquet"))
     table = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else RESULT_SCHEMA.empty_table()
     ids = table.column("listing_id").to_pylist()
@@ -288,24 +310,37 @@ def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOp
     last = {lid: i for i, lid in enumerate(ids)}
     summary.removed = sum(1 for lid in last if lid not in current_ids)
     table = table.take(sorted(i for lid, i in last.items() if lid in current_ids))
-    rows = table.to_pylist()
+    verdicts = table.column("verdict").to_pylist()
+    brands = table.column("brand").to_pylist()
+    to_rank: list[tuple[int, ResultRow]] = []
+    for i, (v, b) in enumerate(zip(verdicts, brands)):
+        if v in FLAGGED and b:
+            lid = table.column("listing_id")[i].as_py()
+            to_rank.append((i, flagged.get(lid) or ResultRow.from_record(table.slice(i, 1).to_pylist()[0])))
     confirmed = _confirmed_by_seller(opts.leads_db) if opts.leads_db is not None else {}
-    _rank(rows, opts, summary, confirmed)
-    table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA.append(pa.field("lead", pa.string()))
-                                 .append(pa.field("risk", pa.float64())).append(pa.field("risk_parts", pa.string())))
+    ranks = _rank([row for _, row in to_rank], opts, summary, confirmed)
+    lead, risk, risk_parts = [""] * len(table), [None] * len(table), [None] * len(table)
+    for (i, _), rank in zip(to_rank, ranks):
+        lead[i], risk[i] = rank.lead, rank.risk
+        risk_parts[i] = json.dumps(rank.risk_parts, sort_keys=True) if rank.risk_parts is not None else None
+    table = pa.Table.from_arrays(table.columns + [pa.array(lead, pa.string()), pa.array(risk, pa.float64()),
+                                                  pa.array(risk_parts, pa.string())], schema=FINAL_SCHEMA)
     tmp = out_dir / ".results.parquet.tmp"
     pq.write_table(table, tmp)
     os.replace(tmp, out_dir / "results.parquet")
     if opts.write_jsonl:
         tmp_j = out_dir / ".results.jsonl.tmp"
         with open(tmp_j, "w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, sort_keys=True) + "\n")
+            for batch in table.to_batches(4096):
+                for r in batch.to_pylist():
+                    f.write(json.dumps(r, sort_keys=True) + "\n")
         os.replace(tmp_j, out_dir / "results.jsonl")
-    summary.verdicts = dict(Counter(r["verdict"] for r in rows))
-    summary.inconclusive_reasons = dict(Counter(r["reason"] for r in rows if r["verdict"] == "inconclusive"))
+    summary.verdicts = dict(Counter(verdicts))
+    summary.inconclusive_reasons = dict(Counter(reason for v, reason in zip(verdicts, table.column("reason").to_pylist())
+                                                if v == "inconclusive"))
     if opts.leads_db is not None:
-        _record_leads(rows, opts.leads_db, summary)
+        _record_leads([(row, rank) for (_, row), rank in zip(to_rank, ranks) if rank.lead == "lead"],
+                      opts.leads_db, summary)
     atomic_write_bytes(out_dir / "summary.json", summary.to_json().encode())
 
 
@@ -323,48 +358,54 @@ def _confirmed_by_seller(db: Path) -> dict[str, int]:
         store.close()
 
 
-def _rank(rows: list[dict], opts: ScanOptions, summary: ScanSummary, confirmed: dict[str, int]) -> None:
-    """Add ``lead`` (lead | authorized | empty), ``risk`` and its parts to every row."""
+@dataclass(frozen=True)
+class Ranking:
+    """What ranking adds to a flagged row: ``lead`` (lead | authorized), ``risk`` and its parts."""
+
+    lead: str
+    risk: float | None = None
+    risk_parts: dict[str, Any] | None = None
+
+
+def _rank(rows: list[ResultRow], opts: ScanOptions, summary: ScanSummary,
+          confirmed: dict[str, int]) -> list[Ranking]:
+    """The ranking of each flagged row (authorised seller, or a lead with its risk)."""
     from brandguard.cases.risk import load_brand_info, reference_price, risk_score
 
     info = load_brand_info(opts.brand_info)
+    out = []
     for r in rows:
-        r["lead"], r["risk"], r["risk_parts"] = "", None, None
-        if r["verdict"] not in ("copy", "knockoff") or not r["brand"]:
-            continue
-        binfo = info.get(r["brand"])
-        if binfo is not None and r["seller_id"] and r["seller_id"] in binfo.authorized_sellers:
-            r["lead"] = "authorized"
+        binfo = info.get(r.brand or "")
+        if binfo is not None and r.seller_id and r.seller_id in binfo.authorized_sellers:
+            out.append(Ranking("authorized"))
             summary.authorized += 1
             continue
-        tops = json.loads(r["top_references"] or "[]")
-        sku = tops[0].get("sku") if tops else None
-        risk, parts = risk_score(r["verdict"], r["confidence"] or 0.0, r["price"],
-                                 reference_price(binfo, sku), confirmed.get(r["seller_id"] or "", 0))
-        r["lead"], r["risk"], r["risk_parts"] = "lead", risk, json.dumps(parts, sort_keys=True)
+        sku = r.top[0].sku if r.top else None
+        risk, parts = risk_score(r.verdict, r.confidence or 0.0, r.price, reference_price(binfo, sku),
+                                 confirmed.get(r.seller_id or "", 0))
+        out.append(Ranking("lead", risk, parts))
         summary.leads += 1
+    return out
 
 
-def _record_leads(rows: list[dict], db: Path, summary: ScanSummary) -> None:
+def _record_leads(leads: list[tuple[ResultRow, Ranking]], db: Path, summary: ScanSummary) -> None:
     """Upsert every lead; keyed by (listing_id, brand), so re-finalising after a resume or an
     incremental rescan never duplicates a lead nor resets its workflow status. A row the store
-    refuses (e.g. a brand name it does not accept) is counted, not fatal."""
+    refuses (e.g. a brand name it does not accept) is counted, not fatal. The row's evidence
+    goes to the store as the dict it is (the store encodes it, once)."""
     from brandguard.errors import BrandguardError
     from brandguard.cases.leads import LeadInput, LeadStore
 
     store = LeadStore(db)
     try:
-        for r in rows:
-            if r["lead"] != "lead":
-                continue
-            evidence = {**json.loads(r["evidence"] or "{}"), "risk": r["risk"],
-                        "risk_parts": json.loads(r["risk_parts"] or "{}")}
+        for r, rank in leads:
+            evidence = {**r.evidence, "risk": rank.risk, "risk_parts": rank.risk_parts or {}}
             try:
                 _, created = store.upsert_lead(LeadInput(
-                    listing_id=r["listing_id"], brand=r["brand"], verdict=r["verdict"],
-                    confidence=float(r["confidence"] or 0.0), score=r["score"], reference_id=r["top_reference_id"],
-                    image_path=r["image"], seller_id=r["seller_id"] or None, price=r["price"], evidence=evidence,
-                    model_sha256=r["model_sha256"] or ""))
+                    listing_id=r.listing_id, brand=r.brand or "", verdict=r.verdict,
+                    confidence=float(r.confidence or 0.0), score=r.score, reference_id=r.top_reference_id,
+                    image_path=r.image, seller_id=r.seller_id or None, price=r.price, evidence=evidence,
+                    model_sha256=r.model_sha256 or ""))
                 summary.new_leads += int(created)
             except BrandguardError as exc:
                 summary.lead_errors[type(exc).__name__] = summary.lead_errors.get(type(exc).__name__, 0) + 1
@@ -382,5 +423,4 @@ def _all_leads(store, status: str):
         offset += 1000
 
 
-def read_results(out: str | os.PathLike[str]) -> list[dict]:
-    return pq.read_table(Path(out) / "results.parquet").to_pylist()
+__all__ = ["ScanOptions", "ScanSummary", "scan", "scan_root", "read_results", "RESULT_SCHEMA"]
