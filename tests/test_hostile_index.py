@@ -1,6 +1,8 @@
-"""A brand cannot take over another's detections: a reference that copies another brand's
+"""Hostile inputs to the reference index (issue #16).
+
+A brand cannot take over another's detections: a reference that copies another brand's
 registered reference is held for an admin, audited, and changes nothing until approved.
-Leftovers of a writer killed mid-change are cleaned at start."""
+Leftovers of a writer killed mid-change are cleaned at start, and nothing needed is touched."""
 
 from __future__ import annotations
 
