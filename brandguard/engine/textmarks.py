@@ -24,8 +24,9 @@ To keep ordinary words out ("like", "bike", "mike" are one letter from "nike"):
   a letter into one that looks like it (:data:`SIMILAR`: E/F, O/Q, C/G, U/V, ...).
 
 Latin text is split into words; a name matches a run of up to four consecutive words joined
-("Louis Vuitton", "ADI DAS"). OCR often drops the space between words ("NIKEAIR"), so in text
-read from a photo a name of four or more letters also matches the start of a longer word.
+("Louis Vuitton", "ADI DAS"). OCR often drops the space between words ("ADIDASORIGINALS"), so in
+text read from a photo a name of five or more letters also matches the start of a longer word
+that is not a common word.
 Chinese names match as substrings of the text's CJK characters (traditional forms folded to
 simplified for the characters of :data:`TRADITIONAL`); a Chinese name of three or more
 characters with one character changed is a lookalike.
@@ -53,7 +54,7 @@ MAX_TERM_CHARS = 64
 # Single characters that pass for another (after case folding and accent removal).
 _CONFUSABLE = {
     "0": "o", "1": "l", "i": "l", "|": "l", "!": "l", "3": "e", "4": "a", "@": "a", "5": "s", "$": "s",
-    "7": "t", "8": "b", "9": "g", "6": "b", "ø": "o", "ı": "l", "ł": "l", "ß": "b", "€": "e", "£": "l",
+    "7": "t", "8": "b", "9": "g", "6": "b", "2": "z", "ø": "o", "ı": "l", "ł": "l", "ß": "b", "€": "e", "£": "l",
     # Cyrillic
     "а": "a", "в": "b", "с": "c", "е": "e", "ё": "e", "һ": "h", "н": "h", "і": "l", "ї": "l", "ј": "j",
     "к": "k", "м": "m", "о": "o", "р": "p", "ѕ": "s", "т": "t", "у": "y", "х": "x", "ԁ": "d", "ԛ": "q",
@@ -63,12 +64,15 @@ _CONFUSABLE = {
     "τ": "t", "υ": "u", "χ": "x", "ω": "w", "μ": "u", "ϲ": "c", "ѵ": "v",
 }
 _MULTI = (("rn", "m"), ("vv", "w"))
+# Capital Greek and Cyrillic letters that are Latin capitals to the eye (case folding would turn
+# Greek N into a nu, which passes for a v): mapped before folding, for skeletons only.
+_CAPITALS = str.maketrans("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧАВЕКМНОРСТХУІЈЅ", "ABEZHIKMNOPTYXABEKMHOPCTXYIJS")
 _KEEP_SYMBOLS = frozenset("|!@$€£")  # symbols kept by folding because they stand for letters
 
 # Letter pairs that look alike in print: the one change a 4-letter name's lookalike may make.
 SIMILAR = frozenset(frozenset(p) for p in (
     "ef", "ec", "eo", "oq", "od", "oc", "og", "cg", "uv", "vy", "nh", "nm", "mw", "ij", "it", "lt", "bh",
-    "bd", "dp", "pq", "bp", "gq", "ao", "ae", "sz", "kx", "rn", "ft", "ce", "hk", "uo", "vw", "ad"))
+    "bd", "dp", "pq", "bp", "gq", "ao", "ae", "sz", "kx", "rn", "ft", "ce", "hk", "uo", "vw", "ad", "pr"))
 
 # Ordinary words a near match must not fire on (frequent English words of 3 to 8 letters,
 # and words of listings: materials, garments, colours).
@@ -162,6 +166,11 @@ def skeleton(folded: str) -> str:
     for a, b in _MULTI:
         s = s.replace(a, b)
     return s
+
+
+def lookalike_form(text: str) -> str:
+    """The skeleton of a raw string: capital homoglyphs mapped, folded, lookalikes merged."""
+    return skeleton(fold(text.translate(_CAPITALS)))
 
 
 def words(text: str) -> list[str]:
@@ -355,8 +364,8 @@ class Vocabulary:
               quad: tuple[tuple[float, float], ...] | None = None) -> list[TextMatch]:
         """Every brand whose term ``text`` shows, one match per brand (exact before lookalike).
 
-        ``merged``: the text was read from a photo, where words run together ("NIKEAIR"), so a
-        name of :data:`NEAR_MIN`+ letters may also start a longer word."""
+        ``merged``: the text was read from a photo, where words run together, so a name of more
+        than :data:`NEAR_MIN` letters may also start a longer word."""
         found: dict[str, TextMatch] = {}
 
         def add(term: str, brand: str, written: str, kind: str, rule: str) -> None:
@@ -366,17 +375,23 @@ class Vocabulary:
 
         raw_words = [w for w in re.split(r"\s+", unicodedata.normalize("NFKC", text)) if w]
         ws = words(text)
+        wp = words(text.translate(_CAPITALS))  # the same words, capital homoglyphs made Latin
+        if len(wp) != len(ws):
+            wp = ws
         cands: list[tuple[str, str]] = []  # (folded candidate, as written)
+        skels: dict[str, str] = {}  # folded candidate -> its skeleton
         for i in range(len(ws)):
             for j in range(i + 1, min(len(ws), i + MAX_RUN) + 1):
-                cands.append(("".join(ws[i:j]), " ".join(ws[i:j])))
+                c = "".join(ws[i:j])
+                cands.append((c, " ".join(ws[i:j])))
+                skels.setdefault(c, skeleton("".join(wp[i:j])))
         for c, written in cands:
             for t in self._exact.get(c, ()):
                 add(t.term, t.brand, _as_written(written, raw_words), "exact", "the brand's name, as written")
         for c, written in cands:
             if len(c) < NEAR_MIN or c in self._exact or c in COMMON_WORDS:
                 continue
-            s = skeleton(c)
+            s = skels[c]
             for t in self._skel.get(s, ()):
                 if t.brand not in found and len(t.folded) >= NEAR_MIN:
                     add(t.term, t.brand, _as_written(written, raw_words), "lookalike",
@@ -384,7 +399,7 @@ class Vocabulary:
         for c, written in cands:
             if c in self._exact or c in COMMON_WORDS or len(c) < NEAR_MIN - 1:
                 continue
-            s = skeleton(c)
+            s = skels[c]
             for t in self._near(s):
                 if t.brand in found:
                     continue
@@ -395,15 +410,15 @@ class Vocabulary:
                 add(t.term, t.brand, shown, "lookalike",
                     f"lookalike wordmark {shown!r} ~ {t.term!r} ({_describe_edit(how)})")
         if merged:
-            for w in ws:
+            for w, w_pre in zip(ws, wp):
                 if len(w) <= NEAR_MIN:
+                    continue
+                if w in COMMON_WORDS:
                     continue
                 for t in self._exact_prefixes(w):
                     if t.brand not in found:
                         add(t.term, t.brand, w, "exact", f"the brand's name starts the word {w!r}")
-                if w in COMMON_WORDS:
-                    continue
-                sw = skeleton(w)
+                sw = skeleton(w_pre)
                 for n in self._near_lengths:
                     if n >= len(sw) - 1:
                         continue
@@ -444,7 +459,8 @@ class Vocabulary:
         return list(seen.values())
 
     def _exact_prefixes(self, w: str) -> list[_Term]:
-        return [t for n in range(NEAR_MIN, len(w) - 1) for t in self._exact.get(w[:n], ())]  # 2+ letters follow
+        # names longer than NEAR_MIN letters, followed by 2+ letters ("adidasoriginals", not "filament")
+        return [t for n in range(NEAR_MIN + 1, len(w) - 1) for t in self._exact.get(w[:n], ())]
 
     def names_brand(self, title: str) -> bool:
         """True when a title shows a registered brand's name or a lookalike of it."""
