@@ -327,7 +327,9 @@ class Vocabulary:
         out = {}
         for b in brands:
             e = stored.get(b, {})
-            names = tuple(dict.fromkeys([b, *e.get("names", ())]))
+            registered = list(dict.fromkeys(e.get("names", ())))
+            # the id is a name too, unless a registered name already reads the same ("Nike" for nike)
+            names = tuple(registered + ([b] if fold(b) not in {fold(n) for n in registered} else []))
             out[b] = BrandTerms(b, names, tuple(e.get("aliases", ())), tuple(e.get("zh", ())))
         v = cls(out)
         v._compile()
