@@ -250,7 +250,9 @@ def _text(t: dict) -> list[str]:
                   f"{cal['chosen']}):", "", "| min score | precision | recall | flags |", "|---:|---:|---:|---:|"]
         lines += [f"| {r['min_score']} | {_f(r['precision'])} | {_f(r['recall'])} | {r['flags']} |" for r in cal["table"]]
     std = t.get("standard_split")
-    if std:
+    if std and std.get("error"):
+        lines += ["", f"Standard corpus test split comparison failed: {std['error']}"]
+    elif std:
         w, wo = std.get("with_text", {}), std.get("without_text", {})
         lines += ["", f"Standard corpus test split (`{Path(std['split']).name}`, its brands known by their ids only), "
                   "thorough depth, fused µAP / recall@1:", "",

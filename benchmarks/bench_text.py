@@ -324,7 +324,8 @@ def run_std_split(split: Path, bundle: Path, threads: int, log) -> dict:  # noqa
         m = evaluate(run.predictions, gt, run.query_ids, fams)
         key = "with_text" if text else "without_text"
         out[key] = {"micro_ap": m["micro_ap"], "recall_at_1": m["recall_at_1"], "recall_at_p90": m["recall_at_p90"],
-                    "per_family": {f: {"micro_ap": v["micro_ap"]} for f, v in (m.get("per_family") or {}).items()},
+                    "per_family": {f: {"micro_ap": v.get("micro_ap")} for f, v in (m.get("per_family") or {}).items()
+                                   if isinstance(v, dict) and v.get("micro_ap") is not None},
                     "seconds": round(dt, 1), "queries": len(run.query_ids),
                     "reached_ocr": pipe.text_counts.get("total", 0)}
         log(f"[text] standard split thorough, text {'on' if text else 'off'}: µAP {m['micro_ap']:.4f} ({dt:.0f}s)")
@@ -365,5 +366,8 @@ def run_text(cfg, model_bundle: Path, log=print, std_split: Path | None = None) 
             sec["calibration"] = calibrate_min_score(listings, thorough)
         res["splits"][split] = sec
     if std_split is not None and (std_split / "ground_truth.csv").is_file() and not cfg.quick:
-        res["standard_split"] = run_std_split(std_split, model_bundle, cfg.threads, log)
+        try:  # the family's numbers stand even if this comparison fails
+            res["standard_split"] = run_std_split(std_split, model_bundle, cfg.threads, log)
+        except Exception as exc:  # noqa: BLE001 - reported in results.json
+            res["standard_split"] = {"error": f"{type(exc).__name__}: {exc}"}
     return res
