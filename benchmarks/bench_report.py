@@ -11,7 +11,7 @@ from pathlib import Path
 from brandguard.evaluation.families import MARK_FAMILIES
 
 TITLES = {"quality": "Quality", "speed": "Speed", "faiss": "FAISS search", "local_index": "Descriptor index",
-          "http": "HTTP service", "flood": "Flood"}
+          "text": "Text marks", "http": "HTTP service", "flood": "Flood"}
 
 
 def _f(x, nd: int = 3) -> str:  # noqa: ANN001
@@ -196,6 +196,82 @@ def _local_index(li: dict) -> list[str]:
     return lines
 
 
+def _text(t: dict) -> list[str]:
+    """Brand names written in photos (benchmarks/bench_text.py)."""
+    test = t["splits"].get("test", {})
+    val = t["splits"].get("val", {})
+    fams = test.get("families", {})
+    lines = ["## Text marks", "",
+             f"Clothing photos with text written on them (`benchmarks/bench_text.py`): {t['brands']} registered brands "
+             "(their simple-icons marks as references, names, aliases and Chinese names as vocabulary); positives show "
+             "a brand's name or a lookalike spelling, Latin or Chinese; negatives show other text (ordinary words, "
+             "words one letter from a brand name, unregistered brands) or none. Fonts: "
+             f"{', '.join(t['fonts'])}; Chinese: {t.get('cjk_font') or 'none installed (Chinese rows left out)'}. "
+             "Sizes 14-44 px, rotations 0 to ±35°, 90° and 180°, outlined, on a label, plain or as a 75% overlay. "
+             f"Test photos: {test.get('listings')} listings ("
+             + ", ".join(f"{k} {v}" for k, v in fams.items()) + "); val photos calibrate the recognition score from "
+             f"which a match decides: {t['min_score']} (val table below). A verdict counts as right when it flags "
+             "the listing's brand.", "",
+             "| test split | precision | recall | flags | exact Latin | lookalike Latin | exact Chinese | lookalike "
+             "Chinese | false flags on other text | on no text |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def row(label: str, d: dict) -> str:
+        pf = d.get("per_family", {})
+        rec = [_f((pf.get(f) or {}).get("recall")) for f in ("exact_latin", "lookalike_latin", "exact_zh",
+                                                               "lookalike_zh")]
+        ff = [f"{(pf.get(f) or {}).get('false_flags', '–')}/{(pf.get(f) or {}).get('n', '–')}"
+              for f in ("other_text", "no_text")]
+        return f"| {label} | {_f(d.get('precision'))} | {_f(d.get('recall'))} | {d.get('flags', '–')} | " + \
+            " | ".join(rec + ff) + " |"
+
+    if test.get("text_signal"):
+        s = test["text_signal"]
+        lines.append(f"| text signal alone (thorough) | {_f(s.get('precision'))} | {_f(s.get('recall'))} | "
+                     f"{s.get('flags')} | | | | | | |")
+    for key, label in (("thorough_text", "verdict, thorough, with text"), ("thorough_no_text", "verdict, thorough, without text"),
+                       ("auto_text", "verdict, auto, with text"), ("auto_no_text", "verdict, auto, without text")):
+        if key in test:
+            lines.append(row(label, test[key]["verdict"]))
+    lines += ["", "Cost on the same listings (2 cores, one process, `Pipeline.check` in batches of 32, titles as hints):",
+              "", "| run | listings/s | ms per listing | reached OCR | OCR ms per photo read | OCR ms per listing | "
+              "detect / direction / recognise / boxes (ms per photo) | lines per photo |",
+              "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for key in ("thorough_text", "thorough_no_text", "auto_text", "auto_no_text"):
+        c = (test.get(key) or {}).get("cost")
+        if not c:
+            continue
+        sp = c.get("ocr_ms_split") or {}
+        split = " / ".join(_f(sp.get(k), 1) for k in ("detect", "direction", "recognise", "boxes")) if sp else "–"
+        lines.append(f"| {key.replace('_', ' ')} | {_f(c['listings_per_s'], 1)} | {_f(c['ms_per_listing'], 1)} | "
+                     f"{c['reached_ocr']} ({_f(100 * c['ocr_share'], 0)}%) | {_f(c.get('ocr_ms_per_photo_read'), 1)} | "
+                     f"{_f(c.get('ocr_ms_per_listing'), 1)} | {split} | {_f(c.get('lines_per_photo'), 2)} |")
+    cal = val.get("calibration")
+    if cal:
+        lines += ["", f"Val calibration of the recognition score (target precision {cal['target_precision']}; chosen "
+                  f"{cal['chosen']}):", "", "| min score | precision | recall | flags |", "|---:|---:|---:|---:|"]
+        lines += [f"| {r['min_score']} | {_f(r['precision'])} | {_f(r['recall'])} | {r['flags']} |" for r in cal["table"]]
+    std = t.get("standard_split")
+    if std and std.get("error"):
+        lines += ["", f"Standard corpus test split comparison failed: {std['error']}"]
+    elif std:
+        w, wo = std.get("with_text", {}), std.get("without_text", {})
+        lines += ["", f"Standard corpus test split (`{Path(std['split']).name}`, its brands known by their ids only), "
+                  "thorough depth, fused µAP / recall@1:", "",
+                  "| text stage | µAP | recall@1 | recall@P90 | reached OCR | seconds |", "|---|---:|---:|---:|---:|---:|",
+                  f"| off | {_f(wo.get('micro_ap'))} | {_f(wo.get('recall_at_1'))} | {_f(wo.get('recall_at_p90'))} | "
+                  f"{wo.get('reached_ocr')} | {_f(wo.get('seconds'), 0)} |",
+                  f"| on | {_f(w.get('micro_ap'))} | {_f(w.get('recall_at_1'))} | {_f(w.get('recall_at_p90'))} | "
+                  f"{w.get('reached_ocr')} | {_f(w.get('seconds'), 0)} |"]
+        fams = sorted(set(w.get("per_family", {})) | set(wo.get("per_family", {})))
+        if fams:
+            lines += ["", "| family | µAP without text | µAP with text |", "|---|---:|---:|"]
+            lines += [f"| {f} | {_f((wo.get('per_family', {}).get(f) or {}).get('micro_ap'))} | "
+                      f"{_f((w.get('per_family', {}).get(f) or {}).get('micro_ap'))} |" for f in fams]
+    if t.get("note"):
+        lines += ["", f"Note: {t['note']}."]
+    return lines
+
+
 def _http(h: dict) -> list[str]:
     """The service engineer's JSON (benchmarks/http_load.py): lists of phases as tables, other numbers flat."""
     lines = ["## HTTP service", ""]
@@ -292,7 +368,7 @@ def write_markdown(results: dict, doc: Path) -> Path:
         lines += ["> Quick mode: tiny corpus and tiny sizes, a smoke run. These numbers say the harness works, "
                   "not how good or fast anything is.", ""]
     for key, fn in (("quality", lambda q: _quality(q, doc)), ("speed", _speed), ("faiss", _faiss),
-                     ("local_index", _local_index), ("http", _http), ("flood", _flood)):
+                     ("local_index", _local_index), ("text", _text), ("http", _http), ("flood", _flood)):
         sec = results.get(key)
         if not sec or sec.get("skipped"):
             lines += [f"## {TITLES[key]}", "", "Not run in this run (`--parts`).", ""]

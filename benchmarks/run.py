@@ -1,4 +1,5 @@
-"""brandguard benchmarks, one command: quality vs baselines, speed, FAISS scaling, descriptor index.
+"""brandguard benchmarks, one command: quality vs baselines, speed, FAISS scaling, descriptor index,
+text marks (brand names written in photos).
 
     python benchmarks/run.py            # full run (what `make bench` calls); tens of minutes
     python benchmarks/run.py --quick    # smoke run on a tiny corpus and tiny sizes (CI); tens of seconds
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import (ALL_METHODS, DEFAULT_PHOTOS, REPO, STD_SPLIT, BenchConfig, Dataset,  # noqa: E402
                           environment, pin_threads, snapshot_bundle)
 
-PARTS = ("quality", "speed", "faiss", "local_index")
+PARTS = ("quality", "speed", "faiss", "local_index", "text")
 # descriptor counts of the local_index part (quick: the exact and the IVF-Flat factory)
 LOCAL_INDEX_SIZES, LOCAL_INDEX_QUICK_SIZES = (1_000_000, 10_000_000), (10_000, 100_000)
 
@@ -235,6 +236,14 @@ def run(cfg: BenchConfig, argv: list[str], log=print) -> dict:  # noqa: ANN001
             sizes, threads=cfg.threads, repeats=cfg.repeats, log=log), log)
     else:
         results["local_index"] = _reuse(previous, "local_index", card.sha256)
+    if "text" in cfg.parts:
+        from bench_text import run_text
+
+        std = ds if ds is not None else (Dataset.from_split(STD_SPLIT) if STD_SPLIT.is_dir() else None)
+        std_split = Path(std.references).parent if std is not None and std.ground_truth else None
+        results["text"] = _section("text", lambda: run_text(cfg, bundle, log, std_split=std_split), log)
+    else:
+        results["text"] = _reuse(previous, "text", card.sha256)
     results["http"] = read_http(cfg.http_results)
     results["flood"] = read_http(Path(cfg.http_results).with_name("flood.json"))  # benchmarks/flood.py
     results["seconds"] = round(time.perf_counter() - t0, 1)

@@ -92,8 +92,10 @@ def _embed_rows(pipe: Pipeline, rows: Sequence[ReferenceRow], report: IndexRepor
 
 
 def build_index(pipe: Pipeline, rows: Sequence[ReferenceRow], factory: str | None = None,
-                threads: int = 1) -> tuple[ReferenceIndex, IndexReport]:
-    """Embed ``rows`` and (re)build the bundle's index from them."""
+                threads: int = 1, vocabulary: dict[str, dict[str, list[str]]] | None = None
+                ) -> tuple[ReferenceIndex, IndexReport]:
+    """Embed ``rows`` and (re)build the bundle's index from them; ``vocabulary`` (what the brands
+    are called: ``brandguard.engine.textmarks.parse_vocabulary``) is committed with it."""
     if not rows:
         raise InputError("no reference images to index")
     report = IndexReport()
@@ -101,21 +103,27 @@ def build_index(pipe: Pipeline, rows: Sequence[ReferenceRow], factory: str | Non
     if not records:
         raise InputError("none of the reference images could be decoded")
     index = ReferenceIndex.build(pipe.bundle.path, pipe.card, vecs, records, factory=factory, threads=threads,
-                                 local=local, local_spec=local_spec_of(pipe.card.local_features))
+                                 local=local, local_spec=local_spec_of(pipe.card.local_features),
+                                 vocabulary=vocabulary)
     pipe.index = index
     report.indexed, report.brands = len(index), len(index.brands())
     report.factory, report.generation = index.manifest.factory, index.generation
     return index, report
 
 
-def add_references(pipe: Pipeline, rows: Sequence[ReferenceRow]) -> IndexReport:
-    """Embed and add references to the bundle's existing index (one new generation)."""
+def add_references(pipe: Pipeline, rows: Sequence[ReferenceRow],
+                   vocabulary: dict[str, dict[str, list[str]]] | None = None) -> IndexReport:
+    """Embed and add references to the bundle's existing index (one new generation, with the
+    ``vocabulary`` entries of their brands, when given)."""
     if pipe.index is None:
         raise InputError("the bundle has no index yet: build one first")
     report = IndexReport()
     vecs, records, local = _embed_rows(pipe, rows, report)
     if records:
-        report.generation = pipe.index.add(vecs, records, local=local if pipe.index.local is not None else None)
+        report.generation = pipe.index.add(vecs, records, local=local if pipe.index.local is not None else None,
+                                           vocabulary=vocabulary)
+    elif vocabulary:
+        report.generation = pipe.index.set_vocabulary(vocabulary)
         if pipe.index.needs_rebuild():  # grown past what its factory is good for: re-choose by size
             pipe.index = pipe.index.rebuilt(pipe.card, threads=pipe.embedder.info.threads)
             report.generation = pipe.index.generation

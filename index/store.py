@@ -9,6 +9,8 @@ Files, all inside a bundle folder next to ``model.onnx``:
                               current generation, file names, vector count, index sha256
 - ``local-<gen>.faiss/.npz``  optional: every reference's local descriptors and keypoints
                               (``index/local_store.py``), committed in the same generation
+- ``vocabulary-<gen>.json``   optional: what each brand is called (names, aliases, Chinese
+                              names: plain strings), for the text stage; same generation
 
 Durability: every change is a new *generation*. Metadata rows are committed first, tagged with
 the new generation; then the FAISS file of that generation is written (temporary name, fsync,
@@ -150,6 +152,31 @@ class IndexManifest:
     # The descriptor index of this generation (None: global embeddings only). Keys: extractor,
     # spec_sha256, dim, factory, index_file, index_sha256, meta_file, meta_sha256, count.
     local: dict | None = None
+    # The brands' vocabulary of this generation (None: none registered; every brand is then
+    # known by its id only). Keys: file, sha256, brands.
+    vocabulary: dict | None = None
+
+
+VOCABULARY_KEYS = ("names", "aliases", "zh")
+
+
+def check_vocabulary(vocabulary: object) -> dict[str, dict[str, list[str]]]:
+    """A vocabulary as the index stores it: ``{brand: {"names"|"aliases"|"zh": [str, ...]}}``."""
+    if not isinstance(vocabulary, dict):
+        raise InputError("a vocabulary must be an object keyed by brand")
+    out: dict[str, dict[str, list[str]]] = {}
+    for brand, entry in vocabulary.items():
+        if not isinstance(brand, str) or not brand or not isinstance(entry, dict):
+            raise InputError(f"vocabulary entry {brand!r} must be a non-empty brand id with an object")
+        if set(entry) - set(VOCABULARY_KEYS):
+            raise InputError(f"vocabulary of {brand!r} has unknown keys {sorted(set(entry) - set(VOCABULARY_KEYS))}")
+        terms = {}
+        for key, vals in entry.items():
+            if not isinstance(vals, list) or not all(isinstance(v, str) and v for v in vals):
+                raise InputError(f"vocabulary {brand}.{key} must be a list of non-empty strings")
+            terms[key] = list(vals)
+        out[brand] = terms
+    return out
 
 
 @dataclass(frozen=True)
@@ -189,12 +216,13 @@ class ReferenceIndex:
     """Search and maintain the references of one bundle. Open with :meth:`load` or :meth:`build`."""
 
     def __init__(self, folder: Path, index: faiss.Index, manifest: IndexManifest, db: sqlite3.Connection,
-                 local: LocalIndex | None = None):
+                 local: LocalIndex | None = None, vocabulary: dict[str, dict[str, list[str]]] | None = None):
         self.folder = folder
         self._index = index
         self.manifest = manifest
         self._db = db
         self.local = local
+        self._vocabulary = dict(vocabulary or {})
         # per (generation, brand): row ids and the FAISS selector over them (brand-scoped checks)
         self._brand_rows: dict[tuple[int, str], np.ndarray] = {}
         self._selectors: dict[tuple[int, str], faiss.IDSelector] = {}
@@ -212,11 +240,14 @@ class ReferenceIndex:
         local: Sequence[KeypointSet] | None = None,
         local_spec: LocalSpec | None = None,
         local_factory: str | None = None,
+        vocabulary: dict[str, dict[str, list[str]]] | None = None,
     ) -> "ReferenceIndex":
         """Create a fresh index in ``folder``; a previous index stays valid until the new one commits.
 
         With ``local`` (one keypoint set per record) and its ``local_spec``, the descriptor index
-        is built beside the global one and committed with it."""
+        is built beside the global one and committed with it; ``vocabulary`` (what the brands are
+        called, see :func:`check_vocabulary`) is committed with them too."""
+        vocabulary = check_vocabulary(vocabulary) if vocabulary else None
         faiss.omp_set_num_threads(threads)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -255,7 +286,7 @@ class ReferenceIndex:
                                  local=None if local_spec is None else {
                                      "extractor": local_spec.extractor, "dim": local_spec.dim,
                                      "spec_sha256": local_spec.spec_sha256})
-        obj = cls(folder, index, manifest, db, local_index)
+        obj = cls(folder, index, manifest, db, local_index, vocabulary)
         obj._commit(manifest)
         if old is not None:  # the new index is committed: the old files can go
             keep = _files_of(obj.manifest)
@@ -316,13 +347,16 @@ class ReferenceIndex:
             db.close()
             raise ReferenceIndexError(f"metadata has {n_rows} references, index has {manifest.count}")
         local = None
-        if manifest.local is not None and manifest.local.get("index_file"):
-            try:
+        vocabulary = None
+        try:
+            if manifest.local is not None and manifest.local.get("index_file"):
                 local = _load_local(folder, manifest.local)
-            except ReferenceIndexError:
-                db.close()
-                raise
-        return cls(folder, index, manifest, db, local)
+            if manifest.vocabulary:
+                vocabulary = _load_vocabulary(folder, manifest.vocabulary)
+        except ReferenceIndexError:
+            db.close()
+            raise
+        return cls(folder, index, manifest, db, local, vocabulary)
 
     # ---------------------------------------------------------------- queries
     def __len__(self) -> int:
@@ -422,6 +456,27 @@ class ReferenceIndex:
             args += (brand,)
         return [ReferenceRecord(*r) for r in self._db.execute(sql + " ORDER BY id", args)]
 
+    def vocabulary(self) -> dict[str, dict[str, list[str]]]:
+        """What the brands of this generation are called, as registered (plain strings; a brand
+        without an entry is known by its id only). A copy."""
+        return {b: {k: list(v) for k, v in e.items()} for b, e in self._vocabulary.items()}
+
+    def set_vocabulary(self, vocabulary: dict[str, dict[str, list[str]]], replace_all: bool = False) -> int:
+        """Register what brands are called, in one new generation (vectors unchanged); a brand's
+        entry replaces its earlier one (``replace_all``: the whole vocabulary is replaced).
+        Returns the new generation."""
+        new = check_vocabulary(vocabulary)
+        merged = new if replace_all else {**self._vocabulary, **new}
+        old = self._vocabulary
+        self.discard_unfinished()
+        self._vocabulary = merged
+        try:
+            self._apply(lambda ix: None, self.generation + 1)
+        except BaseException:
+            self._vocabulary = old
+            raise
+        return self.generation
+
     def brands(self) -> list[str]:
         g = self.generation
         return [b for (b,) in self._db.execute(f"SELECT DISTINCT brand FROM refs WHERE {_VISIBLE} ORDER BY brand",
@@ -448,11 +503,14 @@ class ReferenceIndex:
 
     # ---------------------------------------------------------------- changes
     def add(self, vectors: np.ndarray, records: Sequence[ReferenceRecord],
-            local: Sequence[KeypointSet] | None = None) -> int:
+            local: Sequence[KeypointSet] | None = None,
+            vocabulary: dict[str, dict[str, list[str]]] | None = None) -> int:
         """Add references in one new generation; returns the new generation number.
 
         An index with a descriptor index needs ``local`` (one keypoint set per record): both
-        indexes change in the same generation or neither does."""
+        indexes change in the same generation or neither does. ``vocabulary`` entries replace
+        those of the same brands, in the same generation."""
+        new_vocab = check_vocabulary(vocabulary) if vocabulary else {}
         vecs = as_vectors(vectors, self.manifest.dim)
         _check_records(records, vecs.shape[0])
         if self.local is not None and (local is None or len(local) != len(records)):
@@ -476,7 +534,13 @@ class ReferenceIndex:
             if self.local is not None:
                 self.local.add([int(i) for i in ids], local)
 
-        self._apply(change, new_gen)
+        old_vocab = self._vocabulary
+        self._vocabulary = {**old_vocab, **new_vocab}
+        try:
+            self._apply(change, new_gen)
+        except BaseException:
+            self._vocabulary = old_vocab
+            raise
         return new_gen
 
     def remove(self, reference_ids: Sequence[str]) -> int:
@@ -536,7 +600,7 @@ class ReferenceIndex:
             spec = LocalSpec(m.get("extractor", ""), int(m.get("dim", self.local.dim)), m.get("spec_sha256", ""))
         self.close()
         return ReferenceIndex.build(self.folder, card, vecs, records, factory=factory, threads=threads,
-                                    local=local_sets, local_spec=spec)
+                                    local=local_sets, local_spec=spec, vocabulary=self.vocabulary() or None)
 
     def _apply(self, change, new_gen: int) -> None:
         """Apply ``change`` to the in-memory index and commit it; on failure reload the last commit."""
@@ -563,7 +627,7 @@ class ReferenceIndex:
             self._db.execute("UPDATE refs SET removed_gen = NULL WHERE removed_gen > ?", (g,))
         keep = _files_of(self.manifest)
         for pattern in ("index-*.faiss", ".index-*.tmp", "local-*.faiss", "local-*.npz", ".local-*.tmp",
-                        ".index.json.*.tmp"):
+                        ".index.json.*.tmp", "vocabulary-*.json", ".vocabulary-*.tmp"):
             for stray in self.folder.glob(pattern):
                 if stray.name not in keep:
                     _unlink_quietly(stray)
@@ -585,6 +649,14 @@ class ReferenceIndex:
                 "index_file": f"{stem}.faiss", "index_sha256": sha256_file(self.folder / f"{stem}.faiss"),
                 "meta_file": f"{stem}.npz", "meta_sha256": sha256_file(self.folder / f"{stem}.npz"),
                 "count": len(self.local), "references": self.local.references()})
+        if self._vocabulary:
+            name = f"vocabulary-{manifest.generation:06d}-{uuid.uuid4().hex[:8]}.json"
+            data = (json.dumps(self._vocabulary, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+            atomic_write_bytes(self.folder / name, data)
+            manifest = replace(manifest, vocabulary={"file": name, "sha256": hashlib.sha256(data).hexdigest(),
+                                                     "brands": len(self._vocabulary)})
+        else:
+            manifest = replace(manifest, vocabulary=None)
         atomic_write_bytes(self.folder / MANIFEST_FILE,
                            (json.dumps(asdict(manifest), indent=2, sort_keys=True) + "\n").encode())
         self.manifest = manifest
@@ -619,7 +691,23 @@ def _files_of(manifest: IndexManifest) -> set[str]:
     names = {manifest.index_file, manifest.db_file}
     if manifest.local:
         names |= {manifest.local.get("index_file", ""), manifest.local.get("meta_file", "")}
+    if manifest.vocabulary:
+        names.add(manifest.vocabulary.get("file", ""))
     return {n for n in names if n}
+
+
+def _load_vocabulary(folder: Path, m: dict) -> dict[str, dict[str, list[str]]]:
+    """Read and verify (checksum, shape) the vocabulary a manifest names."""
+    path = folder / str(m.get("file", ""))
+    if not path.is_file():
+        raise ReferenceIndexError(f"{path} is missing")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != m.get("sha256"):
+        raise ReferenceIndexError(f"{path} checksum does not match the manifest: the file is corrupted or was replaced")
+    try:
+        return check_vocabulary(json.loads(data.decode("utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError, InputError) as exc:
+        raise ReferenceIndexError(f"{path} is not a valid vocabulary: {exc}") from exc
 
 
 def _load_local(folder: Path, m: dict) -> LocalIndex:

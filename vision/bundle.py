@@ -48,6 +48,9 @@ class ModelCard:
     # The local-feature stage (``vision.local.LocalConfig``): extractor, parameters, and any
     # network file it loads with licence and sha256. Empty: the bundle has global features only.
     local_features: dict[str, Any] = field(default_factory=dict)
+    # The text stage (``vision.text.TextConfig``): the OCR graphs it loads, with licence and
+    # sha256 (checked on load), and its reading parameters. Empty: no brand names read in photos.
+    text_marks: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise :class:`BundleError` on any field a pipeline could not honour."""

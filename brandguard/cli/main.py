@@ -125,17 +125,22 @@ def cmd_index(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = None if args.add else Bundle.load(args.bundle or default_bundle_path())  # fail fast on artifacts
     rows = read_references(args.references)
+    vocabulary = None
+    if args.brands is not None:
+        from brandguard.engine.textmarks import read_vocabulary
+
+        vocabulary = read_vocabulary(args.brands)
     # the bundle lock: a running service neither reloads half a change nor cleans its new images
     if model is None:
         pipe = Pipeline.from_bundle(args.out, threads=args.threads, device=args.device, require_index=True)
         with bundle_lock(args.out, exclusive=True):
-            report = add_references(pipe, rows)
+            report = add_references(pipe, rows, vocabulary=vocabulary)
         verb = "added"
     else:
         out = new_bundle_from(model, Path(args.out))
         pipe = Pipeline.from_bundle(out, threads=args.threads, device=args.device)
         with bundle_lock(out, exclusive=True):
-            _, report = build_index(pipe, rows, factory=args.factory, threads=args.threads)
+            _, report = build_index(pipe, rows, factory=args.factory, threads=args.threads, vocabulary=vocabulary)
         verb = "indexed"
     for ref_id, reason in report.skipped:
         print(f"warning: reference {ref_id} skipped: {reason}", file=sys.stderr)
@@ -339,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add", action="store_true",
                    help="add REFERENCES to the existing index in --out instead of rebuilding it")
     p.add_argument("--strict", action="store_true", help="exit 2 if any reference image is unreadable")
+    p.add_argument("--brands", type=Path, default=None,
+                   help='JSON {brand: {"names": [...], "aliases": [...], "zh": [...]}} (the brands.json of scan\'s '
+                        "--brand-info; other keys are ignored): what each brand is called, for brand names "
+                        "written in photos and titles (thorough/auto depth); stored with the index. Without "
+                        "it a brand is known by its id")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_index)
 

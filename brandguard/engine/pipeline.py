@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import time
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -31,6 +32,8 @@ from brandguard.vision.verify import NO_GEOMETRY, Geometry, Verifier, to_work_gr
 from brandguard.vision.local import LocalConfig, LocalFeatures, describe_source
 from brandguard.vision.local_match import LocalMatch, MatchOptions, match_references
 from brandguard.engine.fusion import DeepCalibration, PairEvidence, with_gaps
+from brandguard.engine.textmarks import TextFindings, Vocabulary, fuse_text
+from brandguard.vision.text import TextConfig, TextReader
 
 DEPTHS = ("fast", "thorough", "auto")
 DEFAULT_DEPTH = "auto"
@@ -45,11 +48,16 @@ class DepthOptions:
     ``thorough``: every listing. ``auto``: listings that a cheap signal points at: the best
     global score reaches the calibrated gate, a brand hint or a title names a registered
     brand, or a random audit draw (``audit_share``) picks it.
+
+    ``text``: in ``thorough`` and ``auto`` depth, brand names written in the photo are read
+    (OCR) on the listings that go through the local stage, and matched with the title against
+    the brands' vocabulary (README, "Text marks"); False turns the text stage off.
     """
 
     depth: str = DEFAULT_DEPTH
     audit_share: float = 0.0
     seed: int = 0
+    text: bool = True
 
     def __post_init__(self) -> None:
         if self.depth not in DEPTHS:
@@ -87,6 +95,12 @@ class Pipeline:
         self.depth = depth
         self.match_options = MatchOptions()
         self.depth_counts: Counter[str] = Counter()  # listings per route, for reports
+        # ---- text marks (#18): OCR graphs are loaded (and re-hashed) on first use
+        self.text_config = TextConfig.from_card(bundle.card.text_marks)
+        self.threads = threads
+        self._text_reader: TextReader | None = None
+        self._vocabularies: dict[tuple[int, str | None], Vocabulary] = {}
+        self.text_counts: Counter[str] = Counter()  # listings whose photo was read, and why
         self._audit = random.Random(depth.seed)
         if depth.depth != "fast" and self.extractor is None:
             raise InputError(f"depth {depth.depth!r} needs local features, but the bundle's card has no "
@@ -212,6 +226,7 @@ class Pipeline:
             else:
                 results[i][1]["local_error"] = "no image bytes for the local stage"
         local = self.match_local(feats, brand)
+        texts = self.text_marks(items, sources, hints, depth, routes, brand)  # (#18)
         verdicts = []
         for i, it in enumerate(items):
             if isinstance(it, ImageDecodeError):
@@ -226,7 +241,7 @@ class Pipeline:
                 # One scale and one rule for every listing of a deep scan: items auto left on the
                 # global stage are fused with no local evidence.
                 verdicts.append(self.decide_deep(hits, ev, local.get(i, []),
-                                                 sources[i] if sources is not None else None))
+                                                 sources[i] if sources is not None else None, texts.get(i)))
                 continue
             verdicts.append(self.decide_fast(hits, ev, sources[i] if sources is not None else None))
         return verdicts
@@ -262,6 +277,12 @@ class Pipeline:
                     [scope] if scope is not None else self.index.brands())}
                 if h.brand_hint and _norm(h.brand_hint) in brands:
                     routes[i] = "brand hint"
+                elif h.title and depth.text and self.text_config is not None:
+                    # (#18) the title through the vocabulary: names, aliases, Chinese names, lookalikes
+                    found = self.vocabulary(scope).match(h.title)
+                    if found:
+                        routes[i] = ("title names a brand" if any(m.kind == "exact" for m in found)
+                                     else "title has a lookalike brand name")
                 elif h.title and _names_brand(h.title, brands):
                     routes[i] = "title names a brand"
             if i not in routes and depth.audit_share > 0 and self._audit.random() < depth.audit_share:
@@ -321,8 +342,93 @@ class Pipeline:
         gapped = with_gaps([e for _, e, _ in values])
         return [(h, e, m) for (h, _, m), e in zip(values, gapped)]
 
+    # ------------------------------------------------------------------ text marks (#18)
+    def text_reader(self) -> TextReader:
+        """The OCR reader of the bundle's ``text_marks`` (made, and its graphs re-hashed, on first use)."""
+        if self.text_config is None:
+            raise InputError("this bundle's card has no text_marks: no text stage")
+        if self._text_reader is None:
+            self._text_reader = self.text_config.make(threads=self.threads)
+        return self._text_reader
+
+    def vocabulary(self, scope: str | None = None) -> Vocabulary:
+        """The live brands' vocabulary (``scope``: that brand's only), cached per index generation."""
+        if self.index is None:
+            return Vocabulary.build({}, [])
+        key = (self.index.generation, scope)
+        if key not in self._vocabularies:
+            if len(self._vocabularies) > 64:
+                self._vocabularies.clear()
+            brands = [scope] if scope is not None else self.index.brands()
+            self._vocabularies[key] = Vocabulary.build(self.index.vocabulary(), brands)
+        return self._vocabularies[key]
+
+    def text_marks(self, items: Sequence, sources: Sequence | None, hints: Sequence[ListingHints | None] | None,
+                   depth: DepthOptions, routes: dict[int, str], scope: str | None = None) -> dict[int, TextFindings]:
+        """The text stage of a deep depth: titles matched for every decoded item; photos read
+        (one batch) for the items that go through the local stage (all of them in thorough)."""
+        if (depth.depth == "fast" or not depth.text or self.text_config is None or self.index is None
+                or not self.has_local_stage()):
+            return {}
+        vocab = self.vocabulary(scope)
+        out: dict[int, TextFindings] = {}
+        for i, it in enumerate(items):
+            if not isinstance(it, PreparedImage):
+                continue
+            h = hints[i] if hints is not None else None
+            f = TextFindings()
+            if h is not None and h.title:
+                f.title = vocab.match(h.title, source="title")
+            out[i] = f
+        todo, images = [], []
+        for i, why in routes.items():
+            src = sources[i] if sources is not None else None
+            if src is None:
+                out[i].error = "no image bytes for the text stage"
+                continue
+            try:
+                d = decode_image(src, target_side=round(self.text_config.det_side * 0.75), limits=self.limits)
+            except ImageDecodeError as exc:
+                out[i].error = exc.reason
+                continue
+            todo.append(i)
+            images.append((d.rgb, d.display_size))
+        if not todo:
+            return out
+        reader = self.text_reader()
+        t0 = time.perf_counter()
+        lines = reader.read(images)
+        ms = (time.perf_counter() - t0) * 1000.0 / len(todo)
+        for i, ls in zip(todo, lines):
+            f = out[i]
+            f.read, f.why, f.ms = True, routes[i], ms
+            f.lines = [ln.to_dict() for ln in ls]
+            for ln in ls:
+                f.image += vocab.match(ln.text, source="image", score=ln.score, merged=True,
+                                       box=tuple(ln.box), quad=ln.quad)
+            self.text_counts["total"] += 1
+            self.text_counts[routes[i]] += 1
+        return out
+
     def decide_deep(self, hits: list[ReferenceHit], ev: dict, matches: list[LocalMatch],
-                    source: bytes | str | os.PathLike[str] | None = None) -> Verdict:
+                    source: bytes | str | os.PathLike[str] | None = None,
+                    text: TextFindings | None = None) -> Verdict:
+        """The visual verdict (:meth:`decide_visual`) with the text stage's findings fused in
+        (``brandguard.engine.textmarks.fuse_text``: its rules are there)."""
+        verdict = self.decide_visual(hits, ev, matches, source)
+        return fuse_text(verdict, text, self.representative) if text is not None else verdict
+
+    def representative(self, brand: str) -> ReferenceHit | None:
+        """A brand's first registered reference: what a lead decided by text alone shows beside the photo."""
+        recs = self.index.records(brand) if self.index is not None else []
+        if not recs:
+            return None
+        r = recs[0]
+        return ReferenceHit(r.reference_id, r.brand, r.sku, r.kind, 0.0)
+
+    # ------------------------------------------------------------------ fused visual verdict
+    def decide_visual(self, hits: list[ReferenceHit], ev: dict, matches: list[LocalMatch],
+                      source: bytes | str | os.PathLike[str] | None = None) -> Verdict:
         """Fuse global hits and local matches into one probability per reference, then decide.
 
         A flagged reference without copy geometry from the descriptor index (a flat mark has
