@@ -19,6 +19,9 @@ class ImageDecodeError(BrandguardError):
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
+    def __reduce__(self):  # noqa: ANN204 - pickled whole across process boundaries (decode workers)
+        return (type(self), (self.reason, self.detail))
+
 
 class BundleError(BrandguardError):
     """A model bundle is missing, incomplete, corrupted or inconsistent with its card."""

@@ -34,7 +34,6 @@ from brandguard.scan.results import (FINAL_SCHEMA, FLAGGED, RESULT_SCHEMA, Resul
 from brandguard.scan.worker import Fingerprint, Prepared, fingerprint, init_worker, prepare_row
 from brandguard.artifacts import atomic_write_bytes
 from brandguard.engine.pipeline import ListingHints, Pipeline
-from brandguard.vision.prepare import PreparedImage
 
 STATE_FILE = "scan_state.json"
 # Image bytes held for one judge call (they stay until the ORB check and local stage are done):
@@ -282,7 +281,7 @@ def judge_chunks(prepared: Iterable[Prepared], batch_size: int,
 def judge_prepared(pipeline: Pipeline, batch: list[Prepared]) -> list[ResultRow]:
     """Result rows for prepared listings: embed, search and decide, with the bytes the decode
     worker read as the source of the ORB check and the local stage."""
-    items = [p.item if isinstance(p.item, PreparedImage) else ImageDecodeError(*p.item) for p in batch]
+    items = [p.item for p in batch]
     verdicts = pipeline.judge(items, [p.data for p in batch],
                               [ListingHints(p.row.brand_hint, p.row.title) for p in batch])
     return [verdict_row(p.row, v, pipeline.card.sha256, p.fp) for p, v in zip(batch, verdicts)]

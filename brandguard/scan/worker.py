@@ -57,27 +57,27 @@ def fingerprint(path: str, max_bytes: int, root: str | None) -> Fingerprint:
 
 @dataclass(frozen=True)
 class Prepared:
-    """One listing after its decode worker: the model-ready crops or why there are none
-    (reason, detail), the image's fingerprint, and the bytes read (only with crops)."""
+    """One listing after its decode worker: the model-ready crops or the error that says why
+    there are none, the image's fingerprint, and the bytes read (only with crops)."""
 
     row: ListingRow
-    item: PreparedImage | tuple[str, str]
+    item: PreparedImage | ImageDecodeError
     fp: Fingerprint
     data: bytes | None = None
 
 
 def prepare_row(row: ListingRow) -> Prepared:
-    """Read, fingerprint and decode one listing; errors travel back as (reason, detail)."""
+    """Read, fingerprint and decode one listing; an error travels back as the exception itself."""
     if row.error is not None:
-        return Prepared(row, (row.reason or "bad_row", row.error), Fingerprint())
+        return Prepared(row, ImageDecodeError(row.reason or "bad_row", row.error), Fingerprint())
     limits: DecodeLimits = _WORKER["limits"]
     try:
         f = read_image_file(row.image, limits.max_bytes, _WORKER["root"])
     except ImageDecodeError as exc:
-        return Prepared(row, (exc.reason, exc.detail), Fingerprint())
+        return Prepared(row, exc, Fingerprint())
     fp = Fingerprint(f.size, f.mtime_ns, hashlib.sha256(f.data).hexdigest())
     try:
         item = prepare_image(f.data, _WORKER["card"], _WORKER["region_mode"], limits, _WORKER.get("local"))
     except ImageDecodeError as exc:
-        return Prepared(row, (exc.reason, exc.detail), fp)
+        return Prepared(row, exc, fp)
     return Prepared(row, item, fp, f.data)
