@@ -1,1 +1,1 @@
-"""cli"""
+"""The ``brandguard`` command line: ``main`` and one module per command (see ``main.py``)."""

@@ -7,6 +7,7 @@ the verdicts against what the catalogue builder meant each listing to be.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
@@ -14,28 +15,44 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from brandguard.cli.common import EXIT_OK, positive_int
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="build a demo catalogue from real logos, index, scan, report",
+                       description="The whole product on a generated catalogue, from registry packages only: "
+                                   "real logos as references, 44 listings that copy, alter or hide them, a scan, "
+                                   "the report, and a table of each listing's expected vs found verdict.")
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(Path(args.out), threads=args.threads, workers=args.workers)
+
 
 def run_demo(out: Path, threads: int = 1, workers: int = 1, seed: int = 0) -> int:
-    from brandguard.cli.main import EXIT_OK, main as cli_main
+    from brandguard.cli.index import index_references
+    from brandguard.cli.scan import scan_and_report
     from brandguard.datasets.demo_catalogue import build_demo_catalogue
+    from brandguard.engine.pipeline import Pipeline
+    from brandguard.scan.scanner import ScanOptions
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cat_dir = out / "catalogue"
     print(f"[1/3] building the demo catalogue from simple-icons logos into {cat_dir} ...")
     build_demo_catalogue(cat_dir, seed=seed)
-    print(f"[2/3] registering the brands' reference images with the shipped model ...")
-    rc = cli_main(["index", str(cat_dir / "references.jsonl"), "--out", str(out / "bundle"),
-                   "--threads", str(threads)])
-    if rc != EXIT_OK:
-        return rc
-    print(f"[3/3] scanning the catalogue ...")
+    print("[2/3] registering the brands' reference images with the shipped model ...")
+    index_references(cat_dir / "references.jsonl", out / "bundle", threads=threads)
+    print("[3/3] scanning the catalogue ...")
     scan_dir = out / "scan"
-    rc = cli_main(["scan", str(cat_dir / "catalogue.jsonl"), "--bundle", str(out / "bundle"), "--out",
-                   str(scan_dir), "--threads", str(threads), "--workers", str(workers), "--no-progress",
-                   "--leads-db", str(out / "leads.sqlite")])
-    if rc != EXIT_OK:
-        return rc
+    # what `brandguard scan` runs with its defaults (auto depth), as the same function
+    pipe = Pipeline.from_bundle(out / "bundle", threads=threads, require_index=True)
+    scan_and_report(pipe, cat_dir / "catalogue.jsonl", scan_dir,
+                    ScanOptions(workers=workers, threads=threads, progress=False, leads_db=out / "leads.sqlite"))
     agreement = compare_with_expected(scan_dir, cat_dir / "expected.csv")
     print(agreement["table"])
     (out / "demo_summary.json").write_text(json.dumps({k: v for k, v in agreement.items() if k != "table"},
