@@ -11,13 +11,28 @@ from pathlib import Path
 
 from brandguard.registry import DEFAULT_DEPLOYMENT, WEIGHTS_FILE, Registry
 
+DESCRIPTION = """\
+A registry is a folder of model versions (v0001, v0002, ...), each a complete bundle checked file
+by file, and which version each deployment ("default", "eu", ...) serves. Retraining adds
+versions; nothing changes what is served until a version is promoted, and every promotion and
+rollback is kept in the history. Scan and serve take --registry REG [--deployment NAME].
+
+A version is promoted only if its evaluation gate passed (`brandguard train` runs the gate);
+--force promotes one without (a first model, an emergency) and the history records it.
+
+examples:
+  brandguard registry list REG
+  brandguard registry register REG my_bundle --create          # add a bundle as a new version
+  brandguard registry promote REG v0002 --note "nike retrain"   # serve it (gate must have passed)
+  brandguard registry rollback REG                              # back to the previous version
+  brandguard registry current REG --deployment eu               # the bundle folder eu serves
+"""
+
 
 def add_parser(sub_commands: argparse._SubParsersAction) -> None:
-    from brandguard import registry
-
     parser = sub_commands.add_parser("registry", help="model registry: list versions, promote, roll back",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description=registry.__doc__)
+                                     description=DESCRIPTION)
     parser.set_defaults(func=run)
     sub = parser.add_subparsers(dest="registry_command", required=True,
                                 metavar="{list,current,register,promote,rollback}")
