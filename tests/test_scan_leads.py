@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,7 +61,14 @@ def test_scan_creates_ranked_leads_and_respects_authorised_sellers(tiny_bundle, 
     store = LeadStore(db)
     leads = {(l.listing_id, l.brand): l for l in store.list_leads()}
     assert set(leads) == {("old1", "bolt"), ("l2", "acme"), ("l3", "bolt")}
-    assert leads[("l2", "acme")].status == "new" and leads[("l2", "acme")].evidence["risk"] == res["l2"]["risk"]
+    l2 = leads[("l2", "acme")]
+    assert l2.status == "new" and l2.risk == res["l2"]["risk"] and l2.risk_parts == parts
+    # what a service-made lead holds: the verdict's dict, the brand's reference, thumbnail and original
+    assert l2.evidence["verdict"] == "copy" and l2.evidence["brand"] == "acme" and l2.reference_id == "acme/logo"
+    assert l2.evidence["evidence"]["thresholds"] and l2.evidence["top"][0]["reference_id"] == "acme/logo"
+    media = tmp_path / "media"
+    assert Path(l2.image_path).parent == media and Path(l2.image_path).is_file()
+    assert Path(l2.original_path).read_bytes() == (tmp_path / "l" / "l2.jpg").read_bytes()
     store.transition(leads[("l2", "acme")].id, "sent")
     store.close()
     # A rescan of a grown catalogue neither duplicates leads nor resets their status.
