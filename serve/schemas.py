@@ -283,10 +283,11 @@ class LeadOut(Out):
     reference_image_url: str | None = None
     drawing: DrawingOut | None = None
     rule: str | None = Field(default=None, description="the rule that decided the verdict")
+    history: list[FeedbackOut] = Field(default=[], description="every decision and undo, oldest first")
 
 
 class LeadDetailOut(LeadOut):
-    history: list[FeedbackOut]
+    pass
 
 
 class LeadListOut(Out):

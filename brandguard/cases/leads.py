@@ -575,6 +575,16 @@ class LeadStore:
                           (_record_id(lead_id),))
         return [Feedback(*r) for r in rows]
 
+    def histories(self, lead_ids: list[int]) -> dict[int, list[Feedback]]:
+        """The history of several leads in one query (a page of the review list)."""
+        ids = [int(i) for i in lead_ids]
+        out: dict[int, list[Feedback]] = {i: [] for i in ids}
+        if ids:
+            marks = ",".join("?" * len(ids))
+            for r in self._read(f"SELECT {_FEEDBACK_COLS} FROM feedback WHERE lead_id IN ({marks}) ORDER BY id", ids):
+                out[r[0]].append(Feedback(*r))
+        return out
+
     def undoable(self, lead_ids: list[int]) -> set[int]:
         """Which of these leads have a decision an undo would take back."""
         ids = [int(i) for i in lead_ids]

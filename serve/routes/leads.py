@@ -42,9 +42,11 @@ def list_leads(principal: LeadReader, store: StoreDep, brand: str | None = None,
     scope = principal.brand_scope(brand)
     leads = store.list_leads(brand=scope, status=status, verdict=verdict, min_risk=min_risk, sort=sort,
                              limit=limit, offset=offset)
-    undoable = store.undoable([x.id for x in leads])
+    ids = [x.id for x in leads]
+    undoable, histories = store.undoable(ids), store.histories(ids)
     return {"brand": scope, "status": status, "verdict": verdict, "min_risk": min_risk, "sort": sort,
-            "count": len(leads), "leads": [lead_view(x, principal, x.id in undoable) for x in leads]}
+            "count": len(leads), "leads": [{**lead_view(x, principal, x.id in undoable),
+                                            "history": [f.to_dict() for f in histories[x.id]]} for x in leads]}
 
 
 @router.post("/v1/leads/bulk", response_model=BulkOut)
