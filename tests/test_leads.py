@@ -297,3 +297,38 @@ def test_invalid_roles_rejected(store, role):
     with pytest.raises(InputError):
         store.create_key(role)
     assert store.list_keys() == []
+
+
+def test_previous_release_database_is_migrated(tmp_path):
+    """A leads file of the previous release: scan-made leads kept the inner evidence with the risk
+    mixed in, feedback had no kinds. Opened now, every lead has the verdict's shape, its risk in
+    the column, and its old decisions can be undone."""
+    db = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript(
+        "CREATE TABLE leads (id INTEGER PRIMARY KEY, listing_id TEXT NOT NULL, brand TEXT NOT NULL, "
+        "verdict TEXT NOT NULL, confidence REAL NOT NULL, score REAL, reference_id TEXT, image_path TEXT, "
+        "seller_id TEXT, price REAL, evidence TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL DEFAULT 'new', "
+        "model_sha256 TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, updated_at REAL NOT NULL, "
+        "original_path TEXT, UNIQUE (listing_id, brand));"
+        "CREATE TABLE feedback (id INTEGER PRIMARY KEY, lead_id INTEGER NOT NULL, from_status TEXT NOT NULL, "
+        "status TEXT NOT NULL, note TEXT NOT NULL DEFAULT '', who TEXT NOT NULL DEFAULT '', at REAL NOT NULL);"
+        "INSERT INTO leads (listing_id, brand, verdict, confidence, score, evidence, status, created_at, updated_at) "
+        "VALUES ('S1', 'acme', 'copy', 0.9, 0.95, '{\"region\": \"full\", \"thresholds\": {\"copy\": 0.8}, "
+        "\"risk\": 0.7, \"risk_parts\": {\"visual\": 0.7}}', 'dismissed', 1, 2);"
+        "INSERT INTO leads (listing_id, brand, verdict, confidence, evidence, created_at, updated_at) VALUES "
+        "('H1', 'acme', 'copy', 0.8, '{\"verdict\": \"copy\", \"evidence\": {}}', 1, 1);"
+        "INSERT INTO feedback (lead_id, from_status, status, at) VALUES (1, 'new', 'dismissed', 2);")
+    con.close()
+    store = LeadStore(db)
+    try:
+        scanned = store.list_leads(status="dismissed")[0]
+        assert (scanned.risk, scanned.risk_parts) == (0.7, {"visual": 0.7})
+        assert scanned.evidence == {"verdict": "copy", "brand": "acme", "confidence": 0.9, "score": 0.95, "top": [],
+                                    "evidence": {"region": "full", "thresholds": {"copy": 0.8}}, "reason": None}
+        served = next(x for x in store.list_leads() if x.listing_id == "H1")
+        assert served.evidence == {"verdict": "copy", "evidence": {}} and served.risk is None  # already shaped
+        assert store.history(scanned.id)[0].kind == "decision"
+        assert store.undo(scanned.id).status == "new"
+    finally:
+        store.close()
