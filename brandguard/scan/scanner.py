@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +34,9 @@ from brandguard.scan.results import (FINAL_SCHEMA, FLAGGED, RESULT_SCHEMA, Resul
 from brandguard.scan.worker import Fingerprint, Prepared, fingerprint, init_worker, prepare_row
 from brandguard.artifacts import atomic_write_bytes
 from brandguard.engine.pipeline import ListingHints, Pipeline
+
+if TYPE_CHECKING:  # the leads store is imported only when a scan records leads
+    from brandguard.cases.policy import LeadDecision, LeadPolicy
 
 STATE_FILE = "scan_state.json"
 # Image bytes held for one judge call (they stay until the ORB check and local stage are done):
@@ -411,7 +414,7 @@ def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOp
     atomic_write_bytes(out_dir / "summary.json", summary.to_json().encode())
 
 
-def _policy(opts: ScanOptions):  # noqa: ANN202 - a cases.policy.LeadPolicy
+def _policy(opts: ScanOptions) -> LeadPolicy:
     """The lead policy the service applies too: brands.json, and the leads store's seller history."""
     from brandguard.cases.leads import LeadStore
     from brandguard.cases.policy import LeadPolicy
@@ -433,7 +436,7 @@ def verdict_dict(r: ResultRow) -> dict[str, Any]:
             "top": [h.to_dict() for h in r.top], "evidence": r.evidence, "reason": r.reason}
 
 
-def _rank(rows: list[ResultRow], policy, summary: ScanSummary) -> list:  # noqa: ANN001
+def _rank(rows: list[ResultRow], policy: LeadPolicy, summary: ScanSummary) -> list[LeadDecision]:
     """The lead policy's decision for each flagged row (authorised seller, or a lead with its risk)."""
     out = []
     for r in rows:
@@ -444,8 +447,8 @@ def _rank(rows: list[ResultRow], policy, summary: ScanSummary) -> list:  # noqa:
     return out
 
 
-def _record_leads(leads: list, db: Path, summary: ScanSummary, policy,  # noqa: ANN001
-                  media: LeadMedia | None) -> None:
+def _record_leads(leads: list[tuple[ResultRow, LeadDecision]], db: Path, summary: ScanSummary,
+                  policy: LeadPolicy, media: LeadMedia | None) -> None:
     """Upsert every lead; keyed by (listing_id, brand), so re-finalising after a resume or an
     incremental rescan never duplicates a lead nor resets its workflow status. A row the store
     refuses (e.g. a brand name it does not accept) is counted, not fatal. Each lead holds what a
