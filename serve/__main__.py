@@ -17,7 +17,8 @@ from pathlib import Path
 EXIT_OK, EXIT_USAGE, EXIT_ARTIFACT = 0, 2, 3
 
 # CLI flag -> Settings field, for the values that override the environment.
-_OVERRIDES = {"bundle": "bundle", "registry": "registry", "deployment": "deployment", "leads_db": "leads_db", "media_dir": "media_dir", "threads": "threads",
+_OVERRIDES = {"bundle": "bundle", "registry": "registry", "deployment": "deployment", "leads_db": "leads_db", "media_dir": "media_dir",
+              "brand_info": "brand_info", "threads": "threads",
               "device": "device", "regions": "region_mode", "max_batch": "max_batch", "max_files": "max_files",
               "batch_window_ms": "batch_window_ms", "queue_size": "queue_size",
               "max_upload_bytes": "max_upload_bytes", "max_pixels": "max_pixels",
@@ -44,7 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deployment", default=None, help="registry deployment (default: default)")
     parser.add_argument("--leads-db", type=Path, default=None,
                         help="SQLite file of leads, complaints and API keys [BRANDGUARD_LEADS_DB]")
-    parser.add_argument("--media-dir", type=Path, default=None, help="thumbnails of flagged uploads")
+    parser.add_argument("--media-dir", type=Path, default=None,
+                        help="thumbnails and originals of flagged listings (default: media/ beside --leads-db)")
+    parser.add_argument("--brand-info", type=Path, default=None,
+                        help='brands.json, as `brandguard scan --brand-info`: {brand: {"authorised_sellers": [...], '
+                             '"reference_prices": {sku: price}, "default_price": p}}; a checked listing of an '
+                             'authorised seller is not a lead, and leads get the same risk as scanned ones '
+                             '[BRANDGUARD_BRAND_INFO]')
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
     parser.add_argument("--regions", choices=("full", "grid"), default=None)
     parser.add_argument("--depth", choices=("fast", "thorough", "auto"), default=None,
@@ -151,6 +158,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.workers < 1 or args.threads < 1:
         print("error: --workers and --threads must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+    from brandguard.cases.risk import load_brand_info
+    from brandguard.errors import InputError
+
+    try:  # read now, so a bad file is one line and exit 2, not a failed startup
+        load_brand_info(settings.brand_info)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     from brandguard.serve.logs import log_config
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Callable
 
 import anyio
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from brandguard.cases.leads import LeadStore
 from brandguard.errors import BrandguardError
@@ -50,13 +51,28 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[Service, Depends(get_service)]
 StoreDep = Annotated[LeadStore, Depends(get_store)]
 AdmissionDep = Annotated[Admission, Depends(get_admission)]
-AuthorizationHeader = Annotated[str | None, Header()]
+
+# The two ways to send a key, declared as OpenAPI security schemes so /docs' "Authorize" can
+# send either. They only document: the headers are read by :func:`key_headers` (with
+# auto_error off these would turn a malformed header into "no key", hiding why it was refused).
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", bearerFormat="API key",
+                    description="`Authorization: Bearer <key>` (keys: `brandguard serve create-key ROLE`)")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey",
+                       description="the same key in the `X-API-Key` header")
 
 
-def get_principal(request: Request, store: StoreDep, authorization: AuthorizationHeader = None,
-                  x_api_key: Annotated[str | None, Header()] = None) -> Principal:
+def key_headers(request: Request, _bearer: Annotated[Any, Security(BEARER)] = None,
+                _api_key: Annotated[Any, Security(API_KEY)] = None) -> tuple[str | None, str | None]:
+    """(Authorization, X-API-Key) as sent."""
+    return request.headers.get("authorization"), request.headers.get("x-api-key")
+
+
+KeyHeaders = Annotated[tuple[str | None, str | None], Depends(key_headers)]
+
+
+def get_principal(request: Request, store: StoreDep, headers: KeyHeaders) -> Principal:
     """Authenticate the request (a sync dependency: FastAPI runs the SQLite lookup in its threadpool)."""
-    principal = authenticate(store, authorization, x_api_key)
+    principal = authenticate(store, *headers)
     request.state.principal = principal
     return principal
 
@@ -98,22 +114,21 @@ def ops_public(settings: Settings, scope: dict[str, Any]) -> bool:
 
 
 async def ops_caller(request: Request, settings: SettingsDep, admission: AdmissionDep,
-                     authorization: AuthorizationHeader = None,
-                     x_api_key: Annotated[str | None, Header()] = None) -> Principal | None:
+                     headers: KeyHeaders) -> Principal | None:
     """None when ops data is public here; otherwise the admin caller (401 without a key, 403 for others)."""
     if ops_public(settings, request.scope):
         return None
     store = get_store(request)
-    principal = await anyio.to_thread.run_sync(authenticate, store, authorization, x_api_key)
+    principal = await anyio.to_thread.run_sync(authenticate, store, *headers)
     request.state.principal = principal
     principal.require("read_ops")
     _take_key_slot(request, admission, principal)
     return principal
 
 
-async def ops_visible(request: Request, settings: SettingsDep, authorization: AuthorizationHeader = None,
-                      x_api_key: Annotated[str | None, Header()] = None) -> bool:
+async def ops_visible(request: Request, settings: SettingsDep, headers: KeyHeaders) -> bool:
     """Like :func:`ops_caller` but never refuses: False instead of 401/403 (for /readyz's details)."""
+    authorization, x_api_key = headers
     if ops_public(settings, request.scope):
         return True
     if not (authorization or x_api_key) or getattr(request.app.state, "store", None) is None:

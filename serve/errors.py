@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from brandguard.cases.leads import IllegalTransitionError
+from brandguard.cases.leads import IllegalTransitionError, NothingToUndoError
 from brandguard.errors import BrandguardError, BundleError, InputError, NotFoundError, ReferenceIndexError
 from brandguard.serve.settings import Settings
 
@@ -75,6 +75,7 @@ ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (NotFoundError, 404, "not_found"),
     (BodyTimeoutError, 408, "request_timeout"),
     (IllegalTransitionError, 409, "illegal_transition"),
+    (NothingToUndoError, 409, "nothing_to_undo"),
     (ReferenceExistsError, 409, "conflict"),
     (PayloadTooLargeError, 413, "payload_too_large"),
     (UnsupportedMediaError, 415, "unsupported_media_type"),

@@ -12,7 +12,7 @@ from fastapi import Path as PathParam
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, \
     field_validator
 
-from brandguard.cases.leads import LEAD_STATUSES, validate_brand
+from brandguard.cases.leads import LEAD_STATUSES, MAX_BULK, UNDO, validate_brand
 from brandguard.errors import InputError
 
 REFERENCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)+$")
@@ -163,3 +163,236 @@ def multipart_body(fields: dict[str, dict], *, files: int = 1, raw: bool = False
     if raw:
         content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
     return {"requestBody": {"required": True, "content": content}}
+
+
+# ---------------------------------------------------------------------------- bodies of lead decisions
+class UndoIn(BaseModel):
+    note: NoteText = ""
+
+
+class BulkIn(BaseModel):
+    """One decision for several leads: a status, or ``undo`` (each lead's last decision taken back)."""
+
+    ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(min_length=1, max_length=MAX_BULK)]
+    action: ShortText = Field(description=f"one of {LEAD_STATUSES}, or {UNDO!r}")
+    note: NoteText = ""
+
+
+# ---------------------------------------------------------------------------- responses
+class Out(BaseModel):
+    """A response body. Extra keys are allowed (and kept): a newer pipeline may add evidence."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorOut(Out):
+    error: str = Field(description="machine-readable code (serve/errors.py)")
+    detail: Any = None
+
+
+class StatusOut(Out):
+    status: str
+
+
+class ReadyOut(Out):
+    """``ready`` or ``not_ready``; with ops access also the model, index and queue figures."""
+
+    status: Literal["ready", "not_ready"]
+
+
+class HitOut(Out):
+    reference_id: str
+    brand: str
+    sku: str = ""
+    kind: str = ""
+    score: float
+
+
+class VerdictOut(Out):
+    verdict: Literal["copy", "knockoff", "clear", "inconclusive"]
+    brand: str | None = None
+    confidence: float | None = None
+    score: float | None = None
+    top: list[HitOut] = []
+    evidence: dict[str, Any] = {}
+    reason: str | None = None
+
+
+class CheckOut(VerdictOut):
+    listing_id: str | None = None
+    lead_id: int | None = Field(default=None, description="the lead recorded (scanner and admin keys)")
+    lead: Literal["lead", "authorized"] | None = Field(
+        default=None, description="the lead policy's decision: a lead, or an authorised seller's listing")
+    risk: float | None = None
+    model_sha256: str | None = None
+
+
+class CheckBatchOut(Out):
+    results: list[CheckOut]
+
+
+class FeedbackOut(Out):
+    id: int | None = None
+    lead_id: int
+    from_status: str
+    status: str
+    note: str
+    who: str
+    at: float
+    kind: Literal["decision", "undo"] = "decision"
+    undoes: int | None = Field(default=None, description="for an undo: the history entry it took back")
+
+
+class ShapeOut(Out):
+    kind: Literal["polygon", "rect"]
+    source: str = Field(description="outline | local_box | match_box | geometry_box | region_box | text")
+    label: str
+    points: list[list[float]] | None = None
+    box: list[float] | None = None
+
+
+class DrawingOut(Out):
+    """What to lay over the listing image, in its original pixels."""
+
+    image_size: list[float]
+    shapes: list[ShapeOut]
+
+
+class LeadOut(Out):
+    id: int
+    listing_id: str
+    brand: str
+    verdict: Literal["copy", "knockoff"]
+    confidence: float
+    score: float | None = None
+    reference_id: str | None = None
+    seller_id: str | None = None
+    price: float | None = None
+    evidence: dict[str, Any] = Field(description="the verdict as judged (verdict, brand, confidence, score, top, "
+                                     "evidence, reason)")
+    status: Literal["new", "sent", "test_buy", "confirmed_counterfeit", "genuine", "dismissed"]
+    model_sha256: str
+    created_at: float
+    updated_at: float
+    risk: float | None = None
+    risk_parts: dict[str, Any] | None = None
+    evidence_url: str
+    allowed_next: list[str]
+    can_undo: bool = False
+    image_url: str | None = None
+    reference_image_url: str | None = None
+    drawing: DrawingOut | None = None
+    rule: str | None = Field(default=None, description="the rule that decided the verdict")
+    history: list[FeedbackOut] = Field(default=[], description="every decision and undo, oldest first")
+
+
+class LeadDetailOut(LeadOut):
+    pass
+
+
+class LeadListOut(Out):
+    brand: str | None = None
+    status: str | None = None
+    verdict: str | None = None
+    min_risk: float | None = None
+    sort: str = "updated"
+    count: int
+    leads: list[LeadOut]
+
+
+class BulkItemOut(Out):
+    id: int
+    ok: bool
+    status: str | None = Field(default=None, description="the lead's status now (when ok)")
+    error: str | None = None
+    detail: str | None = None
+
+
+class BulkOut(Out):
+    action: str
+    updated: int
+    failed: int
+    results: list[BulkItemOut]
+
+
+class ComplaintOut(Out):
+    id: int
+    brand: str
+    listing_id: str
+    status: Literal["pending", "decided"]
+    created_at: float
+    decided_at: float | None = None
+    verdict: dict[str, Any] | None = None
+    lead_id: int | None = None
+    evidence_url: str
+
+
+class ComplaintReportOut(Out):
+    brand: str | None = None
+    since: float | None = None
+    total: int
+    decided: int
+    decided_within_24h: int
+    pending: int
+    pending_overdue: int
+    share_decided_within_24h: float | None = None
+
+
+class ReferenceOut(Out):
+    reference_id: str
+    brand: str
+    sku: str = ""
+    kind: str = ""
+    image_url: str
+
+
+class ReferenceListOut(Out):
+    brand: str | None = None
+    total: int
+    index_generation: int | None = None
+    references: list[ReferenceOut]
+
+
+class ReferenceAddedOut(Out):
+    """``live`` (indexed, 201) or ``held`` for an admin (202)."""
+
+    reference_id: str
+    brand: str
+    status: Literal["live", "held"]
+    sha256: str
+    index_generation: int | None = None
+    held_id: str | None = None
+
+
+class HeldOut(Out):
+    id: str
+    reference_id: str
+    brand: str
+    status: str
+    conflicts: int | list[dict[str, Any]]
+
+
+class HeldListOut(Out):
+    brand: str | None = None
+    status: str | None = None
+    held: list[HeldOut]
+
+
+class AuditOut(Out):
+    entries: list[dict[str, Any]]
+
+
+class ReferenceDeletedOut(Out):
+    reference_id: str
+    brand: str
+    deleted: bool
+    index_generation: int | None = None
+    index_count: int | None = None
+
+
+# Error answers every authenticated route may give (serve/errors.py decides the codes).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": what} for code, what in (
+        (400, "bad request (error: bad_request)"), (401, "missing, unknown or revoked API key"),
+        (403, "the key's role may not do this"), (429, "too many requests of this key at once"),
+        (503, "overloaded or not ready; see Retry-After"))}

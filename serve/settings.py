@@ -24,7 +24,10 @@ class Settings(BaseSettings):
     registry: Path | None = Field(default=None, description="model registry: serve its deployment's current version")
     deployment: str = Field(default="default", description="registry deployment to serve")
     leads_db: Path = Field(default=Path("brandguard-leads.sqlite"), description="SQLite file of leads and keys")
-    media_dir: Path | None = Field(default=None, description="flagged listing thumbnails; default: next to leads_db")
+    media_dir: Path | None = Field(default=None, description="flagged listing thumbnails and originals; default: "
+                                   "media/ next to leads_db (where `brandguard scan --leads-db` writes them too)")
+    brand_info: Path | None = Field(default=None, description="brands.json (as scan's --brand-info): authorised "
+                                    "sellers are not leads; reference prices and seller history make the risk")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="per image; larger → 413")
     max_pixels: int = Field(default=40_000_000, ge=1024, description="decoded pixel limit; larger → inconclusive")
     max_batch: int = Field(default=16, ge=1, le=1024, description="images per ONNX Runtime call")
@@ -99,7 +102,9 @@ class Settings(BaseSettings):
 
     @property
     def media_path(self) -> Path:
-        return self.media_dir if self.media_dir is not None else self.leads_db.parent / "media"
+        from brandguard.cases.media import default_media_dir
+
+        return self.media_dir if self.media_dir is not None else default_media_dir(self.leads_db)
 
     def body_limit(self, files: int) -> int:
         """Largest request body accepted for ``files`` images (multipart framing included)."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import Response
 
+from brandguard.cases.explain import decision_rule, drawing
 from brandguard.cases.leads import TRANSITIONS, Complaint, Lead
 from brandguard.serve.auth import Principal
 
@@ -42,7 +43,10 @@ def scrub_verdict(d: dict[str, Any], brand: str | None) -> dict[str, Any]:
     return out
 
 
-def lead_view(lead: Lead, principal: Principal) -> dict[str, Any]:
+def lead_view(lead: Lead, principal: Principal, can_undo: bool = False) -> dict[str, Any]:
+    """A lead as its brand's reviewer sees it: links instead of server paths, the moves allowed
+    now, whether an undo is possible, and what to draw on the listing with the rule that decided
+    (:mod:`brandguard.cases.explain`, the same as the scan report's)."""
     d = lead.to_dict()
     if principal.row_scope() is not None and isinstance(d["evidence"].get("top"), list):
         # A brand sees its own references among the matches, not other brands' reference ids.
@@ -54,6 +58,10 @@ def lead_view(lead: Lead, principal: Principal) -> dict[str, Any]:
     d["allowed_next"] = sorted(TRANSITIONS[lead.status])
     d["image_url"] = f"/v1/leads/{lead.id}/image" if lead.image_path else None
     d["reference_image_url"] = f"/v1/references/{lead.reference_id}/image" if lead.reference_id else None
+    d["can_undo"] = can_undo
+    inner = d["evidence"].get("evidence") if isinstance(d["evidence"].get("evidence"), dict) else {}
+    d["drawing"] = drawing(inner, lead.brand)
+    d["rule"] = decision_rule(lead.verdict, lead.score, inner) or None
     return d
 
 

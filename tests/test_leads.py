@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from brandguard.errors import BrandguardError, InputError
-from brandguard.cases.leads import (COMPLAINT_SLA_SECONDS, IllegalTransitionError, InvalidKeyError, LeadInput, LeadStore,
-                              NotFoundError)
+from brandguard.cases.leads import (COMPLAINT_SLA_SECONDS, UNDO, IllegalTransitionError, InvalidKeyError, LeadInput,
+                                   LeadStore, NotFoundError, NothingToUndoError)
 
 
 class Clock:
@@ -114,12 +114,104 @@ def test_lifecycle_transitions_and_history(store, clock):
 
 def test_illegal_and_unknown_transitions(store):
     lead, _ = store.upsert_lead(lead_input())
-    with pytest.raises(IllegalTransitionError, match="allowed: dismissed, sent"):
-        store.transition(lead.id, "genuine")  # needs a test buy first
     with pytest.raises(InputError):
         store.transition(lead.id, "bogus")
+    with pytest.raises(IllegalTransitionError, match="allowed: confirmed_counterfeit, dismissed, genuine, sent, "
+                                                     "test_buy"):
+        store.transition(lead.id, "new")
     assert store.get_lead(lead.id).status == "new" and store.history(lead.id) == []
     assert store.transition(lead.id, "dismissed").status == "dismissed"
+    with pytest.raises(IllegalTransitionError, match="final state"):  # decided: only an undo reopens it
+        store.transition(lead.id, "sent")
+
+
+@pytest.mark.parametrize("decision", ["confirmed_counterfeit", "genuine", "dismissed", "test_buy", "sent"])
+def test_a_reviewer_decides_straight_from_new(store, decision):
+    lead, _ = store.upsert_lead(lead_input())
+    assert store.transition(lead.id, decision, who="r").status == decision
+
+
+def test_undo_is_a_new_history_entry_and_unwinds_decisions_in_order(store, clock):
+    lead, _ = store.upsert_lead(lead_input())
+    with pytest.raises(NothingToUndoError):
+        store.undo(lead.id)
+    clock.t += 1
+    store.transition(lead.id, "sent", note="notice", who="a")
+    clock.t += 1
+    store.transition(lead.id, "confirmed_counterfeit", note="fake", who="a")
+    assert store.undoable([lead.id]) == {lead.id}
+    clock.t += 1
+    back = store.undo(lead.id, note="wrong lead", who="b")
+    assert back.status == "sent" and back.updated_at == clock.t
+    clock.t += 1
+    store.transition(lead.id, "dismissed", who="b")  # a new decision after the undo
+    assert store.undo(lead.id, who="b").status == "sent"  # takes back the dismissal ...
+    assert store.undo(lead.id, who="b").status == "new"  # ... then the notice (the confirmation is already undone)
+    with pytest.raises(NothingToUndoError):
+        store.undo(lead.id)
+    assert store.undoable([lead.id]) == set()
+    hist = store.history(lead.id)
+    # nothing rewritten: every decision and every undo is there, in order
+    assert [(h.kind, h.from_status, h.status) for h in hist] == [
+        ("decision", "new", "sent"), ("decision", "sent", "confirmed_counterfeit"),
+        ("undo", "confirmed_counterfeit", "sent"), ("decision", "sent", "dismissed"),
+        ("undo", "dismissed", "sent"), ("undo", "sent", "new")]
+    assert hist[2].undoes == hist[1].id and hist[4].undoes == hist[3].id and hist[5].undoes == hist[0].id
+    assert hist[2].note == "wrong lead" and hist[2].who == "b"
+    # the retraining labels follow the status: the undone confirmation is no positive any more
+    assert store.list_leads(status="confirmed_counterfeit") == []
+
+
+def test_undo_is_brand_scoped(store):
+    lead, _ = store.upsert_lead(lead_input("L1", "bolt"))
+    store.transition(lead.id, "dismissed")
+    with pytest.raises(NotFoundError):
+        store.undo(lead.id, brand="acme")
+    assert store.get_lead(lead.id).status == "dismissed"
+
+
+def test_bulk_decision_applies_to_each_lead_on_its_own(store):
+    a = store.upsert_lead(lead_input("L1"))[0]
+    b = store.upsert_lead(lead_input("L2"))[0]
+    c = store.upsert_lead(lead_input("L3"))[0]
+    other = store.upsert_lead(lead_input("L4", "bolt"))[0]
+    store.transition(c.id, "genuine")
+    out = store.apply_many([a.id, b.id, c.id, other.id, a.id, 10**6], "dismissed", note="spam", who="r",
+                           brand="acme")
+    assert [o.lead_id for o in out] == [a.id, b.id, c.id, other.id, 10**6]  # a repeated id counts once
+    assert [o.lead.status if o.lead else None for o in out] == ["dismissed", "dismissed", None, None, None]
+    assert isinstance(out[2].error, IllegalTransitionError)  # already decided
+    assert isinstance(out[3].error, NotFoundError) and isinstance(out[4].error, NotFoundError)
+    assert store.get_lead(other.id).status == "new"
+    undone = store.apply_many([a.id, b.id, c.id], UNDO, who="r", brand="acme")
+    assert [o.lead.status for o in undone] == ["new", "new", "new"]
+    assert [h.kind for h in store.history(a.id)] == ["decision", "undo"]
+    with pytest.raises(InputError):
+        store.apply_many([], "dismissed")
+    with pytest.raises(InputError):
+        store.apply_many([a.id], "bogus")
+
+
+def test_filters_and_sorts_by_verdict_and_risk(store, clock):
+    for i, (verdict, risk) in enumerate([("copy", 0.2), ("knockoff", 0.9), ("copy", None), ("copy", 0.6)]):
+        clock.t += 1
+        store.upsert_lead(lead_input(f"R{i}", verdict=verdict, risk=risk, risk_parts={"visual": risk}))
+    assert [x.listing_id for x in store.list_leads(sort="risk")] == ["R1", "R3", "R0", "R2"]  # no risk last
+    assert [x.listing_id for x in store.list_leads(verdict="copy", min_risk=0.5)] == ["R3"]
+    assert store.get_lead(store.list_leads(verdict="knockoff")[0].id).risk_parts == {"visual": 0.9}
+    with pytest.raises(InputError):
+        store.list_leads(sort="bogus")
+    with pytest.raises(InputError):
+        store.list_leads(verdict="clear")
+
+
+def test_seller_history_counts_confirmed_counterfeits(store):
+    for i, seller in enumerate(["s1", "s1", "s2", None]):
+        lead = store.upsert_lead(lead_input(f"S{i}", seller_id=seller))[0]
+        store.transition(lead.id, "confirmed_counterfeit")
+    store.upsert_lead(lead_input("S9", seller_id="s2"))  # a lead, not confirmed
+    assert store.confirmed_by_seller() == {"s1": 2, "s2": 1}
+    assert store.confirmed_counterfeits("s1") == 2 and store.confirmed_counterfeits(None) == 0
 
 
 def test_brand_scope_hides_other_brands(store):
@@ -205,3 +297,38 @@ def test_invalid_roles_rejected(store, role):
     with pytest.raises(InputError):
         store.create_key(role)
     assert store.list_keys() == []
+
+
+def test_previous_release_database_is_migrated(tmp_path):
+    """A leads file of the previous release: scan-made leads kept the inner evidence with the risk
+    mixed in, feedback had no kinds. Opened now, every lead has the verdict's shape, its risk in
+    the column, and its old decisions can be undone."""
+    db = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript(
+        "CREATE TABLE leads (id INTEGER PRIMARY KEY, listing_id TEXT NOT NULL, brand TEXT NOT NULL, "
+        "verdict TEXT NOT NULL, confidence REAL NOT NULL, score REAL, reference_id TEXT, image_path TEXT, "
+        "seller_id TEXT, price REAL, evidence TEXT NOT NULL DEFAULT '{}', status TEXT NOT NULL DEFAULT 'new', "
+        "model_sha256 TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, updated_at REAL NOT NULL, "
+        "original_path TEXT, UNIQUE (listing_id, brand));"
+        "CREATE TABLE feedback (id INTEGER PRIMARY KEY, lead_id INTEGER NOT NULL, from_status TEXT NOT NULL, "
+        "status TEXT NOT NULL, note TEXT NOT NULL DEFAULT '', who TEXT NOT NULL DEFAULT '', at REAL NOT NULL);"
+        "INSERT INTO leads (listing_id, brand, verdict, confidence, score, evidence, status, created_at, updated_at) "
+        "VALUES ('S1', 'acme', 'copy', 0.9, 0.95, '{\"region\": \"full\", \"thresholds\": {\"copy\": 0.8}, "
+        "\"risk\": 0.7, \"risk_parts\": {\"visual\": 0.7}}', 'dismissed', 1, 2);"
+        "INSERT INTO leads (listing_id, brand, verdict, confidence, evidence, created_at, updated_at) VALUES "
+        "('H1', 'acme', 'copy', 0.8, '{\"verdict\": \"copy\", \"evidence\": {}}', 1, 1);"
+        "INSERT INTO feedback (lead_id, from_status, status, at) VALUES (1, 'new', 'dismissed', 2);")
+    con.close()
+    store = LeadStore(db)
+    try:
+        scanned = store.list_leads(status="dismissed")[0]
+        assert (scanned.risk, scanned.risk_parts) == (0.7, {"visual": 0.7})
+        assert scanned.evidence == {"verdict": "copy", "brand": "acme", "confidence": 0.9, "score": 0.95, "top": [],
+                                    "evidence": {"region": "full", "thresholds": {"copy": 0.8}}, "reason": None}
+        served = next(x for x in store.list_leads() if x.listing_id == "H1")
+        assert served.evidence == {"verdict": "copy", "evidence": {}} and served.risk is None  # already shaped
+        assert store.history(scanned.id)[0].kind == "decision"
+        assert store.undo(scanned.id).status == "new"
+    finally:
+        store.close()

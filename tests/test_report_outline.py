@@ -182,7 +182,8 @@ def test_fast_box_is_a_rect_and_degenerate_evidence_is_not_printed(report):
 
 def test_decided_by_and_ids_are_escaped(report):
     _, text = report
-    assert "<script>" not in text and "alert('x')" not in text
+    assert "<script>alert" not in text and "alert('x')" not in text
+    assert text.count("<script>") == 1  # the page's own sort/filter script, nothing from the data
     assert html.escape(EVIL_ID) in text
     assert html.escape(DECIDED) in text and DECIDED not in text  # verbatim, escaped (">=" and "->")
     assert "<title>outline &lt;test&gt;</title>" in text
@@ -254,3 +255,60 @@ def test_outline_shows_in_a_browser_screenshot(report, browser, tmp_path):
     cx, cy = sum(p[0] for p in OUTLINE) / 4, sum(p[1] for p in OUTLINE) / 4
     for x, y in [(cx, cy), (20, 20), (W - 20, H - 20)]:
         assert not near_colour(x, y, r=6)
+
+
+# --------------------------------------------------------------------------- region and text-mark boxes
+def test_region_and_text_mark_boxes_are_drawn_with_the_rule_and_the_page_sorts(tmp_path):
+    """A flagged row's matched grid region and the boxes where the brand's name was read in the
+    photo are drawn (the whole-image region of a full-image match is not); a fast verdict prints
+    the rule that decided it; the cards carry what the page's sort and filters read."""
+    listing = make_image(tmp_path / "listing.jpg")
+    text_ev = {"image_size": [W, H], "thresholds": FAST_THRESHOLDS, "region": "full", "region_box": [0, 0, W, H],
+               "stage": "text", "decided_by": "visual: clear; text: lookalike wordmark -> knockoff",
+               "text": {"read": True, "matches": [
+                   {"brand": "acme", "term": "acme", "text": "ACNE", "kind": "lookalike", "rule": "one edit",
+                    "source": "image", "score": 0.9, "box": [100, 50, 300, 110]},
+                   {"brand": "acme", "term": "acme", "text": "acme", "kind": "exact", "rule": "title",
+                    "source": "title", "score": 1.0},
+                   {"brand": "bolt", "term": "bolt", "text": "BOLT", "kind": "exact", "rule": "x",
+                    "source": "image", "score": 0.9, "box": [10, 10, 60, 40]}]}}
+    rows = [row("REGION", listing, "copy", 0.97, {"image_size": [W, H], "thresholds": FAST_THRESHOLDS,
+                                                  "region": "top_left", "region_box": [0, 0, 384, 288]},
+                risk=0.4, lead="lead"),
+            row("TEXT", listing, "knockoff", 0.9, text_ev, risk=0.8, lead="lead"),
+            row("WHOLE", listing, "copy", 0.95, {"image_size": [W, H], "thresholds": FAST_THRESHOLDS,
+                                                 "region": "full", "region_box": [0, 0, W, H]}, risk=0.2,
+                lead="lead", brand="bolt")]
+    text = write_html_report(rows, {}, tmp_path / "r.html").read_text(encoding="utf-8")
+    parser = Svgs()
+    parser.feed(text)
+    by_id = dict(zip(re.findall(r'data-listing="([^"]+)"', text), [s for s in parser.svgs if "listing" in
+                                                                  s["attrs"].get("class", "")]))
+    region = [r for r in by_id["REGION"]["rects"] if "match" in r.get("class", "")]
+    assert [(r["data-source"], r["x"], r["y"], r["width"], r["height"]) for r in region] == \
+        [("region_box", "0", "0", "384", "288")]
+    marks = [r for r in by_id["TEXT"]["rects"] if "match" in r.get("class", "")]
+    # acme's name read in the photo: drawn; the title's mention and bolt's name in the photo: not
+    assert [(r["data-source"], r["x"], r["y"], r["width"], r["height"]) for r in marks] == \
+        [("text", "100", "50", "200", "60")]
+    assert not [r for r in by_id["WHOLE"]["rects"] if "match" in r.get("class", "")]
+    assert "similarity 0.970 ≥ copy 0.90 → copy" in text  # the fast path's rule, in words
+    assert "text read: <b>ACNE</b> (lookalike)" in text
+    # sort and filter: the cards carry risk/brand/verdict, the page has the controls
+    assert re.findall(r'data-listing="([^"]+)"', text) == ["TEXT", "REGION", "WHOLE"]  # by risk
+    assert 'data-risk="0.8"' in text and 'data-brand="bolt"' in text
+    assert all(f'id="{i}"' in text for i in ("sort", "f-verdict", "f-brand", "f-risk"))
+
+
+def test_degenerate_shapes_are_never_drawn():
+    from brandguard.cases.explain import decision_rule, match_shapes
+
+    ev = {"image_size": [100, 80], "local": {"outline": [[10, 10], [50, 10], [90, 10]], "box": [5, 5, 5, 40]},
+          "match_box": [0, 0, float("nan"), 3], "geometry": {"box": [20, 20, 10, 30], "scale": 0.0},
+          "region": "centre", "region_box": [25, 20, 75, 60]}
+    shapes = match_shapes(ev, "acme")  # a flat outline, zero-width and NaN boxes: the region is what is left
+    assert [(s.source, s.box) for s in shapes] == [("region_box", (25.0, 20.0, 75.0, 60.0))]
+    assert match_shapes({"image_size": [100, 80]}, "acme") == []
+    assert decision_rule("knockoff", 0.7, {"thresholds": {"copy": 0.9, "knockoff": 0.6}}) == \
+        "similarity 0.700 ≥ knockoff 0.60 (< copy 0.90) → knockoff"
+    assert decision_rule("copy", 0.95, {"decided_by": "geometric verification"}) == "geometric verification"

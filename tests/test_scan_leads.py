@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from brandguard.cli.main import EXIT_OK, main
 from brandguard.cases.leads import LeadInput, LeadStore
 from brandguard.cases.risk import risk_score
-from brandguard.scan.scanner import ScanOptions, read_results, scan
+from brandguard.scan.scanner import ScanOptions, ScanStateMismatchError, read_results, scan
 from brandguard.engine.pipeline import Pipeline
 from tests_helpers import blob_image, save
 
@@ -60,7 +61,14 @@ def test_scan_creates_ranked_leads_and_respects_authorised_sellers(tiny_bundle, 
     store = LeadStore(db)
     leads = {(l.listing_id, l.brand): l for l in store.list_leads()}
     assert set(leads) == {("old1", "bolt"), ("l2", "acme"), ("l3", "bolt")}
-    assert leads[("l2", "acme")].status == "new" and leads[("l2", "acme")].evidence["risk"] == res["l2"]["risk"]
+    l2 = leads[("l2", "acme")]
+    assert l2.status == "new" and l2.risk == res["l2"]["risk"] and l2.risk_parts == parts
+    # what a service-made lead holds: the verdict's dict, the brand's reference, thumbnail and original
+    assert l2.evidence["verdict"] == "copy" and l2.evidence["brand"] == "acme" and l2.reference_id == "acme/logo"
+    assert l2.evidence["evidence"]["thresholds"] and l2.evidence["top"][0]["reference_id"] == "acme/logo"
+    media = tmp_path / "media"
+    assert Path(l2.image_path).parent == media and Path(l2.image_path).is_file()
+    assert Path(l2.original_path).read_bytes() == (tmp_path / "l" / "l2.jpg").read_bytes()
     store.transition(leads[("l2", "acme")].id, "sent")
     store.close()
     # A rescan of a grown catalogue neither duplicates leads nor resets their status.
@@ -101,3 +109,31 @@ def test_results_survive_a_leads_store_that_refuses_rows_and_removed_listings_dr
     cat.write_text(json.dumps({"listing_id": "a", "image": "l/a.jpg"}) + "\n")
     s2 = scan(cat, pipe, tmp_path / "out", opts)
     assert s2.removed == 1 and [r["listing_id"] for r in read_results(tmp_path / "out")] == ["a"]
+
+
+def test_rescan_after_index_add_names_what_changed_and_the_fix(tiny_bundle, tmp_path, capsys):
+    save(blob_image(100), tmp_path / "refs" / "acme" / "logo.png")
+    save(blob_image(100)[5:235, 5:315], tmp_path / "l" / "a.jpg", quality=80)
+    cat = tmp_path / "cat.jsonl"
+    cat.write_text(json.dumps({"listing_id": "a", "image": "l/a.jpg"}) + "\n")
+    bundle, out = tmp_path / "b", tmp_path / "out"
+    assert main(["index", str(tmp_path / "refs"), "--bundle", str(tiny_bundle), "--out", str(bundle)]) == 0
+    scan_args = ["scan", str(cat), "--bundle", str(bundle), "--out", str(out), "--workers", "0", "--no-progress",
+                 "--quiet", "--no-report"]
+    assert main(scan_args) == EXIT_OK
+    save(blob_image(101), tmp_path / "more" / "bolt" / "logo.png")
+    assert main(["index", str(tmp_path / "more"), "--out", str(bundle), "--add"]) == 0
+    capsys.readouterr()
+    assert main(scan_args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "{" not in err  # one line, no raw dict
+    assert "the reference index (e.g. `brandguard index --add` made a new generation) changed" in err
+    assert "new --out folder" in err and "catalogue" not in err.split("changed")[0]
+    with pytest.raises(ScanStateMismatchError) as exc:
+        scan(cat, Pipeline.from_bundle(bundle, require_index=True, region_mode="grid"), out,
+             ScanOptions(workers=0, progress=False, region_mode="grid"))
+    assert [k for k, _, _ in exc.value.changed] == ["index_sha256", "region_mode"]
+    # only a flag differs: the message names it, its value then, and both ways out
+    only_flag = ScanStateMismatchError(out, {"depth": "auto", "region_mode": "full"},
+                                       {"depth": "fast", "region_mode": "full"})
+    assert "--depth changed: auto -> fast" in str(only_flag) and "run with the --depth auto" in str(only_flag)

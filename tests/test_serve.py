@@ -278,8 +278,8 @@ def test_feedback_transitions_persist(served):
     with served.client("brand:acme") as c:
         r = c.post(f"/v1/leads/{lead_id}/feedback", json={"status": "sent", "note": "notice sent"})
         assert r.status_code == 200 and r.json()["status"] == "sent"
-        assert r.json()["allowed_next"] == ["dismissed", "test_buy"]
-        illegal = c.post(f"/v1/leads/{lead_id}/feedback", json={"status": "genuine"})
+        assert r.json()["allowed_next"] == ["confirmed_counterfeit", "dismissed", "genuine", "test_buy"]
+        illegal = c.post(f"/v1/leads/{lead_id}/feedback", json={"status": "new"})
         assert illegal.status_code == 409 and illegal.json()["error"] == "illegal_transition"
         assert c.post(f"/v1/leads/{lead_id}/feedback", json={"status": "bogus"}).status_code == 400
         assert c.post(f"/v1/leads/{lead_id}/feedback", json={"note": "no status"}).status_code == 422
@@ -887,7 +887,10 @@ def test_schemathesis_finds_no_server_errors(tiny_bundle, tmp_path):
     with serving(tiny_bundle, tmp_path) as s:
         res = subprocess.run([str(cli), "run", f"{s.url}/openapi.json", "-H", f"Authorization: Bearer {s.keys['admin']}",
                               "--checks", "not_a_server_error", "--max-examples", "8", "--seed", "7", "--workers", "1",
-                              "--request-timeout", "20", "--phases", "examples,coverage,fuzzing", "--no-color"],
+                              "--request-timeout", "20", "--phases", "examples,coverage,fuzzing", "--no-color",
+                              # reference ids are paths ("acme/logo"): most generated strings are not, and
+                              # hypothesis's health check calls that filtering too much; it is not a server error
+                              "--suppress-health-check=filter_too_much"],
                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert httpx.get(f"{s.url}/healthz").status_code == 200
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]

@@ -100,10 +100,14 @@ class CDP:
         self._stack.close()
 
 
-def launch_chromium(binary: str, profile: Path) -> tuple[subprocess.Popen, CDP]:
+# No name resolves but the loopback address: a page that needs the internet fails to load its files.
+OFFLINE_ARGS = ("--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",)
+
+
+def launch_chromium(binary: str, profile: Path, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, CDP]:
     """Start headless Chromium with a fresh profile and connect to its first page target."""
     proc = subprocess.Popen(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        [binary, *extra_args, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio", "--window-size=1280,900",
          f"--user-data-dir={profile}", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
@@ -130,13 +134,13 @@ def launch_chromium(binary: str, profile: Path) -> tuple[subprocess.Popen, CDP]:
     return proc, CDP(pages[0]["webSocketDebuggerUrl"])
 
 
-@pytest.fixture
-def browser(tmp_path):
+@contextlib.contextmanager
+def _chromium(tmp_path: Path, extra_args: tuple[str, ...] = ()):
     binary = chromium_binary()
     if binary is None:
         pytest.skip("no Chromium binary (install Debian's chromium, or set BRANDGUARD_CHROMIUM)")
     profile = Path(tempfile.mkdtemp(prefix="bg-chromium-", dir=tmp_path))
-    proc, cdp = launch_chromium(binary, profile)
+    proc, cdp = launch_chromium(binary, profile, extra_args)
     try:
         cdp.send("Page.enable")
         cdp.send("Runtime.enable")
@@ -150,6 +154,19 @@ def browser(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    with _chromium(tmp_path) as cdp:
+        yield cdp
+
+
+@pytest.fixture
+def offline_browser(tmp_path):
+    """Chromium that can reach 127.0.0.1 and nothing else (no CDN, no DNS)."""
+    with _chromium(tmp_path, OFFLINE_ARGS) as cdp:
+        yield cdp
 
 
 def test_review_page_shows_lead_and_records_feedback(browser, tiny_bundle, tmp_path):
@@ -181,7 +198,7 @@ def test_review_page_shows_lead_and_records_feedback(browser, tiny_bundle, tmp_p
             }});
             return {{imgs, badge: c.querySelector('.badge').textContent, text: c.innerText,
                     evidence: c.querySelector('.evidence') ? c.querySelector('.evidence').innerText : null,
-                    buttons: [...c.querySelectorAll('.actions button')].map(b => b.textContent),
+                    buttons: [...c.querySelectorAll('.actions button')].map(b => b.dataset.action),
                     cards: document.querySelectorAll('article.card').length,
                     status: document.getElementById('status').textContent}};
         }})()""")
@@ -195,7 +212,7 @@ def test_review_page_shows_lead_and_records_feedback(browser, tiny_bundle, tmp_p
         assert info["evidence"] and "similarity" in info["evidence"] and "acme/logo" in info["evidence"]
         assert "bolt/logo" not in info["evidence"]  # other brands' reference ids are not shown to acme
         assert "download evidence.zip" in info["evidence"]
-        assert info["buttons"] == ["dismissed", "sent"]
+        assert info["buttons"] == ["confirmed_counterfeit", "genuine", "dismissed", "test_buy", "sent"]
         assert info["cards"] == 1 and "for acme" in info["status"]  # bolt's lead is not shown to acme
 
         shot = cdp.screenshot(tmp_path / "review.png")
@@ -206,10 +223,10 @@ def test_review_page_shows_lead_and_records_feedback(browser, tiny_bundle, tmp_p
             shutil.copyfile(shot, out / "review.png")
 
         cdp.type_into(f"{card}.querySelector('.actions input')", "notice sent from the browser")
-        cdp.click(f"[...{card}.querySelectorAll('.actions button')].find(b => b.textContent === 'sent')")
+        cdp.click(f"{card}.querySelector('.actions button[data-action=sent]')")
         cdp.wait_for(f"{card} && {card}.querySelector('.pill').textContent === 'sent'", what="status pill 'sent'")
-        assert cdp.eval(f"[...{card}.querySelectorAll('.actions button')].map(b => b.textContent)") == \
-            ["dismissed", "test buy"]
+        assert cdp.eval(f"[...{card}.querySelectorAll('.actions button')].map(b => b.dataset.action)") == \
+            ["confirmed_counterfeit", "genuine", "dismissed", "test_buy", "undo"]
 
         with s.client("brand:acme") as c:
             lead = c.get(f"/v1/leads/{lead_id}").json()
@@ -300,3 +317,144 @@ def test_review_page_draws_local_match_outline_over_the_listing(browser, tiny_bu
         for (x0, y0), (x1, y1) in zip(outline, outline[1:] + outline[:1]):
             assert magenta_near((x0 + x1) / 2, (y0 + y1) / 2), f"no outline near edge ({x0},{y0})-({x1},{y1})"
         assert not magenta_near(145, 115, r=6)  # inside the outline: the photo, not the stroke
+
+
+def _key(cdp: CDP, key: str) -> None:
+    """A real key press (down + up) as the page's keyboard shortcuts receive it."""
+    code = ord(key.upper())
+    cdp.send("Input.dispatchKeyEvent", type="keyDown", key=key, text=key, code=f"Key{key.upper()}",
+             windowsVirtualKeyCode=code, nativeVirtualKeyCode=code)
+    cdp.send("Input.dispatchKeyEvent", type="keyUp", key=key, code=f"Key{key.upper()}",
+             windowsVirtualKeyCode=code, nativeVirtualKeyCode=code)
+
+
+def test_reviewer_works_scan_made_leads_with_keyboard_undo_and_bulk(browser, tiny_bundle, tmp_path):
+    """Leads made by ``brandguard scan --leads-db`` (not by the service): the listing image and the
+    matched region's box are shown; the reviewer confirms one with the keyboard, undoes it, then
+    dismisses two others at once; the database has every step in the history."""
+    from PIL import Image
+
+    from brandguard.cli.main import EXIT_OK, main
+    from tests_helpers import blob_image, encode, save
+
+    with serving(tiny_bundle, tmp_path / "srv") as s:
+        cat = tmp_path / "cat"
+        canvas = blob_image(900, 400, 534)
+        canvas[0:240, 0:320] = blob_image(100)  # acme's reference in the top-left corner of a bigger photo
+        save(canvas, cat / "grid.jpg", quality=90)
+        rows = [{"listing_id": "SCAN-grid", "image": "grid.jpg", "seller_id": "s-1", "price": 9}]
+        for i in (1, 2):
+            (cat / f"c{i}.jpg").write_bytes(encode(blob_image(100)[4 * i:236, 6 * i:310], "JPEG", quality=70))
+            rows.append({"listing_id": f"SCAN-{i}", "image": f"c{i}.jpg"})
+        (cat / "cat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        assert main(["scan", str(cat / "cat.jsonl"), "--bundle", str(s.bundle), "--out", str(tmp_path / "out"),
+                     "--workers", "0", "--no-progress", "--quiet", "--no-report", "--regions", "grid",
+                     "--leads-db", str(s.settings.leads_db)]) == EXIT_OK
+        store = LeadStore(s.settings.leads_db)
+        try:
+            ids = {x.listing_id: x.id for x in store.list_leads()}
+        finally:
+            store.close()
+        assert set(ids) == {"SCAN-grid", "SCAN-1", "SCAN-2"}
+
+        cdp = browser
+        cdp.send("Page.navigate", url=f"{s.url}/review")
+        cdp.wait_for("document.readyState === 'complete' && !!document.getElementById('load')", what="page load")
+        cdp.type_into("document.getElementById('key')", s.keys["brand:acme"])
+        cdp.click("document.getElementById('load')")
+        card = f"document.querySelector('article.card[data-lead-id=\"{ids['SCAN-grid']}\"]')"
+        cdp.wait_for(f"{card} && [...{card}.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)",
+                     what="the scan-made lead with its listing and reference images")
+        info = cdp.eval(f"""(() => {{
+            const c = {card}, svg = c.querySelector('.shot svg.overlay'), m = svg && svg.querySelector('.match');
+            const img = c.querySelector('.shot img'), r = img.getBoundingClientRect();
+            return {{imgs: [...c.querySelectorAll('img')].map(i => [i.alt, i.naturalWidth, i.src.slice(0, 5)]),
+                    viewBox: svg && svg.getAttribute('viewBox'), tag: m && m.tagName, source: m && m.dataset.source,
+                    box: m && ['x', 'y', 'width', 'height'].map(k => Number(m.getAttribute(k))),
+                    evidence: c.querySelector('.evidence').innerText, note: c.querySelector('.match-note').innerText,
+                    img: {{x: r.x + scrollX, y: r.y + scrollY, w: r.width, h: r.height}}}};
+        }})()""")
+        (listing_alt, listing_w, listing_src), (ref_alt, ref_w, _) = info["imgs"]
+        assert listing_alt == "listing SCAN-grid" and listing_w > 0 and listing_src == "blob:"  # no more 404
+        assert ref_alt == "reference acme/logo" and ref_w == 320
+        assert info["viewBox"] == "0 0 534 400" and (info["tag"], info["source"]) == ("rect", "region_box")
+        assert info["box"] == [0, 0, 319, 240]
+        assert "copy ≥ 0.8 · knockoff ≥ 0.6" in info["evidence"]  # the thresholds, and the rule that decided:
+        assert "similarity 1.000 ≥ copy 0.80 → copy" in info["evidence"]
+        assert "risk" in info["evidence"] and "top matches" in info["evidence"]
+        assert "similarity" in info["note"] and "→ copy" in info["note"]
+
+        # the box is on screen where the region is (object-fit: contain maps 534x400 into the img box)
+        shot = cdp.screenshot(tmp_path / "review_scan_lead.png")
+        if os.environ.get("BRANDGUARD_SCREENSHOT_DIR"):
+            out = Path(os.environ["BRANDGUARD_SCREENSHOT_DIR"])
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, out / "review_scan_lead.png")
+        pic = Image.open(shot).convert("RGB")
+        img = info["img"]
+        f = min(img["w"] / 534, img["h"] / 400)
+        ox, oy = img["x"] + (img["w"] - 534 * f) / 2, img["y"] + (img["h"] - 400 * f) / 2
+
+        def magenta_near(x: float, y: float, r: int = 3) -> bool:
+            px, py = int(round(ox + x * f)), int(round(oy + y * f))
+            return any((lambda p: p[0] > 200 and p[2] > 200 and p[1] < 90)(pic.getpixel((px + dx, py + dy)))
+                       for dx in range(-r, r + 1) for dy in range(-r, r + 1))
+
+        assert magenta_near(319, 120) and magenta_near(160, 240)  # right and bottom edges of the region box
+        assert not magenta_near(420, 320, r=6)  # outside it: the photo
+
+        # keyboard: focus the card, "c" confirms it as a counterfeit, "u" takes that back
+        cdp.click(f"{card}.querySelector('.evidence h2')")
+        cdp.wait_for(f"{card}.classList.contains('focused')", what="the focused card")
+        _key(cdp, "c")
+        cdp.wait_for(f"{card} && {card}.querySelector('.pill').textContent === 'confirmed_counterfeit'",
+                     what="status confirmed_counterfeit")
+        assert cdp.eval(f"[...{card}.querySelectorAll('.actions button')].map(b => b.dataset.action)") == ["undo"]
+        _key(cdp, "u")
+        cdp.wait_for(f"{card} && {card}.querySelector('.pill').textContent === 'new'", what="status new again")
+        assert "undo: confirmed_counterfeit → new" in cdp.eval(f"{card}.querySelector('.history').innerText")
+
+        # bulk: tick the two other cards, dismiss both with one click
+        for lid in ("SCAN-1", "SCAN-2"):
+            cdp.click(f"document.querySelector('article.card[data-lead-id=\"{ids[lid]}\"] .pick')")
+        cdp.wait_for("document.getElementById('selected-count').textContent === '2 selected'", what="2 selected")
+        cdp.click("document.querySelector('#bulk-actions button[data-action=dismissed]')")
+        cdp.wait_for(" && ".join(f"document.querySelector('article.card[data-lead-id=\"{ids[lid]}\"] .pill')"
+                                 f".textContent === 'dismissed'" for lid in ("SCAN-1", "SCAN-2")),
+                     what="both dismissed")
+        assert cdp.eval("document.getElementById('bulk-msg').textContent") == "dismissed: 2 updated"
+
+        store = LeadStore(s.settings.leads_db)
+        try:
+            grid = [(h.kind, h.from_status, h.status) for h in store.history(ids["SCAN-grid"])]
+            assert grid == [("decision", "new", "confirmed_counterfeit"), ("undo", "confirmed_counterfeit", "new")]
+            assert store.get_lead(ids["SCAN-grid"]).status == "new"
+            for lid in ("SCAN-1", "SCAN-2"):
+                assert store.get_lead(ids[lid]).status == "dismissed"
+                assert [(h.from_status, h.status) for h in store.history(ids[lid])] == [("new", "dismissed")]
+        finally:
+            store.close()
+
+
+def test_docs_render_with_no_network(offline_browser, tiny_bundle, tmp_path):
+    """/docs and /redoc in a browser that can reach nothing but the service: Swagger UI and ReDoc
+    come from the installed package, and "Authorize" offers both key headers."""
+    cdp = offline_browser
+    with serving(tiny_bundle, tmp_path / "srv") as s:
+        cdp.send("Page.navigate", url=f"{s.url}/docs")
+        cdp.wait_for("document.querySelector('.swagger-ui .info .title') && "
+                     "document.querySelectorAll('.swagger-ui .opblock').length > 10", what="Swagger UI's DOM")
+        assert "brandguard" in cdp.eval("document.querySelector('.swagger-ui .info .title').innerText")
+        urls = cdp.eval("performance.getEntriesByType('resource').map(e => e.name)")
+        assert urls and all(u.startswith(s.url) for u in urls), urls  # every file from the service itself
+        assert cdp.eval("fetch('https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css')"
+                        ".then(() => 'reached', () => 'blocked')") == "blocked"  # the browser is offline indeed
+        cdp.click("document.querySelector('.swagger-ui .btn.authorize')")
+        cdp.wait_for("document.querySelectorAll('.swagger-ui .auth-container').length >= 2", what="the Authorize dialog")
+        dialog = cdp.eval("document.querySelector('.swagger-ui .dialog-ux').innerText")
+        assert "X-API-Key" in dialog and "bearer" in dialog.lower()
+
+        cdp.send("Page.navigate", url=f"{s.url}/redoc")
+        cdp.wait_for("document.querySelector('.api-content') && document.querySelector('.api-info h1')",
+                     timeout=30, what="ReDoc's DOM")
+        assert "brandguard" in cdp.eval("document.querySelector('.api-info h1').innerText")

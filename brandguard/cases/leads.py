@@ -1,10 +1,13 @@
 """Leads, feedback, complaints and API keys in one SQLite file.
 
-A *lead* is a listing flagged ``copy`` or ``knockoff`` for a brand. Brands work leads through
-``new → sent → test_buy → confirmed_counterfeit | genuine | dismissed``; every move is
-validated here (not in the HTTP layer) and recorded in a feedback history, because those
-outcomes become the labels that calibrate thresholds. Rescans upsert on ``(listing_id, brand)``
-so a lead is never duplicated and its workflow status survives a re-check.
+A *lead* is a listing flagged ``copy`` or ``knockoff`` for a brand. Brands work leads from
+``new`` through ``sent`` (notice to the marketplace) and ``test_buy`` to a decision:
+``confirmed_counterfeit``, ``genuine`` or ``dismissed``. Every move is validated here (not in
+the HTTP layer) and recorded in a feedback history, because those outcomes become the labels
+that retraining and calibration read. The history is append-only: an undo is a new entry that
+restores the status before the last decision, so a label can be taken back without losing the
+record of it having been given. Rescans upsert on ``(listing_id, brand)`` so a lead is never
+duplicated and its workflow status survives a re-check.
 
 The database runs in WAL mode (readers never block the writer), every write is one explicit
 ``BEGIN IMMEDIATE`` transaction, and one connection is shared behind a lock, so the store is
@@ -34,17 +37,27 @@ from brandguard.errors import NotFoundError as RecordNotFound
 
 FLAGGED_VERDICTS = ("copy", "knockoff")
 LEAD_STATUSES = ("new", "sent", "test_buy", "confirmed_counterfeit", "genuine", "dismissed")
-# Allowed moves. ``dismissed`` is reachable from every open state (a reviewer may drop a lead at
-# any point); ``confirmed_counterfeit`` and ``genuine`` need a test buy, since they are the labels
-# that retraining trusts.
+FINAL_STATUSES = ("confirmed_counterfeit", "genuine", "dismissed")
+# Allowed moves. From any open state a reviewer may decide at once (a copy of the brand's own
+# photo needs no test buy to be confirmed; an authorised reseller missing from brands.json is
+# genuine on sight) or move the lead on. Decided leads are final: only an undo (a new history
+# entry, see LeadStore.undo) reopens one, so a label never changes silently.
 TRANSITIONS: Mapping[str, frozenset[str]] = {
-    "new": frozenset({"sent", "dismissed"}),
-    "sent": frozenset({"test_buy", "dismissed"}),
-    "test_buy": frozenset({"confirmed_counterfeit", "genuine", "dismissed"}),
+    "new": frozenset({"sent", "test_buy", *FINAL_STATUSES}),
+    "sent": frozenset({"test_buy", *FINAL_STATUSES}),
+    "test_buy": frozenset(FINAL_STATUSES),
     "confirmed_counterfeit": frozenset(),
     "genuine": frozenset(),
     "dismissed": frozenset(),
 }
+UNDO = "undo"  # the bulk endpoint's action besides a status
+LEAD_SORTS = {  # sort name -> ORDER BY (ties: newest id first)
+    "updated": "updated_at DESC, id DESC",
+    "created": "created_at DESC, id DESC",
+    "risk": "risk IS NULL, risk DESC, updated_at DESC, id DESC",
+    "confidence": "confidence DESC, id DESC",
+}
+MAX_BULK = 500
 COMPLAINT_SLA_SECONDS = 24 * 3600
 ROLES = ("admin", "scanner")  # plus "brand:<name>"
 _BRAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -67,6 +80,9 @@ CREATE TABLE IF NOT EXISTS leads (
     model_sha256 TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    original_path TEXT,
+    risk REAL,
+    risk_parts TEXT,
     UNIQUE (listing_id, brand)
 );
 CREATE INDEX IF NOT EXISTS leads_brand_status ON leads(brand, status);
@@ -77,7 +93,9 @@ CREATE TABLE IF NOT EXISTS feedback (
     status TEXT NOT NULL,
     note TEXT NOT NULL DEFAULT '',
     who TEXT NOT NULL DEFAULT '',
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'decision',
+    undoes INTEGER
 );
 CREATE INDEX IF NOT EXISTS feedback_lead ON feedback(lead_id);
 CREATE TABLE IF NOT EXISTS complaints (
@@ -121,6 +139,10 @@ class IllegalTransitionError(LeadStoreError):
         super().__init__(f"cannot move a lead from {current!r} to {wanted!r}; allowed: {allowed}")
 
 
+class NothingToUndoError(LeadStoreError):
+    """An undo on a lead with no decision left to take back."""
+
+
 class InvalidKeyError(LeadStoreError):
     """An API key is unknown, malformed or revoked."""
 
@@ -142,6 +164,8 @@ class LeadInput:
     evidence: dict[str, Any] = field(default_factory=dict)
     model_sha256: str = ""
     original_path: str | None = None  # the upload's exact bytes, kept as evidence
+    risk: float | None = None  # cases.policy: how urgent, for ranking
+    risk_parts: dict[str, Any] | None = None
 
     def validate(self) -> None:
         if not self.listing_id or len(self.listing_id) > 512:
@@ -153,6 +177,8 @@ class LeadInput:
             raise InputError(f"confidence must be in [0, 1], got {self.confidence}")
         if self.price is not None and not (math.isfinite(self.price) and self.price >= 0):
             raise InputError(f"price must be a finite number >= 0, got {self.price}")
+        if self.risk is not None and not (0.0 <= self.risk <= 1.0):
+            raise InputError(f"risk must be in [0, 1], got {self.risk}")
 
 
 @dataclass(frozen=True)
@@ -173,6 +199,8 @@ class Lead:
     created_at: float
     updated_at: float
     original_path: str | None = None
+    risk: float | None = None
+    risk_parts: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -180,7 +208,8 @@ class Lead:
 
 @dataclass(frozen=True)
 class Feedback:
-    """One status change of a lead: who moved it, from where, when, and why."""
+    """One status change of a lead: who moved it, from where, when, and why. ``kind`` is
+    ``decision``, or ``undo`` for an entry that took back decision ``undoes``."""
 
     lead_id: int
     from_status: str
@@ -188,9 +217,21 @@ class Feedback:
     note: str
     who: str
     at: float
+    kind: str = "decision"
+    undoes: int | None = None
+    id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """One lead's result in a bulk decision: the lead as it now is, or why it was left alone."""
+
+    lead_id: int
+    lead: Lead | None = None
+    error: LeadStoreError | InputError | None = None
 
 
 @dataclass(frozen=True)
@@ -264,10 +305,16 @@ def hash_token(token: str) -> str:
 
 # ---------------------------------------------------------------------------- store
 _LEAD_COLS = ("id, listing_id, brand, verdict, confidence, score, reference_id, image_path, seller_id, price, "
-              "evidence, status, model_sha256, created_at, updated_at, original_path")
+              "evidence, status, model_sha256, created_at, updated_at, original_path, risk, risk_parts")
 _COMPLAINT_COLS = "id, brand, listing_id, status, created_at, decided_at, verdict, lead_id, image_path"
+_FEEDBACK_COLS = "lead_id, from_status, status, note, who, at, kind, undoes, id"
 # Columns added after the first release: (table, column, type). Added in place when missing.
-_MIGRATIONS = (("leads", "original_path", "TEXT"), ("complaints", "image_path", "TEXT"))
+_MIGRATIONS = (("leads", "original_path", "TEXT"), ("complaints", "image_path", "TEXT"),
+               ("leads", "risk", "REAL"), ("leads", "risk_parts", "TEXT"),
+               ("feedback", "kind", "TEXT NOT NULL DEFAULT 'decision'"), ("feedback", "undoes", "INTEGER"))
+# The last decision of a lead not yet taken back: what an undo restores.
+_LAST_DECISION = ("SELECT id, from_status, status FROM feedback f WHERE lead_id = ? AND kind = 'decision' "
+                  "AND NOT EXISTS (SELECT 1 FROM feedback u WHERE u.undoes = f.id) ORDER BY id DESC LIMIT 1")
 
 
 def _record_id(value: int) -> int:
@@ -281,7 +328,24 @@ def _record_id(value: int) -> int:
 def _lead(row: tuple) -> Lead:
     vals = list(row)
     vals[10] = json.loads(vals[10] or "{}")
+    vals[17] = json.loads(vals[17]) if vals[17] else None
     return Lead(*vals)
+
+
+def _verdict_shaped(db: sqlite3.Connection) -> None:
+    """Leads recorded by scans before the lead policy stored the inner evidence with the risk
+    mixed in; give them the shape every lead now has (the verdict's dict, risk in its columns)."""
+    rows = db.execute("SELECT id, verdict, brand, confidence, score, evidence FROM leads").fetchall()
+    for lead_id, verdict, brand, confidence, score, text in rows:
+        ev = json.loads(text or "{}")
+        if not isinstance(ev, dict) or "verdict" in ev:
+            continue
+        risk, parts = ev.pop("risk", None), ev.pop("risk_parts", None)
+        shaped = {"verdict": verdict, "brand": brand, "confidence": confidence, "score": score, "top": [],
+                  "evidence": ev, "reason": None}
+        db.execute("UPDATE leads SET evidence = ?, risk = COALESCE(risk, ?), risk_parts = COALESCE(risk_parts, ?) "
+                   "WHERE id = ?", (json.dumps(shaped, sort_keys=True, default=str), risk,
+                                    json.dumps(parts, sort_keys=True) if parts else None, lead_id))
 
 
 def _complaint(row: tuple) -> Complaint:
@@ -311,10 +375,14 @@ class LeadStore:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
+            added = set()
             for table, column, kind in _MIGRATIONS:
                 have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    added.add(column)
+            if "risk" in added:
+                _verdict_shaped(db)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -354,12 +422,13 @@ class LeadStore:
                                   (item.listing_id, item.brand)).fetchone()
             values = (item.verdict, float(item.confidence), item.score, item.reference_id, item.image_path,
                       item.seller_id, item.price, json.dumps(item.evidence, sort_keys=True, default=str),
-                      item.model_sha256, item.original_path)
+                      item.model_sha256, item.original_path, item.risk,
+                      json.dumps(item.risk_parts, sort_keys=True, default=str) if item.risk_parts is not None else None)
             if existing is None:
                 cur = db.execute(
                     "INSERT INTO leads (listing_id, brand, verdict, confidence, score, reference_id, image_path, "
-                    "seller_id, price, evidence, model_sha256, original_path, status, created_at, updated_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'new',?,?)",
+                    "seller_id, price, evidence, model_sha256, original_path, risk, risk_parts, status, created_at, "
+                    "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,'new',?,?)",
                     (item.listing_id, item.brand, *values, now, now))
                 lead_id, created = int(cur.lastrowid), True
             else:
@@ -368,7 +437,7 @@ class LeadStore:
                     "UPDATE leads SET verdict=?, confidence=?, score=?, reference_id=?, "
                     "image_path=COALESCE(?, image_path), seller_id=COALESCE(?, seller_id), "
                     "price=COALESCE(?, price), evidence=?, model_sha256=?, original_path=COALESCE(?, original_path), "
-                    "updated_at=? WHERE id=?",
+                    "risk=COALESCE(?, risk), risk_parts=COALESCE(?, risk_parts), updated_at=? WHERE id=?",
                     (*values, now, lead_id))
             row = db.execute(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (lead_id,)).fetchone()
         return _lead(row), created
@@ -383,23 +452,67 @@ class LeadStore:
             raise NotFoundError(f"lead {lead_id} not found")
         return _lead(rows[0])
 
-    def list_leads(self, *, brand: str | None = None, status: str | None = None,
-                   limit: int = 100, offset: int = 0) -> list[Lead]:
-        """Leads, most recently updated first, optionally for one brand and one status."""
+    def list_leads(self, *, brand: str | None = None, status: str | None = None, verdict: str | None = None,
+                   min_risk: float | None = None, sort: str = "updated", limit: int = 100,
+                   offset: int = 0) -> list[Lead]:
+        """Leads, optionally of one brand, status and verdict and at least ``min_risk``; sorted by
+        ``sort`` (:data:`LEAD_SORTS`: most recently updated first by default)."""
         if status is not None and status not in LEAD_STATUSES:
             raise InputError(f"status must be one of {LEAD_STATUSES}, got {status!r}")
+        if verdict is not None and verdict not in FLAGGED_VERDICTS:
+            raise InputError(f"verdict must be one of {FLAGGED_VERDICTS}, got {verdict!r}")
+        if sort not in LEAD_SORTS:
+            raise InputError(f"sort must be one of {tuple(LEAD_SORTS)}, got {sort!r}")
+        if min_risk is not None and not (0.0 <= min_risk <= 1.0):
+            raise InputError(f"min_risk must be in [0, 1], got {min_risk}")
         if not (1 <= limit <= 1000) or offset < 0:
             raise InputError("limit must be 1..1000 and offset >= 0")
         where, params = [], []
-        if brand is not None:
-            where.append("brand = ?")
-            params.append(brand)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
+        for column, value in (("brand", brand), ("status", status), ("verdict", verdict)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if min_risk is not None:
+            where.append("risk >= ?")
+            params.append(float(min_risk))
         sql = (f"SELECT {_LEAD_COLS} FROM leads" + (" WHERE " + " AND ".join(where) if where else "")
-               + " ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?")
+               + f" ORDER BY {LEAD_SORTS[sort]} LIMIT ? OFFSET ?")
         return [_lead(r) for r in self._read(sql, (*params, limit, offset))]
+
+    @staticmethod
+    def _check_note(note: str) -> None:
+        if len(note) > 4000:
+            raise InputError("note is limited to 4000 characters")
+
+    def _lead_status(self, db: sqlite3.Connection, lead_id: int, brand: str | None) -> str:
+        row = db.execute("SELECT brand, status FROM leads WHERE id = ?", (_record_id(lead_id),)).fetchone()
+        if row is None or (brand is not None and row[0] != brand):
+            raise NotFoundError(f"lead {lead_id} not found")
+        return row[1]
+
+    def _move(self, db: sqlite3.Connection, lead_id: int, status: str, note: str, who: str, brand: str | None,
+              now: float) -> None:
+        """One decision inside an open transaction; checks everything before writing anything."""
+        current = self._lead_status(db, lead_id, brand)
+        if status not in TRANSITIONS[current]:
+            raise IllegalTransitionError(current, status)
+        db.execute("UPDATE leads SET status = ?, updated_at = ? WHERE id = ?", (status, now, int(lead_id)))
+        db.execute("INSERT INTO feedback (lead_id, from_status, status, note, who, at, kind) "
+                   "VALUES (?,?,?,?,?,?,'decision')", (int(lead_id), current, status, note, who, now))
+
+    def _take_back(self, db: sqlite3.Connection, lead_id: int, note: str, who: str, brand: str | None,
+                   now: float) -> None:
+        """One undo inside an open transaction: restore the status before the last decision."""
+        current = self._lead_status(db, lead_id, brand)
+        last = db.execute(_LAST_DECISION, (int(lead_id),)).fetchone()
+        if last is None:
+            raise NothingToUndoError(f"lead {lead_id} has no decision to undo")
+        decision_id, before, after = last
+        if after != current:  # only if the history was edited by hand: refuse rather than guess
+            raise NothingToUndoError(f"lead {lead_id} is {current!r}, but its last decision set {after!r}")
+        db.execute("UPDATE leads SET status = ?, updated_at = ? WHERE id = ?", (before, now, int(lead_id)))
+        db.execute("INSERT INTO feedback (lead_id, from_status, status, note, who, at, kind, undoes) "
+                   "VALUES (?,?,?,?,?,?,'undo',?)", (int(lead_id), current, before, note, who, now, decision_id))
 
     def transition(self, lead_id: int, status: str, *, note: str = "", who: str = "",
                    brand: str | None = None) -> Lead:
@@ -410,26 +523,90 @@ class LeadStore:
         """
         if status not in LEAD_STATUSES:
             raise InputError(f"status must be one of {LEAD_STATUSES}, got {status!r}")
-        if len(note) > 4000:
-            raise InputError("note is limited to 4000 characters")
+        self._check_note(note)
         now = self._clock()
         with self._tx() as db:
-            row = db.execute("SELECT brand, status FROM leads WHERE id = ?", (_record_id(lead_id),)).fetchone()
-            if row is None or (brand is not None and row[0] != brand):
-                raise NotFoundError(f"lead {lead_id} not found")
-            current = row[1]
-            if status not in TRANSITIONS[current]:
-                raise IllegalTransitionError(current, status)
-            db.execute("UPDATE leads SET status = ?, updated_at = ? WHERE id = ?", (status, now, int(lead_id)))
-            db.execute("INSERT INTO feedback (lead_id, from_status, status, note, who, at) VALUES (?,?,?,?,?,?)",
-                       (int(lead_id), current, status, note, who, now))
+            self._move(db, lead_id, status, note, who, brand, now)
             out = db.execute(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (_record_id(lead_id),)).fetchone()
         return _lead(out)
 
+    def undo(self, lead_id: int, *, note: str = "", who: str = "", brand: str | None = None) -> Lead:
+        """Take back the lead's last decision not already taken back: a new history entry
+        (``kind="undo"``) restores the status before it. Nothing is deleted or rewritten.
+
+        Raises :class:`NotFoundError` or :class:`NothingToUndoError`."""
+        self._check_note(note)
+        now = self._clock()
+        with self._tx() as db:
+            self._take_back(db, lead_id, note, who, brand, now)
+            out = db.execute(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (_record_id(lead_id),)).fetchone()
+        return _lead(out)
+
+    def apply_many(self, lead_ids: list[int], action: str, *, note: str = "", who: str = "",
+                   brand: str | None = None) -> list[BulkOutcome]:
+        """One decision (a status, or :data:`UNDO`) for several leads, in one transaction.
+
+        Each lead succeeds or fails on its own (a colleague may have moved one meanwhile): the
+        outcomes say which, in the order given; a repeated id counts once."""
+        if action != UNDO and action not in LEAD_STATUSES:
+            raise InputError(f"action must be one of {(*LEAD_STATUSES, UNDO)}, got {action!r}")
+        ids = list(dict.fromkeys(int(i) for i in lead_ids))
+        if not (1 <= len(ids) <= MAX_BULK):
+            raise InputError(f"give 1..{MAX_BULK} lead ids")
+        self._check_note(note)
+        now = self._clock()
+        outcomes: list[BulkOutcome] = []
+        with self._tx() as db:
+            for lead_id in ids:
+                try:
+                    if action == UNDO:
+                        self._take_back(db, lead_id, note, who, brand, now)
+                    else:
+                        self._move(db, lead_id, action, note, who, brand, now)
+                except (LeadStoreError, InputError) as exc:
+                    outcomes.append(BulkOutcome(lead_id, error=exc))
+                    continue
+                row = db.execute(f"SELECT {_LEAD_COLS} FROM leads WHERE id = ?", (lead_id,)).fetchone()
+                outcomes.append(BulkOutcome(lead_id, lead=_lead(row)))
+        return outcomes
+
     def history(self, lead_id: int) -> list[Feedback]:
-        rows = self._read("SELECT lead_id, from_status, status, note, who, at FROM feedback "
-                          "WHERE lead_id = ? ORDER BY id", (_record_id(lead_id),))
+        rows = self._read(f"SELECT {_FEEDBACK_COLS} FROM feedback WHERE lead_id = ? ORDER BY id",
+                          (_record_id(lead_id),))
         return [Feedback(*r) for r in rows]
+
+    def histories(self, lead_ids: list[int]) -> dict[int, list[Feedback]]:
+        """The history of several leads in one query (a page of the review list)."""
+        ids = [int(i) for i in lead_ids]
+        out: dict[int, list[Feedback]] = {i: [] for i in ids}
+        if ids:
+            marks = ",".join("?" * len(ids))
+            for r in self._read(f"SELECT {_FEEDBACK_COLS} FROM feedback WHERE lead_id IN ({marks}) ORDER BY id", ids):
+                out[r[0]].append(Feedback(*r))
+        return out
+
+    def undoable(self, lead_ids: list[int]) -> set[int]:
+        """Which of these leads have a decision an undo would take back."""
+        ids = [int(i) for i in lead_ids]
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = self._read(f"SELECT DISTINCT lead_id FROM feedback f WHERE lead_id IN ({marks}) AND kind = 'decision' "
+                          "AND NOT EXISTS (SELECT 1 FROM feedback u WHERE u.undoes = f.id)", ids)
+        return {r[0] for r in rows}
+
+    def confirmed_by_seller(self) -> dict[str, int]:
+        """Confirmed counterfeits per seller, every brand's (the seller signal of the risk)."""
+        rows = self._read("SELECT seller_id, COUNT(*) FROM leads WHERE status = 'confirmed_counterfeit' "
+                          "AND seller_id IS NOT NULL AND seller_id != '' GROUP BY seller_id")
+        return {seller: int(n) for seller, n in rows}
+
+    def confirmed_counterfeits(self, seller_id: str | None) -> int:
+        """One seller's confirmed counterfeits (0 for an unknown or absent seller)."""
+        if not seller_id:
+            return 0
+        return int(self._read("SELECT COUNT(*) FROM leads WHERE status = 'confirmed_counterfeit' AND seller_id = ?",
+                              (seller_id,))[0][0])
 
     # ------------------------------------------------------------------ complaints
     def add_complaint(self, brand: str, listing_id: str, verdict: dict[str, Any] | None, *,

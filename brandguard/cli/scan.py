@@ -55,7 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="full: one embedding per image; grid: + 5 crops, finds small logos, ~6x slower")
     p.add_argument("--jsonl", action="store_true", help="also write OUT/results.jsonl")
     p.add_argument("--leads-db", type=Path, default=None,
-                   help="SQLite leads store: flagged listings become leads (status new) for their brand")
+                   help="SQLite leads store: flagged listings become leads (status new) for their brand, with "
+                        "their thumbnail and original image (see --media-dir), as the service's checks make them")
+    p.add_argument("--media-dir", type=Path, default=None,
+                   help="where leads' listing images are stored (default: media/ beside --leads-db, where "
+                        "`brandguard serve` looks; give the service's --media-dir if it has one)")
     p.add_argument("--brand-info", type=Path, default=None,
                    help='JSON {brand: {"authorized_sellers": [...], "reference_prices": {sku: price}, '
                         '"default_price": p}}: authorised sellers are not leads; low prices raise the risk')
@@ -80,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     opts = ScanOptions(engine=args.engine, workers=args.workers, threads=args.threads, batch_size=args.batch_size,
                        part_size=args.part_size,
                        region_mode=args.regions, write_jsonl=args.jsonl, progress=not args.no_progress,
-                       leads_db=args.leads_db, brand_info=args.brand_info, image_root=args.image_root,
+                       leads_db=args.leads_db, brand_info=args.brand_info, media_dir=args.media_dir,
+                       image_root=args.image_root,
                        allow_absolute_paths=args.allow_absolute_paths)
     scan_and_report(pipe, args.catalogue, args.out, opts, report=not args.no_report, table=not args.quiet)
     return EXIT_OK

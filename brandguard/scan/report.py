@@ -22,6 +22,8 @@ from typing import Any, Sequence
 
 from PIL import Image
 
+from brandguard.cases.explain import (as_dict, box, decision_rule, image_size, match_shapes, num, outline,
+                                      thresholds_text)
 from brandguard.errors import ImageDecodeError
 from brandguard.inputs import read_image_file
 from brandguard.vision.decode import DecodeLimits, decode_image
@@ -61,55 +63,15 @@ def thumbnail_data_uri(path: str, side: int = THUMB_SIDE, root: str | None = Non
 
 
 # --------------------------------------------------------------------------- evidence values
-def _num(x: Any) -> float | None:
-    """A finite float, or None (evidence is JSON: anything may be missing or odd)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+# Reading evidence (values, boxes, outlines, what to draw, the rule) is shared with the review
+# page's lead view: brandguard.cases.explain.
+_num, _box, _outline, _size, _dict = num, box, outline, image_size, as_dict
 
 
 def _fmt(x: float) -> str:
     """A coordinate for SVG: at most two decimals, no trailing zeros."""
     s = f"{x:.2f}".rstrip("0").rstrip(".")
     return "0" if s in ("-0", "") else s
-
-
-def _box(b: Any) -> tuple[float, float, float, float] | None:
-    """``[x0, y0, x1, y1]`` with a positive area, else None (a zero-size box is no evidence)."""
-    if not isinstance(b, (list, tuple)) or len(b) != 4:
-        return None
-    v = [_num(x) for x in b]
-    if any(x is None for x in v):
-        return None
-    x0, y0, x1, y1 = v
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
-
-
-def _outline(o: Any) -> list[tuple[float, float]] | None:
-    """At least three finite ``[x, y]`` points, else None."""
-    if not isinstance(o, (list, tuple)) or len(o) < 3:
-        return None
-    pts = []
-    for p in o:
-        if not isinstance(p, (list, tuple)) or len(p) != 2:
-            return None
-        x, y = _num(p[0]), _num(p[1])
-        if x is None or y is None:
-            return None
-        pts.append((x, y))
-    return pts
-
-
-def _size(s: Any) -> tuple[float, float] | None:
-    if not isinstance(s, (list, tuple)) or len(s) != 2:
-        return None
-    w, h = _num(s[0]), _num(s[1])
-    return (w, h) if w and h and w > 0 and h > 0 else None
-
-
-def _dict(x: Any) -> dict:
-    return x if isinstance(x, dict) else {}
 
 
 def _box_text(b: tuple[float, float, float, float]) -> str:
@@ -147,22 +109,7 @@ def _geometry_note(g: dict | None) -> str:
 
 def _thresholds_text(th: dict) -> str:
     """The thresholds the verdict was held against, deep (fused) or fast (similarity)."""
-    parts = []
-    flag = _num(th.get("flag_probability"))
-    if flag is not None:
-        parts.append(f"flag ≥ {flag:.2f}")
-    ci, ca = _num(th.get("copy_inliers")), _num(th.get("copy_area"))
-    if ci is not None and ca is not None:
-        parts.append(f"copy: ≥ {int(ci)} inliers covering ≥ {ca:.0%}")
-    gc = _num(th.get("global_copy"))
-    if gc is not None:
-        parts.append(f"or global ≥ {gc:.2f}")
-    c, k = _num(th.get("copy")), _num(th.get("knockoff"))
-    if c is not None:
-        parts.append(f"copy ≥ {c:.3f}")
-    if k is not None:
-        parts.append(f"knockoff ≥ {k:.3f}")
-    return " · ".join(parts)
+    return thresholds_text(th)
 
 
 def _local_note(ev: dict) -> str:
@@ -208,57 +155,39 @@ def _local_note(ev: dict) -> str:
 
 
 # --------------------------------------------------------------------------- drawing
-def _match_shape(ev: dict) -> tuple[str, list[tuple[float, float]] | tuple[float, float, float, float]] | None:
-    """What to draw: the projected outline, else the matched box (deep or fast path), else None."""
-    outline = _outline(_dict(ev.get("local")).get("outline"))
-    if outline:
-        return "polygon", outline
-    for box in (_dict(ev.get("local")).get("box"), ev.get("match_box"), _dict(ev.get("geometry")).get("box")):
-        b = _box(box)
-        if b:
-            return "rect", b
-    return None
-
-
-def _match_title(ev: dict, ref_id: str) -> str:
-    local, geometry = _dict(ev.get("local")), _dict(ev.get("geometry"))
-    inliers = _num(local.get("inliers"))
-    if inliers is None:
-        inliers = _num(geometry.get("inliers"))
-    bits = [f"reference {ref_id}" if ref_id else "matched reference"]
-    if inliers is not None:
-        bits.append(f"{int(inliers)} inliers")
-    if local.get("mirrored") is True or geometry.get("mirrored") is True:
-        bits.append("mirrored")
+def _match_title(ev: dict, ref_id: str, label: str) -> str:
+    bits = [f"reference {ref_id}" if ref_id else "matched reference", label]
     if isinstance(ev.get("decided_by"), str) and ev["decided_by"]:
         bits.append(ev["decided_by"])
     return " · ".join(bits)
 
 
 def listing_drawing(uri: str, size: tuple[float, float], ev: dict, ref_id: str = "",
-                    show_side: int = SHOW_SIDE) -> str:
+                    show_side: int = SHOW_SIDE, brand: str | None = None) -> str:
     """An inline SVG in the listing's original pixels (viewBox ``0 0 W H``): the thumbnail stretched
-    over it, and the match outline (or box) drawn on top with a tooltip."""
+    over it, and every shape of :func:`brandguard.cases.explain.match_shapes` (the reference's
+    outline or the matched/region box, the boxes where ``brand``'s name was read) on top, each
+    with a tooltip."""
     esc = html.escape
     w, h = size
     f = show_side / max(w, h)
-    shape = _match_shape(ev)
-    title = f"<title>{esc(_match_title(ev, ref_id))}</title>"
     common = ('fill="none" vector-effect="non-scaling-stroke" stroke-linejoin="round"')
     drawn = ""
-    if shape is not None:
-        kind, geo = shape
-        if kind == "polygon":
-            pts = " ".join(f"{_fmt(x)},{_fmt(y)}" for x, y in geo)
-            drawn = (f'<polygon points="{pts}" {common} stroke="#000" stroke-opacity="0.55" stroke-width="5"/>'
-                     f'<polygon class="match" points="{pts}" {common} stroke="{OUTLINE_COLOUR}" stroke-width="2.5">'
-                     f"{title}</polygon>")
+    for shape in match_shapes(ev, brand):
+        title = f"<title>{esc(_match_title(ev, ref_id, shape.label))}</title>"
+        cls = "match text" if shape.source == "text" else "match"
+        dash = ' stroke-dasharray="6 3"' if shape.source == "text" else ""
+        if shape.kind == "polygon":
+            pts = " ".join(f"{_fmt(x)},{_fmt(y)}" for x, y in shape.points)
+            drawn += (f'<polygon points="{pts}" {common} stroke="#000" stroke-opacity="0.55" stroke-width="5"/>'
+                      f'<polygon class="{cls}" data-source="{shape.source}" points="{pts}" {common} '
+                      f'stroke="{OUTLINE_COLOUR}" stroke-width="2.5"{dash}>{title}</polygon>')
         else:
-            x0, y0, x1, y1 = geo
+            x0, y0, x1, y1 = shape.box
             attrs = f'x="{_fmt(x0)}" y="{_fmt(y0)}" width="{_fmt(x1 - x0)}" height="{_fmt(y1 - y0)}"'
-            drawn = (f'<rect {attrs} {common} stroke="#000" stroke-opacity="0.55" stroke-width="5"/>'
-                     f'<rect class="match" {attrs} {common} stroke="{OUTLINE_COLOUR}" stroke-width="2.5">'
-                     f"{title}</rect>")
+            drawn += (f'<rect {attrs} {common} stroke="#000" stroke-opacity="0.55" stroke-width="5"/>'
+                      f'<rect class="{cls}" data-source="{shape.source}" {attrs} {common} '
+                      f'stroke="{OUTLINE_COLOUR}" stroke-width="2.5"{dash}>{title}</rect>')
     return (f'<svg class="listing" xmlns="http://www.w3.org/2000/svg" role="img" '
             f'aria-label="listing{" with matched outline" if drawn else ""}" '
             f'viewBox="0 0 {_fmt(w)} {_fmt(h)}" width="{round(w * f)}" height="{round(h * f)}">'
@@ -331,6 +260,33 @@ def near_misses(rows: Sequence[dict], margin: float = NEAR_MISS_MARGIN,
     return out[:limit]
 
 
+def _options(values: list[str]) -> str:
+    return "".join(f"<option>{html.escape(v)}</option>" for v in values)
+
+
+# Sorting and filtering the cards in the page itself (the page stays one self-contained file).
+_SORT_FILTER_JS = """
+(() => {
+  const cards = document.getElementById("cards"), get = (id) => document.getElementById(id).value;
+  const all = [...cards.querySelectorAll(".card")];
+  function apply() {
+    const key = get("sort"), v = get("f-verdict"), b = get("f-brand"), risk = parseFloat(get("f-risk"));
+    const num = (c, k) => parseFloat(c.dataset[k]);
+    const sorted = all.slice().sort((x, y) => key === "listing" ? x.dataset.listing.localeCompare(y.dataset.listing)
+      : (num(y, key) - num(x, key)) || x.dataset.listing.localeCompare(y.dataset.listing));
+    let shown = 0;
+    for (const c of sorted) {
+      const ok = (!v || c.dataset.verdict === v) && (!b || c.dataset.brand === b) && (risk < 0 || num(c, "risk") >= risk);
+      c.hidden = !ok; shown += ok; cards.append(c);
+    }
+    document.getElementById("shown").textContent = shown + " of " + all.length + " shown";
+  }
+  ["sort", "f-verdict", "f-brand", "f-risk"].forEach((id) => document.getElementById(id).addEventListener("change", apply));
+  document.getElementById("shown").textContent = all.length + " shown";
+})();
+"""
+
+
 def write_html_report(rows: Sequence[dict], reference_paths: dict[str, str], dest: str | Path,
                       title: str = "brandguard scan", summary: dict | None = None,
                       image_root: str | None = None) -> Path:
@@ -354,7 +310,8 @@ def write_html_report(rows: Sequence[dict], reference_paths: dict[str, str], des
         listing_uri, natural = _thumbnail(r.get("image") or "", root=image_root)
         if flagged and listing_uri:
             size = _size(ev.get("image_size")) or natural
-            listing_fig = listing_drawing(listing_uri, size, ev, ref_id) if size else img_tag(listing_uri, "listing")
+            listing_fig = (listing_drawing(listing_uri, size, ev, ref_id, brand=r.get("brand")) if size
+                           else img_tag(listing_uri, "listing"))
         else:
             listing_fig = img_tag(listing_uri, "listing")
         ref_img = thumbnail_data_uri(reference_paths.get(ref_id, "")) if flagged else None
@@ -375,8 +332,20 @@ def write_html_report(rows: Sequence[dict], reference_paths: dict[str, str], des
                 th = _thresholds_text(_dict(ev.get("thresholds")))
                 if th:
                     detail += f"<br>thresholds: {esc(th)}"
+                rule = decision_rule(r["verdict"], r.get("score"), ev)
+                if rule:
+                    detail += f'<br>decided by: <span class="rule">{esc(rule)}</span>'
+            marks = [m for m in _dict(ev.get("text")).get("matches") or []
+                     if isinstance(m, dict) and m.get("brand") == r.get("brand") and m.get("source") != "title"]
+            if marks:
+                detail += "<div>text read: " + ", ".join(
+                    f'<b>{esc(str(m.get("text")))}</b> ({esc(str(m.get("kind")))})' for m in marks) + "</div>"
+        risk_v, conf_v = _num(r.get("risk")), _num(r.get("confidence"))
+        data = (f'data-verdict="{esc(r["verdict"])}" data-brand="{esc(str(r.get("brand") or ""))}" '
+                f'data-lead="{esc(str(r.get("lead") or ""))}" data-risk="{risk_v if risk_v is not None else -1}" '
+                f'data-confidence="{conf_v if conf_v is not None else -1}" data-listing="{esc(str(r["listing_id"]))}"')
         cards.append(
-            f'<div class="card {esc(r["verdict"])}"><div class="head"><span class="tag">{esc(r["verdict"])}</span> '
+            f'<div class="card {esc(r["verdict"])}" {data}><div class="head"><span class="tag">{esc(r["verdict"])}</span> '
             + (f'<span class="risk">risk {r["risk"]:.2f}</span> ' if r.get("risk") is not None else "")
             + ('<span class="risk">authorised seller</span> ' if r.get("lead") == "authorized" else "")
             + f'listing <code>{esc(str(r["listing_id"]))}</code> seller <code>{esc(str(r.get("seller_id") or "-"))}</code> '
@@ -430,10 +399,21 @@ ol.near {{ list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: .6
 .near-miss {{ background: white; border-radius: 8px; padding: .5rem; display: flex; gap: .5rem; width: 380px;
               font-size: .85rem; box-shadow: 0 1px 3px #0002; border-left: 4px solid #9e9e9e; }}
 .note {{ color: #555; font-size: .85rem; }}
+.tools {{ margin: 0 0 1rem; font-size: .9rem; }} .tools select {{ margin-right: .8rem; }}
+svg .match.text {{ stroke-dasharray: 6 3; }}
 </style></head><body>
-<h1>{esc(title)}</h1><p>{head}</p><div class="cards">
+<h1>{esc(title)}</h1><p>{head}</p>
+<div class="tools">sort <select id="sort"><option value="risk">risk</option><option value="confidence">confidence</option>
+<option value="listing">listing id</option></select>
+verdict <select id="f-verdict"><option value="">all</option>{_options(sorted({str(r["verdict"]) for r in rows
+                                                                                if r["verdict"] != "clear"}))}</select>
+brand <select id="f-brand"><option value="">all</option>{_options(sorted({str(r.get("brand")) for r in rows
+                                                                         if r.get("brand")}))}</select>
+risk ≥ <select id="f-risk"><option value="-1">any</option><option>0.3</option><option>0.5</option><option>0.7</option>
+<option>0.9</option></select> <span id="shown"></span></div>
+<div class="cards" id="cards">
 {''.join(cards) or '<p>No leads: nothing was flagged.</p>'}
-</div>{near}</body></html>
+</div>{near}<script>{_SORT_FILTER_JS}</script></body></html>
 """
     dest = Path(dest)
     dest.write_text(page, encoding="utf-8")

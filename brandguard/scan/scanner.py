@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +34,9 @@ from brandguard.scan.results import (FINAL_SCHEMA, FLAGGED, RESULT_SCHEMA, Resul
 from brandguard.scan.worker import Fingerprint, Prepared, fingerprint, init_worker, prepare_row
 from brandguard.artifacts import atomic_write_bytes
 from brandguard.engine.pipeline import ListingHints, Pipeline
+
+if TYPE_CHECKING:  # the leads store is imported only when a scan records leads
+    from brandguard.cases.policy import LeadDecision, LeadPolicy
 
 STATE_FILE = "scan_state.json"
 # Image bytes held for one judge call (they stay until the ORB check and local stage are done):
@@ -63,6 +66,7 @@ class ScanOptions:
     progress: bool = True
     leads_db: Path | None = None  # flagged listings become leads there (status "new")
     brand_info: Path | None = None  # authorised sellers and reference prices per brand
+    media_dir: Path | None = None  # leads' thumbnails and originals (default: media/ beside leads_db)
     image_root: Path | None = None
     allow_absolute_paths: bool = False
 
@@ -73,6 +77,32 @@ class ScanOptions:
             raise InputError("image_root and allow_absolute_paths exclude each other")
         if self.batch_size < 1 or self.part_size < 1 or self.threads < 1 or self.workers < 0:
             raise InputError("batch_size, part_size and threads must be >= 1 and workers >= 0")
+
+
+class ScanStateMismatchError(InputError):
+    """``--out`` holds a scan of other inputs: results of two models, indexes or catalogues must
+    not be merged. ``changed`` names each input that differs, as (what, then, now)."""
+
+    WHAT = {"catalogue": "the catalogue", "model_sha256": "the model (bundle's model.onnx)",
+            "index_sha256": "the reference index (e.g. `brandguard index --add` made a new generation)",
+            "region_mode": "--regions", "depth": "--depth"}
+
+    def __init__(self, out_dir: Path, previous: Any, state: dict[str, Any]) -> None:
+        prev = previous if isinstance(previous, dict) else {}
+        self.changed = [(k, prev.get(k), state[k]) for k in state if prev.get(k) != state[k]]
+        parts = [f"{self.WHAT.get(k, k)} changed: {_short(then)} -> {_short(now)}" for k, then, now in self.changed]
+        fix = "scan into a new --out folder (the leads database keeps its leads and their status across folders)"
+        if self.changed and all(k in ("region_mode", "depth") for k, _, _ in self.changed):
+            fix = "run with the " + " and ".join(f"{self.WHAT[k]} {then}" for k, then, _ in self.changed) + \
+                  f" it was scanned with, or {fix}"
+        super().__init__(f"{out_dir} holds a scan of other inputs: {'; '.join(parts) or 'unreadable state'}. "
+                         f"Its results cannot be extended: {fix}")
+
+
+def _short(value: Any) -> str:
+    """A state value for a message: hashes shortened, the rest as written."""
+    text = str(value)
+    return text[:12] + "…" if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
 
 
 @dataclass
@@ -184,7 +214,7 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{state_path} is unreadable ({exc}); remove it to restart the scan") from exc
         if previous != state:
-            raise InputError(f"{out_dir} holds a scan of other inputs ({previous}); use a new --out folder")
+            raise ScanStateMismatchError(out_dir, previous, state)
     else:
         atomic_write_bytes(state_path, (json.dumps(state, indent=2) + "\n").encode())
     for debris in parts_dir.glob(".part-*.tmp"):  # a part being written when a previous run was killed
@@ -209,12 +239,13 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
     flagged: dict[str, ResultRow] = {}  # this run's flags, ranked and recorded without decoding
     bar = tqdm(total=len(rows), initial=summary.resumed, unit="img", desc="scan", disable=not opts.progress,
                smoothing=0.05, dynamic_ncols=True)
+    media = LeadMedia(opts, pipeline, root) if opts.leads_db is not None else None
     if opts.engine == "ray":
         from brandguard.scan.ray_engine import ray_judged_batches
 
-        batches = ray_judged_batches(pending, pipeline, opts, root)
+        batches = ray_judged_batches(pending, pipeline, opts, root)  # media made at the end, from the files
     else:  # ScanOptions admits only "local" and "ray"
-        batches = _judged_batches(pending, pipeline, opts, root)
+        batches = _judged_batches(pending, pipeline, opts, root, media)
     routes: Counter[str] = Counter()
     for results in batches:
         buffer.extend(results)
@@ -236,7 +267,7 @@ def scan(catalogue: str | os.PathLike[str], pipeline: Pipeline, out: str | os.Pa
     summary.local_stage = dict(sorted(routes.items()))
     summary.local_share = round(sum(routes.values()) / summary.scanned, 4) if summary.scanned else 0.0
     summary.images_per_second = round(summary.scanned / summary.seconds, 2) if summary.seconds > 0 else 0.0
-    _finalise(out_dir, parts_dir, summary, opts, {r.listing_id for r in rows}, flagged)
+    _finalise(out_dir, parts_dir, summary, opts, {r.listing_id for r in rows}, flagged, media)
     return summary
 
 
@@ -288,13 +319,53 @@ def judge_prepared(pipeline: Pipeline, batch: list[Prepared]) -> list[ResultRow]
 
 
 def _judged_batches(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOptions,
-                    root: str | None) -> Iterable[list[ResultRow]]:
+                    root: str | None, media: "LeadMedia | None" = None) -> Iterable[list[ResultRow]]:
     for batch in judge_chunks(_decoded_stream(pending, pipeline, opts, root), opts.batch_size):
-        yield judge_prepared(pipeline, batch)
+        rows = judge_prepared(pipeline, batch)
+        if media is not None:  # a flagged listing's images are stored while its bytes are in memory
+            for p, r in zip(batch, rows):
+                if r.flagged and p.data is not None:
+                    media.keep(r.listing_id, p.data)
+        yield rows
+
+
+class LeadMedia:
+    """The thumbnail and original a scan-made lead stores, as a service-made lead does
+    (:class:`brandguard.cases.media.MediaFiles`, content-addressed, in the folder the service
+    reads). Made from the bytes the decode worker already read; a flagged row of an earlier
+    run (resume) or of a Ray actor is read once more, through the scan's confined reader."""
+
+    def __init__(self, opts: ScanOptions, pipeline: Pipeline, root: str | None) -> None:
+        from brandguard.cases.media import MediaFiles, default_media_dir
+
+        assert opts.leads_db is not None
+        self.files = MediaFiles(opts.media_dir if opts.media_dir is not None else default_media_dir(opts.leads_db))
+        self.limits = pipeline.limits
+        self.root = root
+        self.paths: dict[str, tuple[str | None, str]] = {}
+
+    def _decode(self, data: bytes, side: int):  # noqa: ANN202 - an RGB array
+        from brandguard.vision.decode import decode_image
+
+        return decode_image(data, target_side=side, limits=self.limits).rgb
+
+    def keep(self, listing_id: str, data: bytes) -> None:
+        self.paths[listing_id] = self.files.save_listing(data, self._decode)
+
+    def of(self, row: ResultRow) -> tuple[str | None, str | None]:
+        """(thumbnail, original) of a flagged row; (None, None) when its image is gone."""
+        if row.listing_id not in self.paths:
+            from brandguard.inputs import read_image_file
+
+            try:
+                self.keep(row.listing_id, read_image_file(row.image, self.limits.max_bytes, self.root).data)
+            except ImageDecodeError:
+                return None, None
+        return self.paths[row.listing_id]
 
 
 def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOptions,
-              current_ids: set[str], flagged: dict[str, ResultRow]) -> None:
+              current_ids: set[str], flagged: dict[str, ResultRow], media: LeadMedia | None = None) -> None:
     """Merge parts into results (latest result per listing still in the catalogue), rank, write,
     then record leads: the results never depend on the leads store being writable.
 
@@ -316,11 +387,11 @@ def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOp
         if v in FLAGGED and b:
             lid = table.column("listing_id")[i].as_py()
             to_rank.append((i, flagged.get(lid) or ResultRow.from_record(table.slice(i, 1).to_pylist()[0])))
-    confirmed = _confirmed_by_seller(opts.leads_db) if opts.leads_db is not None else {}
-    ranks = _rank([row for _, row in to_rank], opts, summary, confirmed)
+    policy = _policy(opts)
+    ranks = _rank([row for _, row in to_rank], policy, summary)
     lead, risk, risk_parts = [""] * len(table), [None] * len(table), [None] * len(table)
     for (i, _), rank in zip(to_rank, ranks):
-        lead[i], risk[i] = rank.lead, rank.risk
+        lead[i], risk[i] = rank.outcome, rank.risk
         risk_parts[i] = json.dumps(rank.risk_parts, sort_keys=True) if rank.risk_parts is not None else None
     table = pa.Table.from_arrays(table.columns + [pa.array(lead, pa.string()), pa.array(risk, pa.float64()),
                                                   pa.array(risk_parts, pa.string())], schema=FINAL_SCHEMA)
@@ -338,73 +409,62 @@ def _finalise(out_dir: Path, parts_dir: Path, summary: ScanSummary, opts: ScanOp
     summary.inconclusive_reasons = dict(Counter(reason for v, reason in zip(verdicts, table.column("reason").to_pylist())
                                                 if v == "inconclusive"))
     if opts.leads_db is not None:
-        _record_leads([(row, rank) for (_, row), rank in zip(to_rank, ranks) if rank.lead == "lead"],
-                      opts.leads_db, summary)
+        _record_leads([(row, rank) for (_, row), rank in zip(to_rank, ranks) if rank.is_lead],
+                      opts.leads_db, summary, policy, media)
     atomic_write_bytes(out_dir / "summary.json", summary.to_json().encode())
 
 
-def _confirmed_by_seller(db: Path) -> dict[str, int]:
+def _policy(opts: ScanOptions) -> LeadPolicy:
+    """The lead policy the service applies too: brands.json, and the leads store's seller history."""
     from brandguard.cases.leads import LeadStore
+    from brandguard.cases.policy import LeadPolicy
 
-    store = LeadStore(db)
-    try:
-        out: dict[str, int] = {}
-        for lead in _all_leads(store, "confirmed_counterfeit"):
-            if lead.seller_id:
-                out[lead.seller_id] = out.get(lead.seller_id, 0) + 1
-        return out
-    finally:
-        store.close()
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """What ranking adds to a flagged row: ``lead`` (lead | authorized), ``risk`` and its parts."""
-
-    lead: str
-    risk: float | None = None
-    risk_parts: dict[str, Any] | None = None
+    confirmed: dict[str, int] = {}
+    if opts.leads_db is not None:
+        store = LeadStore(opts.leads_db)
+        try:
+            confirmed = store.confirmed_by_seller()
+        finally:
+            store.close()
+    return LeadPolicy.from_file(opts.brand_info, lambda seller: confirmed.get(seller, 0))
 
 
-def _rank(rows: list[ResultRow], opts: ScanOptions, summary: ScanSummary,
-          confirmed: dict[str, int]) -> list[Ranking]:
-    """The ranking of each flagged row (authorised seller, or a lead with its risk)."""
-    from brandguard.cases.risk import load_brand_info, reference_price, risk_score
+def verdict_dict(r: ResultRow) -> dict[str, Any]:
+    """A result row's verdict in the shape of ``Verdict.to_dict()``: what a lead stores, and what
+    the lead policy reads, whichever path made the verdict."""
+    return {"verdict": r.verdict, "brand": r.brand, "confidence": r.confidence, "score": r.score,
+            "top": [h.to_dict() for h in r.top], "evidence": r.evidence, "reason": r.reason}
 
-    info = load_brand_info(opts.brand_info)
+
+def _rank(rows: list[ResultRow], policy: LeadPolicy, summary: ScanSummary) -> list[LeadDecision]:
+    """The lead policy's decision for each flagged row (authorised seller, or a lead with its risk)."""
     out = []
     for r in rows:
-        binfo = info.get(r.brand or "")
-        if binfo is not None and r.seller_id and r.seller_id in binfo.authorized_sellers:
-            out.append(Ranking("authorized"))
-            summary.authorized += 1
-            continue
-        sku = r.top[0].sku if r.top else None
-        risk, parts = risk_score(r.verdict, r.confidence or 0.0, r.price, reference_price(binfo, sku),
-                                 confirmed.get(r.seller_id or "", 0))
-        out.append(Ranking("lead", risk, parts))
-        summary.leads += 1
+        decision = policy.decide(verdict_dict(r), r.seller_id or None, r.price)
+        summary.authorized += int(decision.outcome == "authorized")
+        summary.leads += int(decision.is_lead)
+        out.append(decision)
     return out
 
 
-def _record_leads(leads: list[tuple[ResultRow, Ranking]], db: Path, summary: ScanSummary) -> None:
+def _record_leads(leads: list[tuple[ResultRow, LeadDecision]], db: Path, summary: ScanSummary,
+                  policy: LeadPolicy, media: LeadMedia | None) -> None:
     """Upsert every lead; keyed by (listing_id, brand), so re-finalising after a resume or an
     incremental rescan never duplicates a lead nor resets its workflow status. A row the store
-    refuses (e.g. a brand name it does not accept) is counted, not fatal. The row's evidence
-    goes to the store as the dict it is (the store encodes it, once)."""
+    refuses (e.g. a brand name it does not accept) is counted, not fatal. Each lead holds what a
+    service-made one holds: the verdict's dict, the listing's thumbnail and original, the risk."""
     from brandguard.errors import BrandguardError
-    from brandguard.cases.leads import LeadInput, LeadStore
+    from brandguard.cases.leads import LeadStore
+    from brandguard.cases.policy import ListingFacts
 
     store = LeadStore(db)
     try:
-        for r, rank in leads:
-            evidence = {**r.evidence, "risk": rank.risk, "risk_parts": rank.risk_parts or {}}
+        for r, decision in leads:
+            thumb, original = media.of(r) if media is not None else (None, None)
             try:
-                _, created = store.upsert_lead(LeadInput(
-                    listing_id=r.listing_id, brand=r.brand or "", verdict=r.verdict,
-                    confidence=float(r.confidence or 0.0), score=r.score, reference_id=r.top_reference_id,
-                    image_path=r.image, seller_id=r.seller_id or None, price=r.price, evidence=evidence,
-                    model_sha256=r.model_sha256 or ""))
+                _, created = store.upsert_lead(policy.lead_input(
+                    verdict_dict(r), ListingFacts(r.listing_id, r.seller_id or None, r.price), decision,
+                    model_sha256=r.model_sha256 or "", image_path=thumb, original_path=original))
                 summary.new_leads += int(created)
             except BrandguardError as exc:
                 summary.lead_errors[type(exc).__name__] = summary.lead_errors.get(type(exc).__name__, 0) + 1
@@ -412,14 +472,5 @@ def _record_leads(leads: list[tuple[ResultRow, Ranking]], db: Path, summary: Sca
         store.close()
 
 
-def _all_leads(store, status: str):
-    offset = 0
-    while True:
-        page = store.list_leads(status=status, limit=1000, offset=offset)
-        yield from page
-        if len(page) < 1000:
-            return
-        offset += 1000
-
-
-__all__ = ["ScanOptions", "ScanSummary", "scan", "scan_root", "read_results", "RESULT_SCHEMA"]
+__all__ = ["ScanOptions", "ScanSummary", "ScanStateMismatchError", "scan", "scan_root", "read_results",
+           "verdict_dict", "RESULT_SCHEMA"]

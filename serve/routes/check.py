@@ -8,16 +8,20 @@ from fastapi import APIRouter, FastAPI, Request
 
 from brandguard.errors import InputError
 from brandguard.serve.deps import Checker, ServiceDep, SettingsDep
-from brandguard.serve.schemas import (BATCH_FORM_FIELDS, LISTING_FORM_FIELDS, ListingFields, multipart_body,
-                                      parse_listing, parse_listings)
+from brandguard.serve.schemas import (BATCH_FORM_FIELDS, ERROR_RESPONSES, LISTING_FORM_FIELDS, CheckBatchOut, CheckOut,
+                                      ErrorOut, ListingFields, multipart_body, parse_listing, parse_listings)
 from brandguard.serve.settings import Settings
 from brandguard.serve.uploads import read_uploads
 
-router = APIRouter(tags=["check"])
+router = APIRouter(tags=["check"], responses={
+    **ERROR_RESPONSES, 408: {"model": ErrorOut, "description": "the body did not arrive in time"},
+    413: {"model": ErrorOut, "description": "upload over the limit"},
+    415: {"model": ErrorOut, "description": "neither multipart nor an image body"},
+    504: {"model": ErrorOut, "description": "no verdict within the request timeout"}})
 BATCH_PATH = "/v1/check/batch"
 
 
-@router.post("/v1/check", openapi_extra=multipart_body(LISTING_FORM_FIELDS, raw=True))
+@router.post("/v1/check", response_model=CheckOut, openapi_extra=multipart_body(LISTING_FORM_FIELDS, raw=True))
 async def check(request: Request, principal: Checker, service: ServiceDep, settings: SettingsDep) -> dict[str, Any]:
     """Judge one image: multipart ``file`` (+ listing_id, seller_id, price fields) or the raw body
     (+ the same as query parameters). Scanner and admin keys with a listing_id record leads."""
@@ -28,7 +32,7 @@ async def check(request: Request, principal: Checker, service: ServiceDep, setti
     return (await service.checks.check(up.images, [listing], principal))[0]
 
 
-@router.post(BATCH_PATH, openapi_extra=multipart_body(BATCH_FORM_FIELDS, files=16))
+@router.post(BATCH_PATH, response_model=CheckBatchOut, openapi_extra=multipart_body(BATCH_FORM_FIELDS, files=16))
 async def check_batch(request: Request, principal: Checker, service: ServiceDep,
                       settings: SettingsDep) -> dict[str, Any]:
     """Judge several images (multipart file parts, in order). Optional form field ``listings``:

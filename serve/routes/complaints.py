@@ -12,15 +12,16 @@ from fastapi.responses import Response
 from brandguard.cases.leads import validate_brand
 from brandguard.errors import InputError
 from brandguard.serve.deps import Complainer, ComplaintDecider, ServiceDep, SettingsDep, StoreDep
-from brandguard.serve.schemas import (LISTING_FORM_FIELDS, MAX_HOURS, DecisionIn, RecordId, multipart_body,
-                                      parse_listing)
+from brandguard.serve.schemas import (ERROR_RESPONSES, LISTING_FORM_FIELDS, MAX_HOURS, ComplaintOut,
+                                      ComplaintReportOut, DecisionIn, ErrorOut, RecordId, multipart_body, parse_listing)
 from brandguard.serve.uploads import read_uploads
 from brandguard.serve.views import complaint_view, zip_response
 
-router = APIRouter(tags=["complaints"])
+router = APIRouter(tags=["complaints"], responses=ERROR_RESPONSES)
+NOT_FOUND = {404: {"model": ErrorOut, "description": "no such complaint (or another brand's)"}}
 
 
-@router.post("/v1/complaints", status_code=201, openapi_extra=multipart_body(
+@router.post("/v1/complaints", status_code=201, response_model=ComplaintOut, openapi_extra=multipart_body(
     {**LISTING_FORM_FIELDS, "brand": {"type": "string", "maxLength": 100}}, required=("listing_id",)))
 async def complain(request: Request, principal: Complainer, service: ServiceDep,
                    settings: SettingsDep) -> dict[str, Any]:
@@ -41,7 +42,7 @@ async def complain(request: Request, principal: Complainer, service: ServiceDep,
     return complaint_view(await service.checks.complain(up.images[0], listing, brand), principal)
 
 
-@router.get("/v1/complaints/report")
+@router.get("/v1/complaints/report", response_model=ComplaintReportOut)
 def complaints_report(principal: Complainer, store: StoreDep, brand: str | None = None,
                       since_hours: Annotated[float | None, Query(gt=0, le=MAX_HOURS)] = None) -> dict[str, Any]:
     """Share of complaints decided within 24 h (brand keys: their own brand)."""
@@ -50,13 +51,14 @@ def complaints_report(principal: Complainer, store: StoreDep, brand: str | None 
     return store.complaint_report(brand=scope, since=since).to_dict()
 
 
-@router.get("/v1/complaints/{complaint_id}")
+@router.get("/v1/complaints/{complaint_id}", response_model=ComplaintOut, responses=NOT_FOUND)
 def get_complaint(complaint_id: RecordId, principal: Complainer, store: StoreDep) -> dict[str, Any]:
     return complaint_view(store.get_complaint(complaint_id, brand=principal.row_scope()), principal)
 
 
 @router.get("/v1/complaints/{complaint_id}/evidence.zip", response_class=Response,
-            responses={200: {"content": {"application/zip": {}}}})
+            responses={200: {"content": {"application/zip": {}}, "description": "zip with a sha256 manifest"},
+                       **NOT_FOUND})
 async def complaint_evidence(complaint_id: RecordId, principal: Complainer, service: ServiceDep) -> Response:
     """Evidence package of a complaint (zip with a sha256 manifest), brand-scoped like the complaint."""
     complaint = await anyio.to_thread.run_sync(
@@ -65,7 +67,8 @@ async def complaint_evidence(complaint_id: RecordId, principal: Complainer, serv
     return zip_response(data, f"brandguard-complaint-{complaint.id}-evidence.zip")
 
 
-@router.post("/v1/complaints/{complaint_id}/decision")
+@router.post("/v1/complaints/{complaint_id}/decision", response_model=ComplaintOut,
+             responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "already decided"}})
 def decide_complaint(complaint_id: RecordId, body: DecisionIn, principal: ComplaintDecider,
                      store: StoreDep) -> dict[str, Any]:
     """A reviewer settles a complaint the automatic check left inconclusive (admin only)."""

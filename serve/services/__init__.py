@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from brandguard.cases.leads import LeadStore
+from brandguard.cases.policy import LeadPolicy
 from brandguard.quarantine import Quarantine
 from brandguard.serve.admission import Admission
 from brandguard.serve.batching import MicroBatcher
@@ -68,6 +69,8 @@ class Service:
 
         pipeline, references, quarantine = await anyio.to_thread.run_sync(load)
         store = await anyio.to_thread.run_sync(LeadStore, settings.leads_db)
+        # the lead policy the scanner applies too; the seller history is read per check (it changes)
+        policy = LeadPolicy.from_file(settings.brand_info, store.confirmed_counterfeits)
         inference: Inference | None = None
 
         def judge(items):
@@ -82,7 +85,7 @@ class Service:
         inference = Inference(settings, catalog, batcher, admission, lanes, metrics)
         media = MediaStore(settings)
         service = cls(settings, store, batcher, catalog, inference, media,
-                      Checks(inference, catalog, media, store, metrics), EvidenceBuilder(catalog, media, store),
+                      Checks(inference, catalog, media, store, metrics, policy), EvidenceBuilder(catalog, media, store),
                       lanes, metrics)
         await batcher.start()
         log.info("ready", extra={k: service.info.get(k) for k in ("model", "model_sha256", "index_count",
