@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from brandguard.cases.leads import ApiKey, InvalidKeyError, LeadStore
+from brandguard.cases.keys import ApiKey, InvalidKeyError
+from brandguard.cases.leads import LeadStore
 from brandguard.serve.errors import ForbiddenError, UnauthenticatedError
 
 CAPABILITIES: dict[str, frozenset[str]] = {

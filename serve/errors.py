@@ -14,7 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from brandguard.cases.leads import IllegalTransitionError, NothingToUndoError
+from brandguard.cases.db import IllegalTransitionError
+from brandguard.cases.leads import NothingToUndoError
 from brandguard.errors import BrandguardError, BundleError, InputError, NotFoundError, ReferenceIndexError
 from brandguard.serve.settings import Settings
 

@@ -12,7 +12,8 @@ from fastapi import Path as PathParam
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, \
     field_validator
 
-from brandguard.cases.leads import LEAD_STATUSES, MAX_BULK, UNDO, validate_brand
+from brandguard.cases.keys import validate_brand
+from brandguard.cases.leads import LEAD_STATUSES, MAX_BULK, UNDO
 from brandguard.errors import InputError
 
 REFERENCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)+$")

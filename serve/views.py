@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi.responses import Response
 
 from brandguard.cases.explain import decision_rule, drawing
-from brandguard.cases.leads import TRANSITIONS, Complaint, Lead
+from brandguard.cases.complaints import Complaint
+from brandguard.cases.leads import TRANSITIONS, Lead
 from brandguard.serve.auth import Principal
 
 if TYPE_CHECKING:  # index.store loads FAISS: not at import time

@@ -9,8 +9,10 @@ import threading
 import pytest
 
 from brandguard.errors import BrandguardError, InputError
-from brandguard.cases.leads import (COMPLAINT_SLA_SECONDS, UNDO, IllegalTransitionError, InvalidKeyError, LeadInput,
-                                   LeadStore, NotFoundError, NothingToUndoError)
+from brandguard.cases.complaints import COMPLAINT_SLA_SECONDS
+from brandguard.cases.db import IllegalTransitionError, NotFoundError
+from brandguard.cases.keys import InvalidKeyError
+from brandguard.cases.leads import UNDO, LeadInput, LeadStore, NothingToUndoError
 
 
 class Clock:

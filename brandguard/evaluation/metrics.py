@@ -14,7 +14,6 @@ import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from brandguard.errors import InputError

@@ -16,9 +16,8 @@ import base64
 import html
 import io
 import json
-import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from PIL import Image
 

@@ -9,7 +9,7 @@ import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from brandguard.cases.leads import validate_brand
+from brandguard.cases.keys import validate_brand
 from brandguard.errors import InputError
 from brandguard.serve.deps import Complainer, ComplaintDecider, ServiceDep, SettingsDep, StoreDep
 from brandguard.serve.schemas import (ERROR_RESPONSES, LISTING_FORM_FIELDS, MAX_HOURS, ComplaintOut,

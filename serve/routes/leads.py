@@ -8,7 +8,7 @@ import anyio
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from brandguard.cases.leads import NotFoundError
+from brandguard.cases.db import NotFoundError
 from brandguard.serve.deps import LeadReader, ServiceDep, StoreDep
 from brandguard.serve.errors import error_status
 from brandguard.serve.schemas import (ERROR_RESPONSES, MAX_OFFSET, BulkIn, BulkItemOut, BulkOut, ErrorOut,

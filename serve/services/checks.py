@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import anyio
 
-from brandguard.cases.leads import Complaint, Lead, LeadStore
+from brandguard.cases.complaints import Complaint
+from brandguard.cases.leads import Lead, LeadStore
 from brandguard.cases.policy import NOT_FLAGGED, LeadDecision, LeadPolicy, ListingFacts
 from brandguard.serve.auth import Principal
 from brandguard.serve.metrics import Metrics

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from brandguard.cases.leads import Complaint, Lead, LeadStore, NotFoundError
+from brandguard.cases.complaints import Complaint
+from brandguard.cases.db import NotFoundError
+from brandguard.cases.leads import Lead, LeadStore
 from brandguard.serve.evidence import EvidencePackage, safe_name
 from brandguard.serve.services.media import MediaStore
 from brandguard.serve.services.references import ReferenceCatalog

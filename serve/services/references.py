@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import anyio
 
-from brandguard.cases.leads import NotFoundError
+from brandguard.cases.db import NotFoundError
 from brandguard.errors import ImageDecodeError, InputError, ReferenceIndexError
 from brandguard.serve.batching import MicroBatcher
 from brandguard.serve.errors import ReferenceExistsError

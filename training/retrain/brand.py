@@ -112,7 +112,7 @@ class FinetuneConfig:
     threads: int = 1
 
     def validate(self) -> None:
-        from brandguard.cases.leads import validate_brand
+        from brandguard.cases.keys import validate_brand
 
         validate_brand(self.brand)
         if (self.from_bundle is None) == (self.registry is None):
