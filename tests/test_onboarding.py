@@ -29,7 +29,7 @@ def test_readme_has_a_runnable_train_brand_line() -> None:
     assert Path(m["refs"]).name == m["brand"]  # refs/<brand>/*.png, as make_brand_references writes them
 
 
-@pytest.mark.slow  # the whole onboarding (~6 min on 2 cores): make test-all
+@pytest.mark.slow  # the whole onboarding (~5 min on 2 cores): make test-all
 def test_readme_train_brand_line_onboards_100_references_from_scratch(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from brandguard.training.retrain.brand_data import make_brand_references

@@ -139,6 +139,15 @@ def _check_conv_attrs(node: Any, conv: Any, name: str) -> None:
             raise WeightsRecoveryError(f"ONNX node {node.name or node.output[0]} -> {name}: {key} {got} != {value}")
 
 
+def _check_scope(node: Any, module: str) -> None:
+    """When the exporter kept the module scope in the node's output name (``/backbone/backbone.1/
+    block/block.0/block.0.0/Conv_output_0``), its innermost part must end the module's path."""
+    parts = node.output[0].split("/")
+    scope = parts[-2] if len(parts) >= 3 else ""
+    if "." in scope and not (module == scope or module.endswith("." + scope)):
+        raise WeightsRecoveryError(f"ONNX node {node.output[0]} mapped onto {module}: graph order and modules disagree")
+
+
 def weights_from_onnx(bundle: Bundle) -> dict[str, Any]:
     """Torch state dict of ``training/model.py``'s network that reproduces ``bundle``'s ONNX model.
 
@@ -148,7 +157,7 @@ def weights_from_onnx(bundle: Bundle) -> dict[str, Any]:
     ``head.*`` with the head BatchNorm's running statistics); the head's bias-free Linear becomes
     an anonymous ``MatMul`` weight (transposed). Named initialisers are copied; fused
     convolutions are assigned, in graph order, to the Conv2d modules followed by a BatchNorm
-    (shapes and Conv attributes checked); each such BatchNorm becomes the identity plus the fused
+    (shapes, Conv attributes and, where the exporter kept it, the node's module scope checked); each such BatchNorm becomes the identity plus the fused
     bias (weight 1, running mean 0, running variance 1 - eps), exact in eval mode, which is how
     fine-tuning keeps BatchNorm (``retrain.brand._freeze_bn``). Raises ``WeightsRecoveryError``.
     """
@@ -181,6 +190,7 @@ def weights_from_onnx(bundle: Bundle) -> dict[str, Any]:
         raise WeightsRecoveryError(f"{len(convs)} fused ONNX convolutions but {len(pairs)} Conv+BatchNorm pairs "
                                    f"in {cfg.architecture()}")
     for node, (cname, conv, bname, bn) in zip(convs, pairs):
+        _check_scope(node, cname)
         _check_conv_attrs(node, conv, cname)
         if len(node.input) < 3 or node.input[2] not in inits:
             raise WeightsRecoveryError(f"fused convolution for {cname} has no bias initialiser")
@@ -198,6 +208,7 @@ def weights_from_onnx(bundle: Bundle) -> dict[str, Any]:
         raise WeightsRecoveryError(f"{len(mats)} anonymous ONNX matrix products but {len(linears)} unnamed Linear "
                                    "layers")
     for node, (key, lin) in zip(mats, linears):
+        _check_scope(node, key[: -len(".weight")])
         w = inits[node.input[1]]
         trans_b = any(a.name == "transB" and a.i == 1 for a in node.attribute)
         put(key, w if node.op_type == "Gemm" and trans_b else w.T)

@@ -209,7 +209,7 @@ def regression_split(path: str | os.PathLike[str] | None = None, cache_root: str
     ``path`` if given (it must be a split); else ``<cache_root>/corpus_std/val`` when ``make
     calibrate`` or ``brandguard corpus`` built it; else the val split of a ``size`` corpus
     (``datasets/corpus.py``, every val brand for ``standard``) built once, deterministically, into
-    ``<cache_root>/corpus_gate_<size>_s<seed>/`` — about a minute on 2 cores, then reused. Why
+    ``<cache_root>/corpus_gate_<size>_s<seed>/`` (15-50 s on 2 cores), then reused. Why
     ``standard`` and not ``tiny`` (4 brands, ~20 queries): the rule allows a 0.01 µAP drop, and on
     20 queries one swapped rank moves µAP by more than that, so the gate would judge noise."""
     if path is not None:
@@ -229,7 +229,7 @@ def regression_split(path: str | os.PathLike[str] | None = None, cache_root: str
     show = log_to is not None
     if show:
         print(f"[regression] no regression benchmark yet: building the {size} corpus's val split into {root} "
-              f"(once; ~1 min on 2 cores for standard)", file=log_to, flush=True)
+              f"(once: 15-50 s on 2 cores for standard, then reused)", file=log_to, flush=True)
     # Built beside its final name and renamed into place: a run killed half-way, or two runs
     # building at once, never leave a partial split that looks complete.
     tmp = Path(cache_root) / f".{root.name}.{os.getpid()}.tmp"

@@ -469,7 +469,7 @@ def benchmark_inputs(work: Path, cfg: FinetuneConfig) -> tuple[list[BenchSource]
 # Seconds per image, one thread on the shared 2-core development machine: only to tell the person
 # waiting how long the stages without progress of their own will take.
 _EST_S = {"bench": 0.01, "index": 0.1, "judge": 0.08, "score": 0.0035}
-_EST_REGRESSION_BUILD_S = 60.0
+_EST_REGRESSION_BUILD_S = 30.0
 _EST_STANDARD_VAL_IMAGES = 2918  # references + queries of the standard corpus's val split (seed 0)
 
 
@@ -700,7 +700,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", default=None, help="work folder (default runs/brand-<BRAND>)")
     p.add_argument("--regression", default=None,
                    help="regression benchmark split (default: data_cache/corpus_std/val if built, else the standard "
-                        "corpus's val split, built once into data_cache/corpus_gate_standard_s0, ~1 min)")
+                        "corpus's val split, built once into data_cache/corpus_gate_standard_s0 in under a minute)")
     p.add_argument("--tolerance", type=float, default=0.01, help="allowed regression µAP drop")
     p.add_argument("--min-brand-gain", type=float, default=0.0)
     p.add_argument("--no-promote", action="store_true", help="register a passing candidate without promoting it")
