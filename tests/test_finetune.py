@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +115,9 @@ def brand_refs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def regression(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny corpus val split the gate falls back to (built deterministically)."""
-    return regression_split(None, tmp_path_factory.mktemp("cache"), seed=0)
+    """A tiny corpus val split (built deterministically): seconds, where the gate's default
+    standard split takes a minute to build."""
+    return regression_split(None, tmp_path_factory.mktemp("cache"), seed=0, size="tiny", log_to=None)
 
 
 def _score(ap: float) -> BenchScore:
@@ -167,6 +169,108 @@ def test_weights_must_reproduce_the_bundle(base_bundle: Path, tmp_path: Path) ->
     save_weights(build_model(ModelConfig(input_size=64, dim=32, hidden=64)).eval(), tmp_path / "w.pt")
     with pytest.raises(WeightsMismatchError):
         load_parent_model(Parent(Bundle.load(base_bundle), tmp_path / "w.pt", None))
+
+
+def test_weights_recovered_from_the_shipped_onnx_reproduce_it(shipped_bundle: Path) -> None:
+    """The shipped bundle has no weights.pt: fine-tuning starts from weights recovered from its ONNX."""
+    from brandguard.training.export import check_parity, ort_session, parity_images
+
+    bundle = Bundle.load(shipped_bundle)
+    assert not (shipped_bundle / WEIGHTS_FILE).exists()
+    model = load_parent_model(Parent(bundle, None, None))  # raises WeightsMismatchError above 1e-3
+    # Real images through the inference preprocessing, far tighter than the 1e-3 the check allows.
+    sess = ort_session(bundle.model_path.read_bytes())
+    diff = check_parity(model, sess, bundle.card, parity_images(None, 8, 0), 1e-5)
+    assert diff < 1e-5
+    bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 34 and all(bool((m.weight == 1).all() and (m.running_mean == 0).all()) for m in bns)
+
+
+def test_weights_recovery_is_the_checkpoint_with_batchnorm_folded(base_bundle: Path) -> None:
+    """Against the checkpoint the ONNX was exported from: named tensors come back exactly, and
+    each Conv+BatchNorm pair comes back as the same affine map (conv scaled, BN = identity + bias)."""
+    from brandguard.training.checkpoint import _conv_bn_pairs, model_from_checkpoint, model_from_onnx
+
+    true, _ = model_from_checkpoint(base_bundle / WEIGHTS_FILE)
+    got = model_from_onnx(Bundle.load(base_bundle))
+    t_sd, g_sd = true.state_dict(), got.state_dict()
+    for key in ("pool.p", "head.0.weight", "head.1.running_var", "head.3.weight", "backbone.4.block.2.fc1.weight"):
+        assert torch.equal(t_sd[key], g_sd[key]), key
+    pairs = _conv_bn_pairs(true)
+    assert len(pairs) == 34
+    for cname, conv, bname, bn in pairs:
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        torch.testing.assert_close(g_sd[f"{cname}.weight"], conv.weight * scale[:, None, None, None],
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g_sd[f"{bname}.bias"], bn.bias - bn.running_mean * scale, rtol=1e-5, atol=1e-6)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(got(x), true(x), rtol=0, atol=1e-5)
+
+
+def test_weights_recovery_refuses_a_graph_that_is_not_the_named_architecture(
+        shipped_bundle: Path, tiny_bundle: Path, tmp_path: Path) -> None:
+    from brandguard.training.checkpoint import WeightsRecoveryError, weights_from_onnx
+
+    with pytest.raises(WeightsRecoveryError, match="not one training/model.py builds"):
+        weights_from_onnx(Bundle.load(tiny_bundle))
+    card = Bundle.load(shipped_bundle).card
+    lying = write_bundle(tmp_path / "lying", (shipped_bundle / "model.onnx").read_bytes(),
+                         ModelCard(**{**card.__dict__, "architecture": "mobilenet_v3_small+gem+mlp256-256+l2"}))
+    with pytest.raises(WeightsRecoveryError, match="shape"):
+        weights_from_onnx(lying)
+
+
+def test_train_brand_seeds_a_missing_registry_with_the_shipped_model(shipped_bundle: Path, tmp_path: Path) -> None:
+    """The README's `train brand ... --registry REG` on a fresh install: REG is created, v0001 is
+    the shipped model (promoted without a gate, which the history records), weights from its ONNX."""
+    import io
+
+    from brandguard.registry import RegistryError
+    from brandguard.training.retrain.brand import resolve_parent
+
+    cfg = FinetuneConfig(brand=BRAND, references=str(tmp_path), out=str(tmp_path / "work"),
+                         registry=str(tmp_path / "REG"))
+    log = io.StringIO()
+    parent = resolve_parent(cfg, log)
+    reg = Registry(tmp_path / "REG")
+    assert parent.version == "v0001" and reg.current_version() == "v0001" and parent.weights is None
+    assert parent.bundle.card.sha256 == Bundle.load(shipped_bundle).card.sha256
+    (entry,) = reg.history()
+    assert entry.forced and "shipped default" in entry.note
+    assert "does not exist: creating it" in log.getvalue() and "recovering the torch weights" in log.getvalue()
+    again = resolve_parent(cfg, io.StringIO())  # now it exists: used as is, not seeded twice
+    assert again.version == "v0001" and len(reg.list_versions()) == 1
+    (tmp_path / "not_a_registry").mkdir()
+    (tmp_path / "not_a_registry" / "notes.txt").write_text("x")
+    with pytest.raises(RegistryError):
+        resolve_parent(replace(cfg, registry=str(tmp_path / "not_a_registry")), io.StringIO())
+
+
+def test_regression_split_is_built_once_into_the_cache(regression: Path, tmp_path: Path) -> None:
+    from brandguard.training.retrain.benchmark import cached_regression_split
+    from brandguard.training.retrain.gate import GateError
+
+    cache = regression.parent.parent
+    assert regression.parent.name == "corpus_gate_tiny_s0" and (regression / "ground_truth.csv").is_file()
+    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]  # built aside, renamed into place
+    assert cached_regression_split(cache, 0, "tiny") == regression
+    assert regression_split(None, cache, 0, size="tiny", log_to=None) == regression
+    assert cached_regression_split(tmp_path, 0) is None
+    with pytest.raises(GateError, match="brandguard corpus --size standard --splits val"):
+        regression_split(tmp_path / "missing" / "val", tmp_path)
+
+
+def test_progress_lines_give_percent_and_eta() -> None:
+    from brandguard.training.retrain.brand import _tune_progress
+    from brandguard.training.runlog import progress_text
+
+    assert progress_text(0.25, 30.0) == " 25% ETA 01:30"
+    assert progress_text(0.5, 10.0, remaining_s=3725) == " 50% ETA 1:02:05"
+    assert progress_text(0.0, 0.0) == "  0% ETA --:--"
+    cfg = FinetuneConfig(brand=BRAND, references=".", out=".", from_bundle=".", minutes=4.0)
+    assert _tune_progress(10, 60.0, cfg) == " 25% ETA 03:00"  # time budget: the time left is known
+    assert _tune_progress(10, 60.0, replace(cfg, steps=20)) == " 50% ETA 01:00"  # the step budget ends first
 
 
 def test_feedback_from_the_leads_store(tmp_path: Path, brand_refs: Path) -> None:

@@ -1,6 +1,7 @@
 """What a training run records in its folder besides the checkpoint: one CSV row per step
 (``log.csv``), the loss plot (``loss.png``), the summary (``summary.json``, written by the loop),
-and the portable names of its data sources (for model cards).
+and the portable names of its data sources (for model cards); and what it tells the person
+waiting for it (``progress_text``: ``NN% ETA mm:ss`` on the log lines of long steps).
 """
 
 from __future__ import annotations
@@ -22,6 +23,23 @@ def portable_name(path: str | os.PathLike[str]) -> str:
     machine's directory layout into model cards."""
     parts = Path(path).resolve().parts
     return "/".join(parts[-2:])
+
+
+def clock(seconds: float) -> str:
+    """``mm:ss`` (``h:mm:ss`` past an hour): how long steps and ETAs are written in the logs."""
+    s = max(0, int(round(seconds)))
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def progress_text(fraction: float, elapsed_s: float, remaining_s: float | None = None) -> str:
+    """``NN% ETA mm:ss`` for a step that is ``fraction`` done after ``elapsed_s``: the time left is
+    ``remaining_s`` when the caller knows it (a time budget), else extrapolated from the rate so far."""
+    f = min(1.0, max(0.0, fraction))
+    if remaining_s is None:
+        remaining_s = elapsed_s * (1.0 - f) / f if f > 0 else float("nan")
+    eta = clock(remaining_s) if remaining_s == remaining_s else "--:--"
+    return f"{int(f * 100):3d}% ETA {eta}"
 
 
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:

@@ -94,8 +94,9 @@ def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAUL
     report = None
     if current is not None:
         t = time.perf_counter()
-        report = run_gate(cand, current, Path(out) / "gate", regression_split(regression, cache_dir), cfg=gate,
-                          cache_dir=reg.root / ".cache" / "gate")
+        split = regression_split(regression, cache_dir, log_to=log_to)
+        report = run_gate(cand, current, Path(out) / "gate", split, cfg=gate, cache_dir=reg.root / ".cache" / "gate",
+                          log_to=log_to)
         timings["gate"] = round(time.perf_counter() - t, 1)
     version = reg.register(cand, parent=parent_version, metadata={
         "training_data": {"sources": tres.data_sources},

@@ -18,6 +18,12 @@ Loss per step (B instances, two views each; views come from ``datasets.augment``
 brand views are not the distribution they were estimated on), which is ~3x cheaper per step and
 leaves most of the space untouched by construction.
 
+Where it starts (``resolve_parent``): the registry's current version (a ``--registry`` path that
+does not exist yet is created with the shipped default model as v0001), or a ``--from`` bundle;
+its torch weights are ``--weights``, its ``weights.pt``, or, for a bundle without them (the shipped
+one), recovered from its ONNX file (``training.checkpoint.weights_from_onnx``); either way they
+must reproduce the bundle's ONNX embeddings before anything is trained.
+
 Feedback from the leads store (``--leads-db``): ``confirmed_counterfeit`` listings are extra
 positives for the brand's imagery (half train the model, the other half calibrate its threshold);
 ``genuine`` and ``dismissed`` ones are hard negatives for the brand's threshold (calibration only: a genuine listing may show the real
@@ -34,23 +40,25 @@ import math
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
 
 from brandguard.artifacts import atomic_write_bytes
 from brandguard.errors import BrandguardError, InputError
-from brandguard.inputs import ReferenceRow
+from brandguard.inputs import ReferenceRow, list_images
 from brandguard.registry import DEFAULT_DEPLOYMENT, WEIGHTS_FILE, Registry
 from brandguard.training.checkpoint import save_weights
 from brandguard.training.losses import supcon
 from brandguard.training.retrain.benchmark import (
     BenchSource,
     build_brand_benchmark,
+    cached_regression_split,
     imread_rgb,
     mark_from_reference,
     other_brand_sources,
@@ -65,6 +73,7 @@ from brandguard.training.retrain.brand_data import (
     split_holdout,
 )
 from brandguard.training.retrain.gate import GateConfig, GateReport, run_gate
+from brandguard.training.runlog import clock, progress_text
 from brandguard.vision.bundle import Bundle, write_bundle
 
 
@@ -156,38 +165,77 @@ class FinetuneResult:
 @dataclass(frozen=True)
 class Parent:
     bundle: Bundle
-    weights: Path
+    weights: Path | None  # None: recovered from the bundle's model.onnx (weights_from_onnx)
     version: str | None
 
 
-def resolve_parent(cfg: FinetuneConfig) -> Parent:
-    """The bundle being replaced and the torch weights it was exported from."""
+def seed_registry(root: str | Path, deployment: str = DEFAULT_DEPLOYMENT, log_to: Any = sys.stderr) -> Registry:
+    """A new registry whose first version (v0001) is the shipped default bundle, promoted.
+
+    Why: ``train brand --registry REG`` is how a brand is onboarded, and on a fresh install there
+    is no registry yet; the shipped model is what would serve the brand today, so it is what the
+    first fine-tune starts from and what the gate compares against. It has no gate of its own
+    (nothing to compare it with), so its promotion is forced and the history records that."""
+    from brandguard.vision.bundle import default_bundle_path
+
+    src = default_bundle_path()
+    print(f"[onboard] registry {root} does not exist: creating it with the shipped default model ({src.name}) "
+          f"as its first version", file=log_to, flush=True)
+    reg = Registry(root, create=True)
+    version = reg.register(src, metadata={"notes": {"kind": "base", "source": "shipped default bundle",
+                                                    "seeded_by": "brandguard train brand"}})
+    reg.promote(version, deployment, force=True,
+                note="seeded from the shipped default bundle by `train brand`: no gate, nothing to compare with")
+    print(f"[onboard] registry {root}: {version} = shipped default model, serving deployment {deployment!r}",
+          file=log_to, flush=True)
+    return reg
+
+
+def _absent(path: Path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def resolve_parent(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> Parent:
+    """The bundle being replaced and the torch weights it was exported from.
+
+    A registry path that does not exist yet is created and seeded with the shipped model
+    (``seed_registry``). Without ``--weights`` and without a ``weights.pt`` beside the bundle,
+    the weights are recovered from its ONNX file (``load_parent_model`` checks them either way)."""
     version = None
     if cfg.registry is not None:
-        reg = Registry(cfg.registry)
+        root = Path(cfg.registry)
+        reg = seed_registry(root, cfg.deployment, log_to) if _absent(root) else Registry(root)
         version = reg.current_version(cfg.deployment)
         bundle = reg.verify(version)
         weights = Path(cfg.weights) if cfg.weights else reg.weights(version)
     else:
         bundle = Bundle.load(cfg.from_bundle)  # type: ignore[arg-type]
         weights = Path(cfg.weights) if cfg.weights else bundle.path / WEIGHTS_FILE
-    if weights is None or not Path(weights).is_file():
-        raise FinetuneError(f"no torch weights for {bundle.path} (pass --weights CKPT; the shipped model's "
-                            "is the training checkpoint it was exported from)")
-    return Parent(bundle, Path(weights), version)
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise FinetuneError(f"--weights {cfg.weights} is not a file")
+    if weights is not None and not weights.is_file():
+        weights = None
+    if weights is None:
+        print(f"[onboard] {bundle.path} has no {WEIGHTS_FILE}: recovering the torch weights from its "
+              f"{bundle.model_path.name} (checked against it below)", file=log_to, flush=True)
+    return Parent(bundle, weights, version)
 
 
-def load_parent_model(parent: Parent, tol: float = 1e-3) -> Any:
+def load_parent_model(parent: Parent, tol: float = 1e-3, log_to: Any = sys.stderr) -> Any:
     """Rebuild the torch model and prove it is the bundle's model: same embeddings as its ONNX."""
     import torch
 
-    from brandguard.training.checkpoint import model_from_checkpoint
+    from brandguard.training.checkpoint import model_from_checkpoint, model_from_onnx
     from brandguard.training.export import ort_embed, ort_session
 
-    model, _ = model_from_checkpoint(parent.weights)
+    source = str(parent.weights) if parent.weights is not None else f"weights recovered from {parent.bundle.model_path}"
+    if parent.weights is not None:
+        model, _ = model_from_checkpoint(parent.weights)
+    else:
+        model = model_from_onnx(parent.bundle)
     card = parent.bundle.card
     if model.cfg.input_size != card.input_size or model.cfg.dim != card.embedding_dim:
-        raise WeightsMismatchError(f"{parent.weights}: input {model.cfg.input_size}/dim {model.cfg.dim} but the "
+        raise WeightsMismatchError(f"{source}: input {model.cfg.input_size}/dim {model.cfg.dim} but the "
                                    f"bundle's card says {card.input_size}/{card.embedding_dim}")
     x = np.random.default_rng(0).normal(size=(4, 3, card.input_size, card.input_size)).astype(np.float32)
     with torch.no_grad():
@@ -195,8 +243,9 @@ def load_parent_model(parent: Parent, tol: float = 1e-3) -> Any:
     got = ort_embed(ort_session(parent.bundle.model_path.read_bytes()), x)
     diff = float(np.abs(ref - got).max())
     if not diff <= tol:
-        raise WeightsMismatchError(f"{parent.weights} does not reproduce {parent.bundle.path}'s model "
+        raise WeightsMismatchError(f"{source} does not reproduce {parent.bundle.path}'s model "
                                    f"(max |diff| {diff:.3g} > {tol:g})")
+    print(f"[onboard] parent model: {source}, torch vs ONNX max |diff| {diff:.2g}", file=log_to, flush=True)
     return model
 
 
@@ -209,6 +258,17 @@ def _freeze_bn(model: Any) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.eval()
+
+
+def _tune_progress(step: int, elapsed: float, cfg: FinetuneConfig) -> str:
+    """``NN% ETA mm:ss`` of the fine-tune: it stops at ``cfg.steps`` or ``cfg.minutes``, whichever
+    comes first, so the share done is the larger of the two and the time left the smaller."""
+    budget = cfg.minutes * 60.0
+    frac, remaining = elapsed / budget, budget - elapsed
+    if cfg.steps:
+        frac = max(frac, step / cfg.steps)
+        remaining = min(remaining, elapsed / max(step, 1) * (cfg.steps - step))
+    return progress_text(frac, elapsed, remaining)
 
 
 def finetune_model(model: Any, views: ViewSource, cfg: FinetuneConfig, log_to: Any = sys.stderr) -> tuple[Any, TuneStats]:
@@ -279,8 +339,9 @@ def finetune_model(model: Any, views: ViewSource, cfg: FinetuneConfig, log_to: A
         if math.isnan(first):
             first = last
         if step % 10 == 0:
+            elapsed = time.perf_counter() - t0
             print(f"[finetune] step {step} loss {last:.4f} supcon {l_sup.item():.4f} distill {last_d:.4f} "
-                  f"{images / (time.perf_counter() - t0):.0f} img/s", file=log_to, flush=True)
+                  f"{images / elapsed:.0f} img/s {_tune_progress(step, elapsed, cfg)}", file=log_to, flush=True)
     model.eval()
     stats = TuneStats("head_only" if cfg.head_only else "full", step, round(time.perf_counter() - t0, 1), images,
                       round(first, 5), round(last, 5), round(last_d, 5))
@@ -395,12 +456,87 @@ def benchmark_inputs(work: Path, cfg: FinetuneConfig) -> tuple[list[BenchSource]
 
     rng = np.random.default_rng([cfg.seed, 4321])
     others: list[BenchSource] = []
-    for slug, mark in other_brand_sources(30, cfg.seed, cfg.cache_dir, skip=cfg.anchor_brands, size=128):
+    for slug, mark in other_brand_sources(30, cfg.seed, cfg.cache_dir, skip=cfg.anchor_brands, size=128,
+                                         exclude=cfg.brand):
         views = reference_views(rng, mark, size=256)
         for name in ("logo_clean", "logo_product"):
             others.append(BenchSource(f"{slug}/{name}", _png(work / "other_refs" / slug / f"{name}.png", views[name])))
-    unreg = [m for _s, m in other_brand_sources(12, cfg.seed, cfg.cache_dir, skip=cfg.anchor_brands + 30, size=128)]
+    unreg = [m for _s, m in other_brand_sources(12, cfg.seed, cfg.cache_dir, skip=cfg.anchor_brands + 30,
+                                                 size=128, exclude=cfg.brand)]
     return others, unreg
+
+
+# Seconds per image, one thread on the shared 2-core development machine: only to tell the person
+# waiting how long the stages without progress of their own will take.
+_EST_S = {"bench": 0.01, "index": 0.1, "judge": 0.08, "score": 0.0035}
+_EST_REGRESSION_BUILD_S = 30.0
+_EST_STANDARD_VAL_IMAGES = 2918  # references + queries of the standard corpus's val split (seed 0)
+
+
+class RunProgress:
+    """The onboarding's stage lines: each stage's time, then the whole run's ``NN% ETA mm:ss``.
+
+    Why estimated: the fine-tune's budget is known, but building benchmarks, indexing,
+    calibrating and gating take as long as the images they process, so they are estimated from
+    image counts (``expect``). A stage with no progress of its own ticks (``ticking``) while it runs."""
+
+    def __init__(self, log_to: Any, tick_s: float = 15.0) -> None:
+        self.log_to, self.tick_s = log_to, tick_s
+        self.t0 = self.last = time.perf_counter()
+        self.est: dict[str, float] = {}
+        self.timings: dict[str, float] = {}
+
+    def expect(self, **seconds: float) -> None:
+        self.est.update(seconds)
+
+    def remaining(self) -> float:
+        return sum(v for n, v in self.est.items() if n not in self.timings)
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        took, self.last = now - self.last, now
+        self.timings[name] = round(took, 1)
+        elapsed, left = now - self.t0, self.remaining()
+        print(f"[onboard] {name}: {took:.1f}s  run {progress_text(elapsed / (elapsed + left), elapsed, left)}",
+              file=self.log_to, flush=True)
+
+    @contextmanager
+    def ticking(self, name: str, what: str) -> Iterator[None]:
+        """Say what stage ``name`` does, then an estimated ``≈NN% ETA`` every ``tick_s`` until it ends."""
+        import threading
+
+        est = self.est.get(name, 0.0)
+        print(f"[onboard] {name}: {what} (≈{clock(est)})", file=self.log_to, flush=True)
+        stop = threading.Event()
+        start = time.perf_counter()
+
+        def tick() -> None:
+            while not stop.wait(self.tick_s):
+                el = time.perf_counter() - start
+                frac = min(0.99, el / est) if est > 0 else 0.99
+                print(f"[onboard] {name}: {el:.0f}s ≈{progress_text(frac, el, max(0.0, est - el)).strip()}",
+                      file=self.log_to, flush=True)
+
+        thread = threading.Thread(target=tick, name=f"progress-{name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _index_size(bundle: Bundle) -> int:
+    """References in a bundle's index (0 without one): what a re-index has to embed again."""
+    from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+
+    if not (bundle.path / MANIFEST_FILE).is_file():
+        return 0
+    idx = ReferenceIndex.load(bundle.path, bundle.card)
+    try:
+        return len(idx)
+    finally:
+        idx.close()
 
 
 def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResult:
@@ -410,23 +546,18 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
     cfg.validate()
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(1)
-    timings: dict[str, float] = {}
-    t_all = t = time.perf_counter()
+    run = RunProgress(log_to)
+    timings, lap = run.timings, run.lap
 
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[name] = round(now - t, 1)
-        t = now
-        print(f"[onboard] {name}: {timings[name]:.1f}s", file=log_to, flush=True)
-
+    # The inputs first: a wrong path must not leave a new registry behind.
+    rows = read_brand_references(cfg.references, cfg.brand)
+    feedback = read_feedback(cfg.leads_db, cfg.brand)
+    train_rows, held_rows = split_holdout(rows, cfg.holdout, cfg.seed)
     work = Path(cfg.out)
     work.mkdir(parents=True, exist_ok=True)
-    parent = resolve_parent(cfg)
-    model = load_parent_model(parent)
-    rows = read_brand_references(cfg.references, cfg.brand)
-    train_rows, held_rows = split_holdout(rows, cfg.holdout, cfg.seed)
-    feedback = read_feedback(cfg.leads_db, cfg.brand)
+    parent = resolve_parent(cfg, log_to)
+    model = load_parent_model(parent, log_to=log_to)
+    n_other = _index_size(parent.bundle)
     ref_ids = {r.reference_id for r in rows}
     ref_path = {r.reference_id: r.path for r in rows}
     training_data = {
@@ -438,10 +569,14 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
         "feedback_lead_ids_sha256": hashlib.sha256(json.dumps(feedback.lead_ids).encode()).hexdigest(),
         "feedback_sha256": files_digest([p for p, _ in feedback.positives] + [p for p, _ in feedback.negatives]),
     }
+    _expect(run, cfg, len(rows), n_other, len(held_rows), len(feedback.positives) + len(feedback.negatives))
     lap("load")
 
-    # Benchmarks first: they only depend on the references, and the brand's is also what the
-    # gate scores the current model on.
+    # The regression benchmark first: building it (once) is the longest step before the fine-tune.
+    reg_split = regression_split(cfg.regression, cfg.cache_dir, cfg.seed, log_to=log_to)
+    lap("regression")
+    # Then the brand's benchmarks: they only depend on the references, and the brand's is also
+    # what the gate scores the current model on.
     others, unreg = benchmark_inputs(work, cfg)
     brand_src = [BenchSource(r.reference_id, r.path) for r in rows]
     held_src = [BenchSource(r.reference_id, r.path) for r in held_rows]
@@ -459,7 +594,6 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
     extra += [(p, f"feedback_{status}", "") for p, status in feedback.negatives]
     calib = build_brand_benchmark(work / "calibration_split", cfg.brand, brand_src, held_src, others, unreg,
                                   seed=cfg.seed + 101, extra_queries=extra)
-    reg_split = regression_split(cfg.regression, cfg.cache_dir, cfg.seed)
     lap("benchmarks")
 
     anchors, anchor_desc = anchor_images(parent.bundle, cfg.brand, cfg.anchor_brands, cfg.seed, cfg.cache_dir,
@@ -482,15 +616,18 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
     candidate = work / "candidate"
     export_candidate(model, parent, candidate, cfg, stats, training_data, cfg.threads)
     lap("export")
-    index_rep = reindex(candidate, parent.bundle, rows, cfg.threads)
+    with run.ticking("index", f"embedding and indexing {len(rows)} references of {cfg.brand} and "
+                              f"{n_other} of other brands with the candidate"):
+        index_rep = reindex(candidate, parent.bundle, rows, cfg.threads)
     lap("index")
-    cal_rep = calibrate_brand(candidate, parent.bundle, calib, cfg.brand, cfg.target_precision, cfg.threads)
+    with run.ticking("calibrate", f"setting {cfg.brand}'s thresholds on its calibration split"):
+        cal_rep = calibrate_brand(candidate, parent.bundle, calib, cfg.brand, cfg.target_precision, cfg.threads)
     lap("calibrate")
 
     cache = Path(cfg.registry) / ".cache" / "gate" if cfg.registry else work / "gate_cache"
     gate_cfg = replace(cfg.gate, threads=cfg.threads)
     report = run_gate(candidate, parent.bundle.path, candidate / "gate", reg_split, brand=cfg.brand,
-                      brand_benchmark=bench, cfg=gate_cfg, cache_dir=cache)
+                      brand_benchmark=bench, cfg=gate_cfg, cache_dir=cache, log_to=log_to)
     lap("gate")
     print(f"[onboard] gate {report.decision}: " + "; ".join(report.reasons), file=log_to, flush=True)
 
@@ -507,12 +644,29 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
             reg.promote(version, cfg.deployment, note=f"brand {cfg.brand}: " + "; ".join(report.reasons))
             promoted = True
         lap("register")
-    timings["total"] = round(time.perf_counter() - t_all, 1)
+    timings["total"] = round(time.perf_counter() - run.t0, 1)
     result = FinetuneResult(cfg.brand, str(candidate), parent.version, version, promoted, report.to_dict(),
                             timings, {**asdict(stats), "index": index_rep},
                             {k: v for k, v in cal_rep.items() if k != "report"}, training_data)
     atomic_write_bytes(work / "result.json", (json.dumps(asdict(result), indent=2, sort_keys=True, default=str) + "\n").encode())
     return result
+
+
+def _expect(run: RunProgress, cfg: FinetuneConfig, n_refs: int, n_other: int, n_held: int, n_feedback: int) -> None:
+    """The stage estimates ``RunProgress`` needs, from the image counts each stage will process."""
+    reg = Path(cfg.regression) if cfg.regression else cached_regression_split(cfg.cache_dir, cfg.seed)
+    reg_images = _EST_STANDARD_VAL_IMAGES
+    if reg is not None and (reg / "queries").is_dir():
+        reg_images = sum(len(list_images(reg / sub)) for sub in ("references", "queries"))
+    others = 60  # benchmark_inputs: 30 other brands x 2 references
+    bench = n_refs + others + n_held * 4 * cfg.bench_per_reference + 24 * cfg.bench_per_reference
+    calib = n_refs + others + n_held * 4 + 24 + n_feedback
+    budget = cfg.minutes * 60.0
+    run.expect(regression=0.0 if reg is not None else _EST_REGRESSION_BUILD_S,
+               benchmarks=_EST_S["bench"] * (bench + calib), views_setup=1.0 + 0.01 * n_refs,
+               finetune=min(budget, cfg.steps * 1.0) if cfg.steps else budget, export=3.0,
+               index=_EST_S["index"] * (n_refs + n_other), calibrate=_EST_S["judge"] * calib,
+               gate=_EST_S["score"] * 2 * (bench + reg_images), register=2.0 if cfg.registry else 0.0)
 
 
 def _gate_metrics(report: GateReport) -> dict[str, Any]:
@@ -530,8 +684,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("brand")
     p.add_argument("--references", required=True, help="DIR/<brand>/*.png, DIR/*.png, or a references file")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--from", dest="from_bundle", help="bundle to fine-tune (needs weights.pt or --weights)")
-    src.add_argument("--registry", help="model registry: fine-tune its deployment's current version")
+    src.add_argument("--from", dest="from_bundle",
+                     help="bundle to fine-tune (its weights.pt or --weights; else recovered from its model.onnx)")
+    src.add_argument("--registry", help="model registry: fine-tune its deployment's current version (a path that "
+                     "does not exist yet becomes a registry whose v0001 is the shipped default model)")
     p.add_argument("--deployment", default=DEFAULT_DEPLOYMENT)
     p.add_argument("--weights", default=None, help="torch weights of the parent model (checked against its ONNX)")
     p.add_argument("--leads-db", default=None, help="leads store: the brand's feedback labels")
@@ -542,7 +698,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--distill", type=float, default=2.0, help="weight of the other-brands distillation loss")
     p.add_argument("--out", default=None, help="work folder (default runs/brand-<BRAND>)")
-    p.add_argument("--regression", default=None, help="regression benchmark split (default data_cache/corpus_std/val)")
+    p.add_argument("--regression", default=None,
+                   help="regression benchmark split (default: data_cache/corpus_std/val if built, else the standard "
+                        "corpus's val split, built once into data_cache/corpus_gate_standard_s0 in under a minute)")
     p.add_argument("--tolerance", type=float, default=0.01, help="allowed regression µAP drop")
     p.add_argument("--min-brand-gain", type=float, default=0.0)
     p.add_argument("--no-promote", action="store_true", help="register a passing candidate without promoting it")

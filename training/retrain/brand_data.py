@@ -234,7 +234,7 @@ def anchor_images(parent: Bundle, brand: str, n_brands: int, seed: int, cache_di
                 imgs.append(resize_max(cv2.cvtColor(im, cv2.COLOR_BGR2RGB), side))
         desc.append(f"{len(imgs)} references of other brands from the parent index")
     rng = np.random.default_rng([seed, 98])
-    marks = other_brand_sources(n_brands, seed, cache_dir, skip=0, size=side // 2)
+    marks = other_brand_sources(n_brands, seed, cache_dir, skip=0, size=side // 2, exclude=brand)
     for _slug, mark in marks:
         views = reference_views(rng, mark, size=side)
         imgs.append(views["logo_clean"] if rng.random() < 0.5 else views["logo_product"])

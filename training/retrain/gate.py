@@ -10,9 +10,9 @@ both run (real pipeline: ONNX Runtime, region search, FAISS) over
     marks), scored at the *brand* level (a query's predictions collapse to the best score per
     brand; the true pair is (query, brand)): with ~100 near-identical references of one mark,
     "which brand" is the decision the verdict makes, not "which of its 100 images";
-(b) a fixed cross-brand regression benchmark (``data_cache/corpus_std/val`` when present, else a
-    tiny corpus built deterministically by ``build_corpus(..., size="tiny")``), scored with the
-    standard image-level µAP of DISC21.
+(b) a fixed cross-brand regression benchmark (``data_cache/corpus_std/val`` when present, else
+    the same standard val split built once, deterministically, by ``benchmark.regression_split``),
+    scored with the standard image-level µAP of DISC21.
 
 Rules (``GateConfig``): promote iff brand µAP(candidate) >= brand µAP(current) + ``min_brand_gain``
 and strictly greater (or both at the ceiling), and regression µAP(candidate) >=
@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -36,6 +37,7 @@ from brandguard.errors import BrandguardError, InputError
 from brandguard.evaluation.metrics import Prediction, evaluate, read_ground_truth, read_query_families
 from brandguard.evaluation.metrics import pr_curve as evaluation_pr_curve
 from brandguard.inputs import list_images
+from brandguard.training.runlog import progress_text
 
 REPORT_JSON = "gate_report.json"
 REPORT_MD = "gate_report.md"
@@ -200,11 +202,18 @@ def gate_decision(brand_scores: tuple[BenchScore, BenchScore] | None, regression
     return ("promote" if ok else "reject"), reasons
 
 
+def _split_images(split_dir: Path) -> int:
+    return sum(len(list_images(split_dir / sub)) for sub in ("references", "queries"))
+
+
 def run_gate(candidate: str | os.PathLike[str], current: str | os.PathLike[str], out: str | os.PathLike[str],
              regression: str | os.PathLike[str], brand: str | None = None,
              brand_benchmark: str | os.PathLike[str] | None = None, cfg: GateConfig = GateConfig(),
-             cache_dir: str | os.PathLike[str] | None = None) -> GateReport:
-    """Score both bundles, decide, and write the report (JSON, Markdown, PNG) into ``out``."""
+             cache_dir: str | os.PathLike[str] | None = None, log_to: Any = None) -> GateReport:
+    """Score both bundles, decide, and write the report (JSON, Markdown, PNG) into ``out``.
+
+    With ``log_to``, one line per scored (bundle, benchmark) with ``NN% ETA mm:ss`` of the gate,
+    weighted by the images each scoring embeds."""
     from brandguard.vision.bundle import Bundle
 
     cfg.validate()
@@ -212,15 +221,31 @@ def run_gate(candidate: str | os.PathLike[str], current: str | os.PathLike[str],
     out.mkdir(parents=True, exist_ok=True)
     cand_b, cur_b = Bundle.load(candidate), Bundle.load(current)
     cache = Path(cache_dir) if cache_dir is not None else None
+    jobs: list[tuple[str, Path, str]] = []
+    if brand_benchmark is not None:
+        jobs.append(("brand", Path(brand_benchmark), "brand"))
+    jobs.append(("regression", Path(regression), "image"))
+    sizes = {split: _split_images(split) for _, split, _ in jobs} if log_to is not None else {}
+    total = 2 * sum(sizes.values())
+    done, t0 = 0, time.perf_counter()
+    scores: dict[tuple[str, str], BenchScore] = {}
+    for name, split, level in jobs:
+        for side, b in (("candidate", cand_b), ("current", cur_b)):
+            t = time.perf_counter()
+            scores[(name, side)] = score_bundle(b.path, split, level, cfg, cache)
+            if log_to is not None:
+                done += sizes[split]
+                took = time.perf_counter() - t
+                print(f"[gate] {name} benchmark, {side}: µAP {scores[(name, side)].micro_ap:.4f} on "
+                      f"{sizes[split]} images in {took:.1f}s  {progress_text(done / total, time.perf_counter() - t0)}",
+                      file=log_to, flush=True)
     benches: dict[str, dict[str, Any]] = {}
     brand_pair = None
     if brand_benchmark is not None:
-        bb = Path(brand_benchmark)
-        brand_pair = (score_bundle(cand_b.path, bb, "brand", cfg, cache), score_bundle(cur_b.path, bb, "brand", cfg, cache))
-        benches["brand"] = {"split": str(bb), "candidate": brand_pair[0], "current": brand_pair[1]}
-    reg = Path(regression)
-    reg_pair = (score_bundle(cand_b.path, reg, "image", cfg, cache), score_bundle(cur_b.path, reg, "image", cfg, cache))
-    benches["regression"] = {"split": str(reg), "candidate": reg_pair[0], "current": reg_pair[1]}
+        brand_pair = (scores[("brand", "candidate")], scores[("brand", "current")])
+        benches["brand"] = {"split": str(Path(brand_benchmark)), "candidate": brand_pair[0], "current": brand_pair[1]}
+    reg_pair = (scores[("regression", "candidate")], scores[("regression", "current")])
+    benches["regression"] = {"split": str(Path(regression)), "candidate": reg_pair[0], "current": reg_pair[1]}
     decision, reasons = gate_decision(brand_pair, reg_pair, cfg)
     report = GateReport(decision=decision, reasons=reasons, brand=brand, candidate_sha256=cand_b.card.sha256,
                         current_sha256=cur_b.card.sha256, config=asdict(cfg), benchmarks=benches)
