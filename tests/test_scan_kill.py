@@ -33,7 +33,7 @@ def test_kill_9_during_scan_then_resume_exactly_once(tiny_bundle, tmp_path):
     cat.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "brandguard.cli.main", "scan", str(cat), "--bundle", str(tmp_path / "b"),
-           "--out", str(out), "--workers", "1", "--batch-size", "8", "--part-size", "40", "--no-progress", "--quiet", "--no-report"]
+           "--out", str(out), "--workers", "1", "--batch-size", "8", "--part-size", "20", "--no-progress", "--quiet", "--no-report"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     rng = np.random.default_rng(0)
     kills = 0
@@ -46,7 +46,7 @@ def test_kill_9_during_scan_then_resume_exactly_once(tiny_bundle, tmp_path):
         # wait until this run has committed at least one part, then kill at a random moment
         while proc.poll() is None and time.time() < deadline and len(list(parts.glob("part-*.parquet"))) <= before:
             time.sleep(0.05)
-        time.sleep(float(rng.uniform(0.0, 0.4)))
+        time.sleep(float(rng.uniform(0.0, 0.05)))  # soon: an idle machine finishes the rest in under a second
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the scanner and its decode workers, mid-flight
             kills += 1

@@ -879,6 +879,7 @@ def test_kill_9_during_reference_adds_keeps_each_reference_whole(tiny_bundle, tm
 
 
 # --------------------------------------------------------------------------- schema-driven fuzzing
+@pytest.mark.slow  # a fuzzing run (~30-50 s on 2 cores): make test-all; the named 5xx cases are in test_hostile_http
 def test_schemathesis_finds_no_server_errors(tiny_bundle, tmp_path):
     """Every operation of the OpenAPI schema, fuzzed (bounded) with an admin key: no 5xx answers."""
     cli = Path(sys.executable).with_name("schemathesis")
