@@ -139,7 +139,8 @@ def verify_bundle_dir(path: Path, check_index: bool = True) -> Bundle:
     (refuses an index built with another model). Raises BundleError / ReferenceIndexError."""
     bundle = Bundle.load(path)
     if check_index:
-        from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+        from brandguard.index.manifest import MANIFEST_FILE
+        from brandguard.index.store import ReferenceIndex
 
         if (bundle.path / MANIFEST_FILE).is_file():
             ReferenceIndex.load(bundle.path, bundle.card, threads=1).close()

@@ -39,6 +39,8 @@ import numpy as np
 
 from brandguard.artifacts import atomic_write_bytes, sha256_file
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
+from brandguard.index.manifest import (MANIFEST_FILE, IndexManifest, LocalSpec,
+                                       check_vocabulary, files_of, load_local, load_vocabulary, read_manifest)
 from brandguard.index.local_store import (KeypointSet, LocalIndex, choose_descriptor_factory,
                                           selected_search_params)
 
@@ -54,9 +56,6 @@ class ModelIdentity(Protocol):
     @property
     def embedding_dim(self) -> int: ...
 
-
-MANIFEST_FILE = "index.json"
-MANIFEST_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS refs (
@@ -133,59 +132,6 @@ class Match:
     @property
     def brand(self) -> str:
         return self.record.brand
-
-
-@dataclass(frozen=True)
-class IndexManifest:
-    factory: str
-    metric: str
-    dim: int
-    model_sha256: str
-    generation: int
-    index_file: str
-    db_file: str
-    count: int
-    index_sha256: str
-    created_at: float
-    updated_at: float
-    version: int = MANIFEST_VERSION
-    # The descriptor index of this generation (None: global embeddings only). Keys: extractor,
-    # spec_sha256, dim, factory, index_file, index_sha256, meta_file, meta_sha256, count.
-    local: dict | None = None
-    # The brands' vocabulary of this generation (None: none registered; every brand is then
-    # known by its id only). Keys: file, sha256, brands.
-    vocabulary: dict | None = None
-
-
-VOCABULARY_KEYS = ("names", "aliases", "zh")
-
-
-def check_vocabulary(vocabulary: object) -> dict[str, dict[str, list[str]]]:
-    """A vocabulary as the index stores it: ``{brand: {"names"|"aliases"|"zh": [str, ...]}}``."""
-    if not isinstance(vocabulary, dict):
-        raise InputError("a vocabulary must be an object keyed by brand")
-    out: dict[str, dict[str, list[str]]] = {}
-    for brand, entry in vocabulary.items():
-        if not isinstance(brand, str) or not brand or not isinstance(entry, dict):
-            raise InputError(f"vocabulary entry {brand!r} must be a non-empty brand id with an object")
-        if set(entry) - set(VOCABULARY_KEYS):
-            raise InputError(f"vocabulary of {brand!r} has unknown keys {sorted(set(entry) - set(VOCABULARY_KEYS))}")
-        terms = {}
-        for key, vals in entry.items():
-            if not isinstance(vals, list) or not all(isinstance(v, str) and v for v in vals):
-                raise InputError(f"vocabulary {brand}.{key} must be a list of non-empty strings")
-            terms[key] = list(vals)
-        out[brand] = terms
-    return out
-
-
-@dataclass(frozen=True)
-class LocalSpec:
-    """Which local features an index holds: refused unless the pipeline extracts the same."""
-
-    extractor: str
-    dim: int
-    spec_sha256: str
 
 
 def as_vectors(x: np.ndarray, dim: int) -> np.ndarray:
@@ -272,7 +218,7 @@ class ReferenceIndex:
                 "INSERT INTO refs (id, reference_id, brand, sku, kind, source, added_at, added_gen) "
                 "VALUES (?,?,?,?,?,?,?,1)",
                 [(i, r.reference_id, r.brand, r.sku, r.kind, r.source, now) for i, r in enumerate(records)])
-        old = _read_manifest(folder) if (folder / MANIFEST_FILE).is_file() else None
+        old = read_manifest(folder) if (folder / MANIFEST_FILE).is_file() else None
         local_index = None
         if local is not None:
             if local_spec is None or len(local) != len(records):
@@ -289,8 +235,8 @@ class ReferenceIndex:
         obj = cls(folder, index, manifest, db, local_index, vocabulary)
         obj._commit(manifest)
         if old is not None:  # the new index is committed: the old files can go
-            keep = _files_of(obj.manifest)
-            for name in _files_of(old):
+            keep = files_of(obj.manifest)
+            for name in files_of(old):
                 if name not in keep:
                     _unlink_quietly(folder / name)
         return obj
@@ -304,7 +250,7 @@ class ReferenceIndex:
         features is refused (its descriptors would be compared with incomparable ones)."""
         faiss.omp_set_num_threads(threads)
         folder = Path(folder)
-        manifest = _read_manifest(folder)
+        manifest = read_manifest(folder)
         if manifest.local is not None and local_spec is not None and (
                 manifest.local.get("spec_sha256") != local_spec.spec_sha256):
             raise ModelMismatchError(
@@ -350,9 +296,9 @@ class ReferenceIndex:
         vocabulary = None
         try:
             if manifest.local is not None and manifest.local.get("index_file"):
-                local = _load_local(folder, manifest.local)
+                local = load_local(folder, manifest.local)
             if manifest.vocabulary:
-                vocabulary = _load_vocabulary(folder, manifest.vocabulary)
+                vocabulary = load_vocabulary(folder, manifest.vocabulary)
         except ReferenceIndexError:
             db.close()
             raise
@@ -612,10 +558,10 @@ class ReferenceIndex:
             self._index = faiss.read_index(str(self.folder / old.index_file))
             tune_search(self._index)
             if old.local is not None and old.local.get("index_file"):
-                self.local = _load_local(self.folder, old.local)
+                self.local = load_local(self.folder, old.local)
             raise
-        keep = _files_of(self.manifest)
-        for name in _files_of(old):
+        keep = files_of(self.manifest)
+        for name in files_of(old):
             if name not in keep:
                 _unlink_quietly(self.folder / name)
 
@@ -625,7 +571,7 @@ class ReferenceIndex:
         with self._db:
             self._db.execute("DELETE FROM refs WHERE added_gen > ?", (g,))
             self._db.execute("UPDATE refs SET removed_gen = NULL WHERE removed_gen > ?", (g,))
-        keep = _files_of(self.manifest)
+        keep = files_of(self.manifest)
         for pattern in ("index-*.faiss", ".index-*.tmp", "local-*.faiss", "local-*.npz", ".local-*.tmp",
                         ".index.json.*.tmp", "vocabulary-*.json", ".vocabulary-*.tmp"):
             for stray in self.folder.glob(pattern):
@@ -666,66 +612,11 @@ class ReferenceIndex:
             self._db.close()
 
 
-def _read_manifest(folder: Path) -> IndexManifest:
-    mpath = folder / MANIFEST_FILE
-    if not mpath.is_file():
-        raise ReferenceIndexError(f"{folder} has no {MANIFEST_FILE}: build it with `brandguard index`")
-    try:
-        manifest = IndexManifest(**json.loads(mpath.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
-        raise ReferenceIndexError(f"{mpath} is not a valid index manifest: {exc}") from exc
-    if manifest.version != MANIFEST_VERSION:
-        raise ReferenceIndexError(f"index manifest version {manifest.version} unsupported (want {MANIFEST_VERSION})")
-    return manifest
-
-
 @dataclass(frozen=True)
 class _Keypoints:
     points: np.ndarray
     descriptors: np.ndarray
     image_size: tuple[int, int]
-
-
-def _files_of(manifest: IndexManifest) -> set[str]:
-    """Every file a committed manifest vouches for."""
-    names = {manifest.index_file, manifest.db_file}
-    if manifest.local:
-        names |= {manifest.local.get("index_file", ""), manifest.local.get("meta_file", "")}
-    if manifest.vocabulary:
-        names.add(manifest.vocabulary.get("file", ""))
-    return {n for n in names if n}
-
-
-def _load_vocabulary(folder: Path, m: dict) -> dict[str, dict[str, list[str]]]:
-    """Read and verify (checksum, shape) the vocabulary a manifest names."""
-    path = folder / str(m.get("file", ""))
-    if not path.is_file():
-        raise ReferenceIndexError(f"{path} is missing")
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != m.get("sha256"):
-        raise ReferenceIndexError(f"{path} checksum does not match the manifest: the file is corrupted or was replaced")
-    try:
-        return check_vocabulary(json.loads(data.decode("utf-8")))
-    except (UnicodeDecodeError, json.JSONDecodeError, InputError) as exc:
-        raise ReferenceIndexError(f"{path} is not a valid vocabulary: {exc}") from exc
-
-
-def _load_local(folder: Path, m: dict) -> LocalIndex:
-    """Read and verify (checksums, counts) the descriptor index a manifest names."""
-    blobs = []
-    for key in ("index", "meta"):
-        path = folder / m[f"{key}_file"]
-        if not path.is_file():
-            raise ReferenceIndexError(f"{path} is missing")
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != m[f"{key}_sha256"]:
-            raise ReferenceIndexError(f"{path} checksum does not match the manifest: the file is corrupted or "
-                                      "was replaced")
-        blobs.append(data)
-    local = LocalIndex.from_bytes(blobs[0], blobs[1], m["factory"], int(m["dim"]))
-    if len(local) != int(m["count"]):
-        raise ReferenceIndexError(f"descriptor index holds {len(local)} descriptors, manifest says {m['count']}")
-    return local
 
 
 def _unlink_quietly(path: Path) -> None:

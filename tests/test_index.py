@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
-from brandguard.index.store import MANIFEST_FILE, ReferenceIndex, ReferenceRecord, choose_factory
+from brandguard.index.manifest import MANIFEST_FILE
+from brandguard.index.store import ReferenceIndex, ReferenceRecord, choose_factory
 from brandguard.vision.bundle import ModelCard
 
 DIM = 32

@@ -15,7 +15,8 @@ import pytest
 
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
 from brandguard.index.local_store import LocalIndex
-from brandguard.index.store import MANIFEST_FILE, LocalSpec, ReferenceIndex, ReferenceRecord
+from brandguard.index.manifest import MANIFEST_FILE, LocalSpec
+from brandguard.index.store import ReferenceIndex, ReferenceRecord
 from brandguard.vision.bundle import ModelCard
 from brandguard.vision.local import LocalFeatures
 
@@ -326,7 +327,8 @@ def test_reference_index_refuses_other_local_features_and_corruption(tmp_path):
 
 WRITER = """
 import sys, numpy as np
-from brandguard.index.store import LocalSpec, ReferenceIndex, ReferenceRecord
+from brandguard.index.manifest import LocalSpec
+from brandguard.index.store import ReferenceIndex, ReferenceRecord
 from brandguard.vision.bundle import ModelCard
 from brandguard.vision.local import LocalFeatures
 card = ModelCard(name="t", architecture="t", input_size=64, embedding_dim=32, sha256="a" * 64)

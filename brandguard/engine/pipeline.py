@@ -121,7 +121,8 @@ class Pipeline:
         """
         from threadpoolctl import threadpool_limits
 
-        from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+        from brandguard.index.manifest import MANIFEST_FILE
+        from brandguard.index.store import ReferenceIndex
 
         threadpool_limits(limits=threads, user_api="blas")  # process-wide, like FAISS's omp setting
         if isinstance(depth, str):
@@ -620,7 +621,7 @@ DEFAULT_DEEP = DeepCalibration(
 
 def local_spec_of(card_local: dict):  # noqa: ANN201
     """The index's LocalSpec for a card's local_features (None: no local stage)."""
-    from brandguard.index.store import LocalSpec
+    from brandguard.index.manifest import LocalSpec
 
     cfg = LocalConfig.from_card(card_local)
     if cfg is None:

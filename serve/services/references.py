@@ -21,6 +21,7 @@ import anyio
 
 from brandguard.cases.db import NotFoundError
 from brandguard.errors import ImageDecodeError, InputError, ReferenceIndexError
+from brandguard.index.manifest import MANIFEST_FILE
 from brandguard.serve.batching import MicroBatcher
 from brandguard.serve.errors import ReferenceExistsError
 from brandguard.serve.schemas import NewReference
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # index.store loads FAISS: not at import time
     from brandguard.index.store import ReferenceRecord
     from brandguard.quarantine import Quarantine
 
-MANIFEST_NAME = "index.json"  # brandguard.index.store.MANIFEST_FILE (not imported: it pulls in FAISS)
 log = logging.getLogger("brandguard.serve")
 
 
@@ -74,7 +74,7 @@ class ReferenceCatalog:
     def _manifest_stamp(self) -> tuple[int, int, int] | None:
         """Identity of the committed manifest (it is replaced by rename, so the inode changes)."""
         try:
-            st = os.stat(self.pipeline.bundle.path / MANIFEST_NAME)
+            st = os.stat(self.pipeline.bundle.path / MANIFEST_FILE)
         except OSError:
             return None
         return st.st_ino, st.st_mtime_ns, st.st_size

@@ -71,7 +71,8 @@ def train_base(registry: str, out: str, minutes: float, deployment: str = DEFAUL
         current = reg.current(deployment)
     except BrandguardError:
         pass
-    from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+    from brandguard.index.manifest import MANIFEST_FILE
+    from brandguard.index.store import ReferenceIndex
 
     t = time.perf_counter()
     if current is not None and (current / MANIFEST_FILE).is_file():

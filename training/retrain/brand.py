@@ -384,7 +384,8 @@ def export_candidate(model: Any, parent: Parent, dest: Path, cfg: FinetuneConfig
 
 def reindex(candidate: Path, parent: Bundle, brand_rows: Sequence[ReferenceRow], threads: int) -> dict[str, Any]:
     """Index the parent's references (other brands; the brand's are replaced) + the brand's."""
-    from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+    from brandguard.index.manifest import MANIFEST_FILE
+    from brandguard.index.store import ReferenceIndex
     from brandguard.references import build_index
     from brandguard.engine.pipeline import Pipeline
 
@@ -528,7 +529,8 @@ class RunProgress:
 
 def _index_size(bundle: Bundle) -> int:
     """References in a bundle's index (0 without one): what a re-index has to embed again."""
-    from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+    from brandguard.index.manifest import MANIFEST_FILE
+    from brandguard.index.store import ReferenceIndex
 
     if not (bundle.path / MANIFEST_FILE).is_file():
         return 0

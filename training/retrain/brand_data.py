@@ -216,7 +216,8 @@ def anchor_images(parent: Bundle, brand: str, n_brands: int, seed: int, cache_di
     other brands (what production matches against), topped up with train-split marks."""
     from brandguard.datasets.augment.ops import ensure_rgb, resize_max
     from brandguard.datasets.augment.views import reference_views
-    from brandguard.index.store import MANIFEST_FILE, ReferenceIndex
+    from brandguard.index.manifest import MANIFEST_FILE
+    from brandguard.index.store import ReferenceIndex
 
     imgs: list[np.ndarray] = []
     desc: list[str] = []
