@@ -260,7 +260,8 @@ def score(listings: list[TextListing], verdicts: list) -> dict:
 
 def text_signal(listings: list[TextListing], verdicts: list, min_score: float) -> dict:
     """The text stage alone: the photo's best usable match (lookalike first, then score)."""
-    from brandguard.engine.textmarks import TextMatch, TextFindings
+    from brandguard.engine.textfusion import TextFindings
+    from brandguard.engine.textmarks import TextMatch
 
     decided, right = 0, 0
     for x, v in zip(listings, verdicts):
@@ -334,7 +335,7 @@ def run_std_split(split: Path, bundle: Path, threads: int, log) -> dict:  # noqa
 
 def run_text(cfg, model_bundle: Path, log=print, std_split: Path | None = None) -> dict:  # noqa: ANN001
     """The ``text`` section of results.json."""
-    from brandguard.engine.textmarks import TEXT_MIN_SCORE
+    from brandguard.engine.textfusion import TEXT_MIN_SCORE
     from brandguard.datasets.text_marks import cjk_font, latin_fonts
 
     mode = "quick" if cfg.quick else "full"

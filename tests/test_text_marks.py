@@ -13,8 +13,9 @@ from brandguard.cli.main import EXIT_ARTIFACT, EXIT_OK, main
 from brandguard.datasets.text_marks import Font, cjk_font, latin_fonts, paste_word, render_word
 from brandguard.engine.decide import ReferenceHit, Verdict
 from brandguard.engine.pipeline import DepthOptions, ListingHints, Pipeline
-from brandguard.engine.textmarks import (TextFindings, TextMatch, Vocabulary, fold, fuse_text, one_edit,
-                                         lookalike_form, parse_vocabulary, skeleton)
+from brandguard.engine.textfusion import TextFindings, fuse_text
+from brandguard.engine.textmarks import (TextMatch, Vocabulary, fold, lookalike_form, one_edit, parse_vocabulary,
+                                         skeleton)
 from brandguard.errors import BundleError, InputError
 from tests_helpers import blob_image, save
 

@@ -32,7 +32,8 @@ from brandguard.vision.verify import NO_GEOMETRY, Geometry, Verifier, to_work_gr
 from brandguard.vision.local import LocalConfig, LocalFeatures, describe_source
 from brandguard.vision.local_match import LocalMatch, MatchOptions, match_references
 from brandguard.engine.fusion import DeepCalibration, PairEvidence, with_gaps
-from brandguard.engine.textmarks import TextFindings, Vocabulary, fuse_text
+from brandguard.engine.textfusion import TextFindings, fuse_text
+from brandguard.engine.textmarks import Vocabulary
 from brandguard.vision.text import TextConfig, TextReader
 
 DEPTHS = ("fast", "thorough", "auto")
