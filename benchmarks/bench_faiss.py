@@ -72,7 +72,7 @@ def _qps(fn, nq: int, repeats: int) -> float:  # noqa: ANN001
 def bench_size(n: int, factory_n: int, dim: int, nq: int, threads: int, repeats: int, k: int = 10) -> FaissRun:
     import faiss
 
-    from brandguard.index.store import choose_factory, tune_search
+    from brandguard.index.factories import choose_factory, tune_search
 
     faiss.omp_set_num_threads(threads)
     factory = choose_factory(factory_n)
@@ -123,7 +123,7 @@ def estimate_10m(runs: list[FaissRun], dim: int) -> dict:
     training points x centroids, so the largest measured train time is scaled by that product
     (FAISS samples at most 256 points per centroid); add time scales with n x nlist.
     """
-    from brandguard.index.store import choose_factory
+    from brandguard.index.factories import choose_factory
 
     n = 10_000_000
     factory = choose_factory(n)

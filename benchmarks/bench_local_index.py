@@ -176,7 +176,8 @@ def bench_size(n: int, dim: int, nq: int, k: int, threads: int, seed: int, repea
                train_sample: int | None, log=print) -> dict:  # noqa: ANN001
     import faiss
 
-    from brandguard.index.local_store import LocalIndex, choose_descriptor_factory, tune_descriptor_search
+    from brandguard.index.factories import choose_descriptor_factory, tune_descriptor_search
+    from brandguard.index.local_store import LocalIndex
 
     faiss.omp_set_num_threads(threads)
     load_start = [round(x, 2) for x in os.getloadavg()]

@@ -181,7 +181,7 @@ def _faiss(f: dict) -> list[str]:
 def _local_index(li: dict) -> list[str]:
     k = li["k"]
     lines = ["## Descriptor index", "",
-             f"Local descriptors (`index/local_store.py`), dimension {li['dim']}, factory = `choose_descriptor_factory(n)`, "
+             f"Local descriptors (`index/local_store.py`, size rules in `index/factories.py`), dimension {li['dim']}, factory = `choose_descriptor_factory(n)`, "
              f"built through `LocalIndex.add` in chunks; {li['data']}. {li['n_queries']} query descriptors searched "
              f"through `LocalIndex.search` in batches of {li['query_batch']}, k={k}, {li['threads']} threads, median of "
              f"{li['repeats']} run(s), at the nprobe `tune_descriptor_search` sets. recall = the index's top 1 is the "

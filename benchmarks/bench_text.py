@@ -223,7 +223,8 @@ def build_bundle(root: Path, model_bundle: Path) -> Path:
 def judge_all(bundle: Path, listings: list[TextListing], depth: str, text: bool, threads: int,
               batch: int = 32) -> dict:
     """Verdicts of every listing through ``Pipeline.check`` (titles as hints), with timings."""
-    from brandguard.engine.pipeline import DepthOptions, ListingHints, Pipeline
+    from brandguard.engine.pipeline import Pipeline
+    from brandguard.engine.routing import DepthOptions, ListingHints
 
     pipe = Pipeline.from_bundle(bundle, threads=threads, require_index=True, depth=DepthOptions(depth, text=text))
     if text and pipe.text_config is not None:
@@ -311,7 +312,8 @@ def _cost(run: dict, n: int) -> dict:
 
 def run_std_split(split: Path, bundle: Path, threads: int, log) -> dict:  # noqa: ANN001
     """Fused µAP (thorough) on a DISC21-style split with and without the text stage."""
-    from brandguard.engine.pipeline import DepthOptions, Pipeline
+    from brandguard.engine.pipeline import Pipeline
+    from brandguard.engine.routing import DepthOptions
     from brandguard.evaluation.metrics import evaluate, read_ground_truth, read_query_families
     from brandguard.evaluation.predictions import predict
 

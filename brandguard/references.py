@@ -27,7 +27,8 @@ from brandguard.engine.background import META_FILE as BACKGROUND_META
 from brandguard.engine.background import VECTORS_FILE as BACKGROUND_VECTORS
 from brandguard.engine.decide import CALIBRATION_FILE
 from brandguard.vision.local import describe_reference
-from brandguard.engine.pipeline import DepthOptions, Pipeline, local_spec_of
+from brandguard.engine.pipeline import Pipeline, local_spec_of
+from brandguard.engine.routing import DepthOptions
 from brandguard.quarantine import Conflict, HeldReference, Quarantine
 
 STORE_DIR = "references"

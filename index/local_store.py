@@ -14,7 +14,6 @@ arrays stay sorted by id and a lookup is a binary search.
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -22,6 +21,7 @@ import faiss
 import numpy as np
 
 from brandguard.errors import InputError, ReferenceIndexError
+from brandguard.index.factories import selected_search_params, tune_descriptor_search
 
 DEFAULT_NEIGHBOURS = 5
 
@@ -32,59 +32,6 @@ class KeypointSet(Protocol):
     points: np.ndarray
     descriptors: np.ndarray
     image_size: tuple[int, int]
-
-
-def choose_descriptor_factory(n_descriptors: int) -> str:
-    """Declarative FAISS factory for ``n_descriptors`` local descriptors (L2 on unit vectors).
-
-    Exact below 20k (a thousand query descriptors against 20k is ~2.6 GFLOP, tens of ms);
-    IVF with exact residuals up to 1M; 8-bit scalar quantisation up to 8M (1/4 the memory,
-    RootSIFT values live in [0, 1]); IVF-PQ beyond, where memory per descriptor decides.
-    IVF stores the ids itself, so no ID map (whose hash table costs ~40 bytes a descriptor); the
-    small exact index uses IDMap2, whose reverse map lets a rebuild take its vectors back.
-    """
-    if n_descriptors < 20_000:
-        return "IDMap2,Flat"  # IDMap2 can give vectors back by id (a rebuild needs that)
-    nlist = _nlist(n_descriptors)
-    if n_descriptors < 1_000_000:
-        return f"IVF{nlist},Flat"
-    if n_descriptors < 8_000_000:
-        return f"IVF{nlist},SQ8"
-    return f"IVF{nlist},PQ32"
-
-
-def _nlist(n: int) -> int:
-    """Power of two near 4·sqrt(n), with at least 39 training points per list."""
-    target = 1 << max(6, int(round(math.log2(4 * math.sqrt(max(n, 1))))))
-    while target > 64 and n < 39 * target:
-        target //= 2
-    return min(target, 65536)
-
-
-def selected_search_params(index: faiss.Index, selector: "faiss.IDSelector") -> "faiss.SearchParameters":
-    """Search parameters that keep only ``selector``'s ids, at the index's own ``nprobe``.
-
-    A new object per call: FAISS's ID-map wrapper swaps the selector inside the parameters
-    while it searches, so sharing one between threads would race."""
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return faiss.SearchParameters(sel=selector)
-    return faiss.SearchParametersIVF(sel=selector, nprobe=int(ivf.nprobe))
-
-
-def tune_descriptor_search(index: faiss.Index, nprobe: int | None = None) -> None:
-    """IVF ``nprobe`` for descriptors: 1/128 of the lists, at least 8 (votes tolerate misses), at
-    most 128: at 10M descriptors (IVF16384,PQ32) recall@1 is 0.91 at 128, 256 and 512 alike
-    (the compression caps it), and 128 searches twice as fast as 256 (make bench). On the test
-    split (IVF1024 over 64k descriptors) nprobe 8 gave the same thorough µAP as 16 (0.578) and
-    cut the scanner's judge step from 45 to 26 ms per listing."""
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return
-    n = nprobe if nprobe is not None else max(8, min(128, int(ivf.nlist) // 128))
-    ivf.nprobe = min(int(n), int(ivf.nlist))
 
 
 @dataclass(frozen=True)

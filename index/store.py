@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sqlite3
 import time
@@ -41,8 +40,9 @@ from brandguard.artifacts import atomic_write_bytes, sha256_file
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
 from brandguard.index.manifest import (MANIFEST_FILE, IndexManifest, LocalSpec,
                                        check_vocabulary, files_of, load_local, load_vocabulary, read_manifest)
-from brandguard.index.local_store import (KeypointSet, LocalIndex, choose_descriptor_factory,
-                                          selected_search_params)
+from brandguard.index.factories import (choose_descriptor_factory, choose_factory, selected_search_params,
+                                        tune_search)
+from brandguard.index.local_store import KeypointSet, LocalIndex
 
 
 class ModelIdentity(Protocol):
@@ -73,38 +73,6 @@ CREATE INDEX IF NOT EXISTS refs_brand ON refs(brand);
 CREATE INDEX IF NOT EXISTS refs_rid ON refs(reference_id);
 """
 _VISIBLE = "added_gen <= ? AND (removed_gen IS NULL OR removed_gen > ?)"
-
-
-DEFAULT_NPROBE = 32
-
-
-def tune_search(index: faiss.Index, nprobe: int | None = None) -> None:
-    """Set IVF ``nprobe`` (FAISS defaults to 1: recall@1 ~0.5 at 100k); no-op for exact indexes.
-
-    Default: 32 lists, or 1/32 of them for bigger indexes (make bench: nprobe 32 gives recall@1
-    0.96 at 100k / IVF1024 but 0.85 at 1M / IVF4096, where 128 keeps the same share).
-    """
-    try:
-        ivf = faiss.extract_index_ivf(index)
-    except RuntimeError:
-        return
-    n = nprobe if nprobe is not None else max(DEFAULT_NPROBE, int(ivf.nlist) // 32)
-    ivf.nprobe = min(int(n), int(ivf.nlist))
-
-
-def choose_factory(n_vectors: int) -> str:
-    """Declarative FAISS factory string for an index of ``n_vectors`` references.
-
-    Exact inner product below 100k (a few ms per query at that size); IVF with a flat
-    residual up to a few million (supports removal, unlike HNSW); IVF-PQ with OPQ beyond,
-    where memory per vector matters more than the last point of recall.
-    """
-    if n_vectors < 100_000:
-        return "IDMap2,Flat"
-    if n_vectors < 3_000_000:
-        nlist = 1 << max(10, int(round(math.log2(4 * math.sqrt(n_vectors)))))
-        return f"IDMap2,IVF{nlist},Flat"
-    return "IDMap2,OPQ32,IVF65536,PQ32"
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ def test_ablation_report_from_results(tmp_path: Path) -> None:
 @pytest.mark.slow  # one real `bench-quick` run in a subprocess (~60 s): make test-all
 def test_faiss_sizes_factories_and_recall(quick_run) -> None:
     r, _, _ = quick_run
-    from brandguard.index.store import choose_factory
+    from brandguard.index.factories import choose_factory
 
     f = r["faiss"]
     assert f["dim"] == r["model"]["embedding_dim"]
@@ -179,7 +179,7 @@ def test_faiss_sizes_factories_and_recall(quick_run) -> None:
     assert flat["search"][0]["recall_at_1"] == 1.0  # exact search agrees with brute force
     probes = [row["nprobe"] for row in ivf["search"]]
     assert probes[0] == 1 and probes == sorted(probes)
-    from brandguard.index.store import DEFAULT_NPROBE
+    from brandguard.index.factories import DEFAULT_NPROBE
 
     defaults = [row["nprobe"] for row in ivf["search"] if row.get("product_default")]
     nlist = int(ivf["factory"].split("IVF")[1].split(",")[0])

@@ -21,13 +21,8 @@ from brandguard.errors import InputError  # noqa: E402
 from brandguard.training.checkpoint import save_weights  # noqa: E402
 from brandguard.training.losses import supcon  # noqa: E402
 from brandguard.training.retrain.benchmark import mark_from_reference, regression_split  # noqa: E402
-from brandguard.training.retrain.brand import (  # noqa: E402
-    FinetuneConfig,
-    Parent,
-    WeightsMismatchError,
-    load_parent_model,
-    onboard_brand,
-)
+from brandguard.training.retrain.brand import FinetuneConfig, onboard_brand  # noqa: E402
+from brandguard.training.retrain.parent import Parent, WeightsMismatchError, load_parent_model  # noqa: E402
 from brandguard.training.retrain.brand_data import (  # noqa: E402
     make_brand_references,
     read_brand_references,
@@ -227,7 +222,7 @@ def test_train_brand_seeds_a_missing_registry_with_the_shipped_model(shipped_bun
     import io
 
     from brandguard.registry import RegistryError
-    from brandguard.training.retrain.brand import resolve_parent
+    from brandguard.training.retrain.parent import resolve_parent
 
     cfg = FinetuneConfig(brand=BRAND, references=str(tmp_path), out=str(tmp_path / "work"),
                          registry=str(tmp_path / "REG"))

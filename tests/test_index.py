@@ -9,7 +9,8 @@ import pytest
 
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
 from brandguard.index.manifest import MANIFEST_FILE
-from brandguard.index.store import ReferenceIndex, ReferenceRecord, choose_factory
+from brandguard.index.factories import choose_factory
+from brandguard.index.store import ReferenceIndex, ReferenceRecord
 from brandguard.vision.bundle import ModelCard
 
 DIM = 32

@@ -14,7 +14,8 @@ from brandguard.cli.main import EXIT_OK, main
 from brandguard.datasets.logos import get_logo_source, render_logo
 from brandguard.datasets.photos import load_photo, skimage_photos
 from brandguard.vision.local import SiftExtractor, describe_rgb
-from brandguard.engine.pipeline import DepthOptions, ListingHints, Pipeline
+from brandguard.engine.pipeline import Pipeline
+from brandguard.engine.routing import DepthOptions, ListingHints
 from tests_helpers import save
 
 BRANDS = ("cocacola", "apple", "starbucks", "ferrari")

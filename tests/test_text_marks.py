@@ -12,7 +12,8 @@ import pytest
 from brandguard.cli.main import EXIT_ARTIFACT, EXIT_OK, main
 from brandguard.datasets.text_marks import Font, cjk_font, latin_fonts, paste_word, render_word
 from brandguard.engine.decide import ReferenceHit, Verdict
-from brandguard.engine.pipeline import DepthOptions, ListingHints, Pipeline
+from brandguard.engine.pipeline import Pipeline
+from brandguard.engine.routing import DepthOptions, ListingHints
 from brandguard.engine.textfusion import TextFindings, fuse_text
 from brandguard.engine.textmarks import (TextMatch, Vocabulary, fold, lookalike_form, one_edit, parse_vocabulary,
                                          skeleton)

@@ -74,6 +74,6 @@ def add_depth_args(p: argparse.ArgumentParser) -> None:
 
 
 def depth_options(args: argparse.Namespace):  # noqa: ANN202
-    from brandguard.engine.pipeline import DepthOptions
+    from brandguard.engine.routing import DepthOptions
 
     return DepthOptions(args.depth, args.audit_share, text=args.text)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import time
-import unicodedata
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -33,46 +31,11 @@ from brandguard.vision.local import LocalConfig, LocalFeatures, describe_source
 from brandguard.vision.local_match import LocalMatch, MatchOptions, match_references
 from brandguard.engine.fusion import DeepCalibration, PairEvidence, with_gaps
 from brandguard.engine.textfusion import TextFindings, fuse_text
+from brandguard.engine.routing import DepthOptions, ListingHints, fold_name, title_names_brand
 from brandguard.engine.textmarks import Vocabulary
 from brandguard.vision.text import TextConfig, TextReader
 
-DEPTHS = ("fast", "thorough", "auto")
-DEFAULT_DEPTH = "auto"
 NEIGHBOURS = 5
-
-
-@dataclass(frozen=True)
-class DepthOptions:
-    """Which listings go through the local stage.
-
-    ``fast``: none (global embedding and the keypoint check of its best candidate).
-    ``thorough``: every listing. ``auto``: listings that a cheap signal points at: the best
-    global score reaches the calibrated gate, a brand hint or a title names a registered
-    brand, or a random audit draw (``audit_share``) picks it.
-
-    ``text``: in ``thorough`` and ``auto`` depth, brand names written in the photo are read
-    (OCR) on the listings that go through the local stage, and matched with the title against
-    the brands' vocabulary (README, "Text marks"); False turns the text stage off.
-    """
-
-    depth: str = DEFAULT_DEPTH
-    audit_share: float = 0.0
-    seed: int = 0
-    text: bool = True
-
-    def __post_init__(self) -> None:
-        if self.depth not in DEPTHS:
-            raise InputError(f"depth must be one of {', '.join(DEPTHS)}, got {self.depth!r}")
-        if not 0.0 <= self.audit_share <= 1.0:
-            raise InputError(f"audit share must be in [0, 1], got {self.audit_share}")
-
-
-@dataclass(frozen=True)
-class ListingHints:
-    """What a catalogue row says besides the image (routes ``auto`` depth)."""
-
-    brand_hint: str = ""
-    title: str = ""
 
 
 class Pipeline:
@@ -275,9 +238,9 @@ class Pipeline:
             if hits and hits[0].score >= gate:
                 routes[i] = "global score"
             elif h is not None and (h.brand_hint or h.title):
-                brands = brands if brands is not None else {_norm(b): b for b in (
+                brands = brands if brands is not None else {fold_name(b): b for b in (
                     [scope] if scope is not None else self.index.brands())}
-                if h.brand_hint and _norm(h.brand_hint) in brands:
+                if h.brand_hint and fold_name(h.brand_hint) in brands:
                     routes[i] = "brand hint"
                 elif h.title and depth.text and self.text_config is not None:
                     # (#18) the title through the vocabulary: names, aliases, Chinese names, lookalikes
@@ -285,7 +248,7 @@ class Pipeline:
                     if found:
                         routes[i] = ("title names a brand" if any(m.kind == "exact" for m in found)
                                      else "title has a lookalike brand name")
-                elif h.title and _names_brand(h.title, brands):
+                elif h.title and title_names_brand(h.title, brands):
                     routes[i] = "title names a brand"
             if i not in routes and depth.audit_share > 0 and self._audit.random() < depth.audit_share:
                 routes[i] = "audit"
@@ -629,16 +592,3 @@ def local_spec_of(card_local: dict):  # noqa: ANN201
         return None
     dim = 64 if cfg.extractor == "xfeat" else 128
     return LocalSpec(cfg.extractor, dim, cfg.spec_sha256())
-
-
-def _norm(text: str) -> str:
-    """Brand names compare folded: case, width, accents and punctuation removed."""
-    t = unicodedata.normalize("NFKD", text).casefold()
-    return re.sub(r"[\W_]+", "", "".join(c for c in t if not unicodedata.combining(c)))
-
-
-def _names_brand(title: str, brands: dict[str, str]) -> bool:
-    """True when a registered brand's folded name appears as a whole word run in the title."""
-    words = [_norm(w) for w in re.split(r"\s+", title) if _norm(w)]
-    joined = {"".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, min(len(words), i + 3) + 1)}
-    return any(b in joined for b in brands if len(b) >= 3)

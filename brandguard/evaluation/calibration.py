@@ -33,7 +33,8 @@ from brandguard.references import build_index, new_bundle_from
 from brandguard.vision.bundle import Bundle
 from brandguard.engine.decide import CALIBRATION_FILE, Calibration
 from brandguard.engine.fusion import DeepCalibration
-from brandguard.engine.pipeline import DepthOptions, Pipeline
+from brandguard.engine.pipeline import Pipeline
+from brandguard.engine.routing import DepthOptions
 
 
 
@@ -250,7 +251,7 @@ def judge_split_deep(pipe: Pipeline, split_dir: Path, threads: int = 1, progress
     from tqdm import tqdm
 
     from brandguard.errors import ImageDecodeError
-    from brandguard.engine.pipeline import DepthOptions
+    from brandguard.engine.routing import DepthOptions
 
     info = read_query_families(split_dir / "queries.csv")
     gt = read_ground_truth(split_dir / "ground_truth.csv")

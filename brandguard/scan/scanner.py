@@ -33,7 +33,8 @@ from brandguard.scan.results import (FINAL_SCHEMA, FLAGGED, RESULT_SCHEMA, Resul
                                      records_table, verdict_row)
 from brandguard.scan.worker import Fingerprint, Prepared, fingerprint, init_worker, prepare_row
 from brandguard.artifacts import atomic_write_bytes
-from brandguard.engine.pipeline import ListingHints, Pipeline
+from brandguard.engine.pipeline import Pipeline
+from brandguard.engine.routing import ListingHints
 
 if TYPE_CHECKING:  # the leads store is imported only when a scan records leads
     from brandguard.cases.policy import LeadDecision, LeadPolicy

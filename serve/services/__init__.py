@@ -54,7 +54,8 @@ class Service:
         """Load the bundle (verified, index required) and the leads database; start the batcher."""
         import cv2
 
-        from brandguard.engine.pipeline import DepthOptions, Pipeline
+        from brandguard.engine.pipeline import Pipeline
+        from brandguard.engine.routing import DepthOptions
         from brandguard.vision.decode import DecodeLimits
 
         cv2.setNumThreads(settings.threads)

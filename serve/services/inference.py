@@ -95,7 +95,7 @@ class Inference:
 
     async def _judge_admitted(self, images: Sequence[bytes], listings: Sequence[ListingFields], ticket: Ticket,
                               deadline: float, brand: str | None) -> list[Judged]:
-        from brandguard.engine.pipeline import DepthOptions, ListingHints
+        from brandguard.engine.routing import DepthOptions, ListingHints
 
         costs = await self.lanes.costs(images)
         prepared: list = over_budget(costs, self.settings.decode_budget_bytes)

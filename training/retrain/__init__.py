@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from brandguard.training.retrain.brand import FinetuneError
+    from brandguard.training.retrain.parent import FinetuneError
 
     parser = argparse.ArgumentParser(prog="python -m brandguard.training.retrain")
     add_arguments(parser)

@@ -40,25 +40,23 @@ import math
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
 from brandguard.artifacts import atomic_write_bytes
-from brandguard.errors import BrandguardError, InputError
-from brandguard.inputs import ReferenceRow, list_images
+from brandguard.errors import InputError
+from brandguard.inputs import ReferenceRow
 from brandguard.registry import DEFAULT_DEPLOYMENT, WEIGHTS_FILE, Registry
 from brandguard.training.checkpoint import save_weights
 from brandguard.training.losses import supcon
 from brandguard.training.retrain.benchmark import (
     BenchSource,
     build_brand_benchmark,
-    cached_regression_split,
     imread_rgb,
     mark_from_reference,
     other_brand_sources,
@@ -73,16 +71,10 @@ from brandguard.training.retrain.brand_data import (
     split_holdout,
 )
 from brandguard.training.retrain.gate import GateConfig, GateReport, run_gate
-from brandguard.training.runlog import clock, progress_text
+from brandguard.training.retrain.parent import Parent, load_parent_model, resolve_parent
+from brandguard.training.retrain.progress import RunProgress, expect_stages
+from brandguard.training.runlog import progress_text
 from brandguard.vision.bundle import Bundle, write_bundle
-
-
-class FinetuneError(BrandguardError):
-    """Fine-tuning cannot start or finish (no weights for the parent model, no references...)."""
-
-
-class WeightsMismatchError(FinetuneError):
-    """The torch weights given for a bundle do not reproduce its ONNX model's embeddings."""
 
 
 @dataclass
@@ -157,96 +149,6 @@ class FinetuneResult:
     tune: dict[str, Any]
     calibration: dict[str, Any]
     training_data: dict[str, Any]
-
-
-# --------------------------------------------------------------------------- parent model
-
-
-@dataclass(frozen=True)
-class Parent:
-    bundle: Bundle
-    weights: Path | None  # None: recovered from the bundle's model.onnx (weights_from_onnx)
-    version: str | None
-
-
-def seed_registry(root: str | Path, deployment: str = DEFAULT_DEPLOYMENT, log_to: Any = sys.stderr) -> Registry:
-    """A new registry whose first version (v0001) is the shipped default bundle, promoted.
-
-    Why: ``train brand --registry REG`` is how a brand is onboarded, and on a fresh install there
-    is no registry yet; the shipped model is what would serve the brand today, so it is what the
-    first fine-tune starts from and what the gate compares against. It has no gate of its own
-    (nothing to compare it with), so its promotion is forced and the history records that."""
-    from brandguard.vision.bundle import default_bundle_path
-
-    src = default_bundle_path()
-    print(f"[onboard] registry {root} does not exist: creating it with the shipped default model ({src.name}) "
-          f"as its first version", file=log_to, flush=True)
-    reg = Registry(root, create=True)
-    version = reg.register(src, metadata={"notes": {"kind": "base", "source": "shipped default bundle",
-                                                    "seeded_by": "brandguard train brand"}})
-    reg.promote(version, deployment, force=True,
-                note="seeded from the shipped default bundle by `train brand`: no gate, nothing to compare with")
-    print(f"[onboard] registry {root}: {version} = shipped default model, serving deployment {deployment!r}",
-          file=log_to, flush=True)
-    return reg
-
-
-def _absent(path: Path) -> bool:
-    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
-
-
-def resolve_parent(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> Parent:
-    """The bundle being replaced and the torch weights it was exported from.
-
-    A registry path that does not exist yet is created and seeded with the shipped model
-    (``seed_registry``). Without ``--weights`` and without a ``weights.pt`` beside the bundle,
-    the weights are recovered from its ONNX file (``load_parent_model`` checks them either way)."""
-    version = None
-    if cfg.registry is not None:
-        root = Path(cfg.registry)
-        reg = seed_registry(root, cfg.deployment, log_to) if _absent(root) else Registry(root)
-        version = reg.current_version(cfg.deployment)
-        bundle = reg.verify(version)
-        weights = Path(cfg.weights) if cfg.weights else reg.weights(version)
-    else:
-        bundle = Bundle.load(cfg.from_bundle)  # type: ignore[arg-type]
-        weights = Path(cfg.weights) if cfg.weights else bundle.path / WEIGHTS_FILE
-    if cfg.weights and not Path(cfg.weights).is_file():
-        raise FinetuneError(f"--weights {cfg.weights} is not a file")
-    if weights is not None and not weights.is_file():
-        weights = None
-    if weights is None:
-        print(f"[onboard] {bundle.path} has no {WEIGHTS_FILE}: recovering the torch weights from its "
-              f"{bundle.model_path.name} (checked against it below)", file=log_to, flush=True)
-    return Parent(bundle, weights, version)
-
-
-def load_parent_model(parent: Parent, tol: float = 1e-3, log_to: Any = sys.stderr) -> Any:
-    """Rebuild the torch model and prove it is the bundle's model: same embeddings as its ONNX."""
-    import torch
-
-    from brandguard.training.checkpoint import model_from_checkpoint, model_from_onnx
-    from brandguard.training.export import ort_embed, ort_session
-
-    source = str(parent.weights) if parent.weights is not None else f"weights recovered from {parent.bundle.model_path}"
-    if parent.weights is not None:
-        model, _ = model_from_checkpoint(parent.weights)
-    else:
-        model = model_from_onnx(parent.bundle)
-    card = parent.bundle.card
-    if model.cfg.input_size != card.input_size or model.cfg.dim != card.embedding_dim:
-        raise WeightsMismatchError(f"{source}: input {model.cfg.input_size}/dim {model.cfg.dim} but the "
-                                   f"bundle's card says {card.input_size}/{card.embedding_dim}")
-    x = np.random.default_rng(0).normal(size=(4, 3, card.input_size, card.input_size)).astype(np.float32)
-    with torch.no_grad():
-        ref = model(torch.from_numpy(x)).numpy()
-    got = ort_embed(ort_session(parent.bundle.model_path.read_bytes()), x)
-    diff = float(np.abs(ref - got).max())
-    if not diff <= tol:
-        raise WeightsMismatchError(f"{source} does not reproduce {parent.bundle.path}'s model "
-                                   f"(max |diff| {diff:.3g} > {tol:g})")
-    print(f"[onboard] parent model: {source}, torch vs ONNX max |diff| {diff:.2g}", file=log_to, flush=True)
-    return model
 
 
 # --------------------------------------------------------------------------- the loop
@@ -469,64 +371,6 @@ def benchmark_inputs(work: Path, cfg: FinetuneConfig) -> tuple[list[BenchSource]
 
 # Seconds per image, one thread on the shared 2-core development machine: only to tell the person
 # waiting how long the stages without progress of their own will take.
-_EST_S = {"bench": 0.01, "index": 0.1, "judge": 0.08, "score": 0.0035}
-_EST_REGRESSION_BUILD_S = 30.0
-_EST_STANDARD_VAL_IMAGES = 2918  # references + queries of the standard corpus's val split (seed 0)
-
-
-class RunProgress:
-    """The onboarding's stage lines: each stage's time, then the whole run's ``NN% ETA mm:ss``.
-
-    Why estimated: the fine-tune's budget is known, but building benchmarks, indexing,
-    calibrating and gating take as long as the images they process, so they are estimated from
-    image counts (``expect``). A stage with no progress of its own ticks (``ticking``) while it runs."""
-
-    def __init__(self, log_to: Any, tick_s: float = 15.0) -> None:
-        self.log_to, self.tick_s = log_to, tick_s
-        self.t0 = self.last = time.perf_counter()
-        self.est: dict[str, float] = {}
-        self.timings: dict[str, float] = {}
-
-    def expect(self, **seconds: float) -> None:
-        self.est.update(seconds)
-
-    def remaining(self) -> float:
-        return sum(v for n, v in self.est.items() if n not in self.timings)
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        took, self.last = now - self.last, now
-        self.timings[name] = round(took, 1)
-        elapsed, left = now - self.t0, self.remaining()
-        print(f"[onboard] {name}: {took:.1f}s  run {progress_text(elapsed / (elapsed + left), elapsed, left)}",
-              file=self.log_to, flush=True)
-
-    @contextmanager
-    def ticking(self, name: str, what: str) -> Iterator[None]:
-        """Say what stage ``name`` does, then an estimated ``≈NN% ETA`` every ``tick_s`` until it ends."""
-        import threading
-
-        est = self.est.get(name, 0.0)
-        print(f"[onboard] {name}: {what} (≈{clock(est)})", file=self.log_to, flush=True)
-        stop = threading.Event()
-        start = time.perf_counter()
-
-        def tick() -> None:
-            while not stop.wait(self.tick_s):
-                el = time.perf_counter() - start
-                frac = min(0.99, el / est) if est > 0 else 0.99
-                print(f"[onboard] {name}: {el:.0f}s ≈{progress_text(frac, el, max(0.0, est - el)).strip()}",
-                      file=self.log_to, flush=True)
-
-        thread = threading.Thread(target=tick, name=f"progress-{name}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-
 def _index_size(bundle: Bundle) -> int:
     """References in a bundle's index (0 without one): what a re-index has to embed again."""
     from brandguard.index.manifest import MANIFEST_FILE
@@ -571,7 +415,7 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
         "feedback_lead_ids_sha256": hashlib.sha256(json.dumps(feedback.lead_ids).encode()).hexdigest(),
         "feedback_sha256": files_digest([p for p, _ in feedback.positives] + [p for p, _ in feedback.negatives]),
     }
-    _expect(run, cfg, len(rows), n_other, len(held_rows), len(feedback.positives) + len(feedback.negatives))
+    expect_stages(run, cfg, len(rows), n_other, len(held_rows), len(feedback.positives) + len(feedback.negatives))
     lap("load")
 
     # The regression benchmark first: building it (once) is the longest step before the fine-tune.
@@ -652,23 +496,6 @@ def onboard_brand(cfg: FinetuneConfig, log_to: Any = sys.stderr) -> FinetuneResu
                             {k: v for k, v in cal_rep.items() if k != "report"}, training_data)
     atomic_write_bytes(work / "result.json", (json.dumps(asdict(result), indent=2, sort_keys=True, default=str) + "\n").encode())
     return result
-
-
-def _expect(run: RunProgress, cfg: FinetuneConfig, n_refs: int, n_other: int, n_held: int, n_feedback: int) -> None:
-    """The stage estimates ``RunProgress`` needs, from the image counts each stage will process."""
-    reg = Path(cfg.regression) if cfg.regression else cached_regression_split(cfg.cache_dir, cfg.seed)
-    reg_images = _EST_STANDARD_VAL_IMAGES
-    if reg is not None and (reg / "queries").is_dir():
-        reg_images = sum(len(list_images(reg / sub)) for sub in ("references", "queries"))
-    others = 60  # benchmark_inputs: 30 other brands x 2 references
-    bench = n_refs + others + n_held * 4 * cfg.bench_per_reference + 24 * cfg.bench_per_reference
-    calib = n_refs + others + n_held * 4 + 24 + n_feedback
-    budget = cfg.minutes * 60.0
-    run.expect(regression=0.0 if reg is not None else _EST_REGRESSION_BUILD_S,
-               benchmarks=_EST_S["bench"] * (bench + calib), views_setup=1.0 + 0.01 * n_refs,
-               finetune=min(budget, cfg.steps * 1.0) if cfg.steps else budget, export=3.0,
-               index=_EST_S["index"] * (n_refs + n_other), calibrate=_EST_S["judge"] * calib,
-               gate=_EST_S["score"] * 2 * (bench + reg_images), register=2.0 if cfg.registry else 0.0)
 
 
 def _gate_metrics(report: GateReport) -> dict[str, Any]:
