@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from brandguard.errors import BundleError, InputError
+from brandguard.vision.agreement import LISTING_THUMB_SIDE, thumbnail
 
 QUERY_SIDE = 640  # long side a listing photo is described at (small marks need the pixels)
 REFERENCE_SIDE = 512  # long side a reference image is described at
@@ -39,6 +40,9 @@ class LocalFeatures:
     # mirrored knockoffs; None when not computed. SIFT gets them by permuting bins.
     mirror_points: np.ndarray | None = None
     mirror_descriptors: np.ndarray | None = None
+    # A small grey copy of the image (vision/agreement.py): which of a brand's references the
+    # listing was made from is told by the pixels around the keypoints, not the keypoints.
+    thumb: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -155,6 +159,7 @@ def describe_rgb(extractor: LocalExtractor, rgb: np.ndarray, original_size: tupl
     """
     gray, to_rgb = to_gray(rgb, side, upscale)
     pts, desc = extractor.extract(gray)
+    thumb = thumbnail(gray, LISTING_THUMB_SIDE)
     h, w = rgb.shape[:2]
     gw = gray.shape[1]
     scale = np.float32([to_rgb * original_size[0] / w, to_rgb * original_size[1] / h])
@@ -173,7 +178,7 @@ def describe_rgb(extractor: LocalExtractor, rgb: np.ndarray, original_size: tupl
     if len(pts):
         pts = pts * scale
     return LocalFeatures(np.ascontiguousarray(pts, np.float32).reshape(-1, 2), np.ascontiguousarray(desc, np.float32),
-                         (int(original_size[0]), int(original_size[1])), mpts, mdesc)
+                         (int(original_size[0]), int(original_size[1])), mpts, mdesc, thumb)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,10 @@ from brandguard.errors import BundleError
 # ``global_absent`` = 1).
 FEATURES = ("global", "global_absent", "log_inliers", "inliers_ge8", "inliers_ge15", "inliers_ge30",
             "inlier_ratio", "coverage", "mirrored", "log_votes", "area_share", "instances", "global_gap",
-            "inlier_gap", "coverage_gap", "outline_share", "outline_fits")
+            "inlier_gap", "coverage_gap", "outline_share", "outline_fits",
+            # dense agreement of the reference laid over the listing (vision/agreement.py)
+            "dense", "ncc", "grad_ncc", "agree_share", "agree_frac", "textured_frac", "inside_share",
+            "agree_gap")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,15 @@ class PairEvidence:
     # The reference's projected outline over the listing's area: about 1 when the listing is that
     # image (a copy), far below when a mark inside another picture matched.
     outline_share: float = 0.0
+    # Dense agreement (``brandguard.vision.agreement``); ``dense`` False: not measured.
+    dense: bool = False
+    ncc: float = 0.0
+    grad_ncc: float = 0.0
+    agree_share: float = 0.0
+    agree_frac: float = 0.0
+    textured_frac: float = 0.0
+    inside_share: float = 0.0
+    agree_gap: float = 0.0  # agree_share minus the listing's best
 
     def vector(self) -> list[float]:
         # Inlier steps let a linear model say "8 agreeing points is a lot more than 5".
@@ -52,7 +64,8 @@ class PairEvidence:
                 float(self.inliers >= 15), float(self.inliers >= 30), self.inlier_ratio, self.coverage,
                 float(self.mirrored), math.log1p(self.votes), self.area_share, float(min(self.instances, 3)),
                 self.global_gap, self.inlier_gap, self.coverage_gap, min(self.outline_share, 4.0),
-                float(0.5 <= self.outline_share <= 2.5)]
+                float(0.5 <= self.outline_share <= 2.5), float(self.dense), self.ncc, self.grad_ncc,
+                self.agree_share, self.agree_frac, self.textured_frac, self.inside_share, self.agree_gap]
 
 
 @dataclass(frozen=True)
@@ -79,21 +92,32 @@ class DeepCalibration:
     # A local match this strong flags on its own (geometry is rarely wrong at that count, even
     # where the global score is far off, e.g. a small mark on an unusual photo).
     geometry_inliers: int = 10**6
+    # Which of a brand's references a listing was made from (:func:`prefer_sources`): another
+    # reference of the brand takes the first place when it agrees (grey NCC >= ``source_ncc``)
+    # on at least ``source_beyond`` of the listing outside the first one's outline.
+    source_ncc: float = 0.6
+    source_beyond: float = 0.06
+    # The evidence the weights belong to, by name: a calibration fitted before a feature
+    # existed keeps working on the features it knows.
     features: tuple[str, ...] = FEATURES
     method: str = "default"
     report: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.features)
-        if self.features != FEATURES or len(self.weights) != n or len(self.mean) != n or len(self.scale) != n:
-            raise BundleError(f"deep calibration must have weights for exactly {FEATURES}")
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown or not n or len(set(self.features)) != n:
+            raise BundleError(f"deep calibration features must be distinct names from {FEATURES}; got {unknown or n}")
+        if len(self.weights) != n or len(self.mean) != n or len(self.scale) != n:
+            raise BundleError(f"deep calibration needs one weight, mean and scale per feature ({n})")
         if not 0.0 <= self.flag <= 1.0:
             raise BundleError(f"deep calibration flag {self.flag} not a probability")
 
     def probability(self, evidence: list[PairEvidence]) -> np.ndarray:
         if not evidence:
             return np.zeros(0)
-        x = (np.array([e.vector() for e in evidence], np.float64) - self.mean) / self.scale
+        cols = [FEATURES.index(f) for f in self.features]
+        x = (np.array([e.vector() for e in evidence], np.float64)[:, cols] - self.mean) / self.scale
         z = x @ np.asarray(self.weights) + self.bias
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
@@ -116,8 +140,42 @@ def with_gaps(evidence: list[PairEvidence]) -> list[PairEvidence]:
     g = max(e.global_score for e in evidence)
     li = max(math.log1p(e.inliers) for e in evidence)
     cov = max(e.coverage for e in evidence)
+    ag = max(e.agree_share for e in evidence)
     return [replace(e, global_gap=e.global_score - g, inlier_gap=math.log1p(e.inliers) - li,
-                    coverage_gap=e.coverage - cov) for e in evidence]
+                    coverage_gap=e.coverage - cov, agree_gap=e.agree_share - ag) for e in evidence]
+
+
+def prefer_sources(brands: list[str], probs: np.ndarray, agreements: list, min_ncc: float,
+                   min_beyond: float) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
+    """Per brand, the reference the listing was made from takes the brand's first place.
+
+    A listing that copies a brand's product photo matches the brand's bare logo as well, and
+    the fusion often prefers the logo (its keypoints are all on the mark, so its coverage is
+    high). Another reference of the brand wins when it agrees densely (grey NCC >= ``min_ncc``)
+    on at least ``min_beyond`` of the listing *outside* the first reference's outline: it
+    explains pixels the first cannot. The two swap probabilities, so a listing's score is
+    unchanged. Returns the new probabilities and {new first: (old first, share beyond)}.
+    """
+    out = np.array(probs, np.float64, copy=True)
+    swaps: dict[int, tuple[int, float]] = {}
+    for brand in dict.fromkeys(brands):
+        idx = [i for i, b in enumerate(brands) if b == brand]
+        if len(idx) < 2:
+            continue
+        top = max(idx, key=lambda i: (probs[i], -i))
+        best, share = None, min_beyond
+        for i in idx:
+            a = agreements[i]
+            if i == top or a is None or a.ncc < min_ncc:
+                continue
+            other = agreements[top]
+            s = a.beyond(other) if other is not None else a.agree_share
+            if s > share:
+                best, share = i, s
+        if best is not None:
+            out[best], out[top] = probs[top], min(probs[top], probs[best]) - 1e-6
+            swaps[best] = (top, share)
+    return out, swaps
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50,

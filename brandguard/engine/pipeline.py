@@ -29,7 +29,8 @@ from brandguard.engine.background import Background
 from brandguard.vision.verify import NO_GEOMETRY, Geometry, Verifier, to_work_gray
 from brandguard.vision.local import LocalConfig, LocalFeatures, describe_source
 from brandguard.vision.local_match import LocalMatch, MatchOptions, match_references
-from brandguard.engine.fusion import DeepCalibration, PairEvidence, with_gaps
+from brandguard.engine.candidates import Candidate, ReferenceThumbs, deep_candidates
+from brandguard.engine.fusion import FEATURES, DeepCalibration, prefer_sources
 from brandguard.engine.textfusion import TextFindings, fuse_text
 from brandguard.engine.routing import DepthOptions, ListingHints, fold_name, title_names_brand
 from brandguard.engine.textmarks import Vocabulary
@@ -59,6 +60,7 @@ class Pipeline:
         self.depth = depth
         self.match_options = MatchOptions()
         self.depth_counts: Counter[str] = Counter()  # listings per route, for reports
+        self.reference_thumbs = ReferenceThumbs(self.reference_path, limits)
         # ---- text marks (#18): OCR graphs are loaded (and re-hashed) on first use
         self.text_config = TextConfig.from_card(bundle.card.text_marks)
         self.threads = threads
@@ -206,7 +208,8 @@ class Pipeline:
                 # One scale and one rule for every listing of a deep scan: items auto left on the
                 # global stage are fused with no local evidence.
                 verdicts.append(self.decide_deep(hits, ev, local.get(i, []),
-                                                 sources[i] if sources is not None else None, texts.get(i)))
+                                                 sources[i] if sources is not None else None, texts.get(i),
+                                                 feats.get(i)))
                 continue
             verdicts.append(self.decide_fast(hits, ev, sources[i] if sources is not None else None))
         return verdicts
@@ -282,30 +285,10 @@ class Pipeline:
             pos += n
         return out
 
-    def deep_candidates(self, hits: list[ReferenceHit], matches: list[LocalMatch]
-                        ) -> list[tuple[ReferenceHit, PairEvidence, LocalMatch | None]]:
-        """Every reference with global or local evidence for one listing, with that evidence.
-
-        A reference found only by the local stage gets, as its global score, the lowest global
-        top-k score minus a margin (its true score is lower than that), flagged as absent."""
-        records = self.index.records_by_rows([m.ref_row for m in matches])
-        floor = (hits[-1].score if hits else 0.0) - 0.05
-        cands: dict[str, tuple[ReferenceHit, PairEvidence, LocalMatch | None]] = {}
-        for h in hits:
-            cands[h.reference_id] = (h, PairEvidence(h.score, False), None)
-        for m in matches:
-            r = records.get(m.ref_row)
-            if r is None:
-                continue
-            prev = cands.get(r.reference_id)
-            g, absent = (prev[1].global_score, False) if prev else (floor, True)
-            hit = prev[0] if prev else ReferenceHit.of(r, floor)
-            cands[r.reference_id] = (hit, PairEvidence(g, absent, m.inliers, m.inlier_ratio, m.coverage,
-                                                       m.mirrored, m.votes, m.area_share, m.instances,
-                                                       outline_share=m.outline_share), m)
-        values = list(cands.values())
-        gapped = with_gaps([e for _, e, _ in values])
-        return [(h, e, m) for (h, _, m), e in zip(values, gapped)]
+    def deep_candidates(self, hits: list[ReferenceHit], matches: list[LocalMatch],
+                        listing: LocalFeatures | None = None) -> list[Candidate]:
+        """Every reference with global or local evidence for one listing (``engine/candidates.py``)."""
+        return deep_candidates(self.index, hits, matches, listing, self.reference_thumbs)
 
     # ------------------------------------------------------------------ text marks (#18)
     def text_reader(self) -> TextReader:
@@ -377,10 +360,10 @@ class Pipeline:
 
     def decide_deep(self, hits: list[ReferenceHit], ev: dict, matches: list[LocalMatch],
                     source: bytes | str | os.PathLike[str] | None = None,
-                    text: TextFindings | None = None) -> Verdict:
+                    text: TextFindings | None = None, listing: LocalFeatures | None = None) -> Verdict:
         """The visual verdict (:meth:`decide_visual`) with the text stage's findings fused in
         (``brandguard.engine.textmarks.fuse_text``: its rules are there)."""
-        verdict = self.decide_visual(hits, ev, matches, source)
+        verdict = self.decide_visual(hits, ev, matches, source, listing)
         return fuse_text(verdict, text, self.representative) if text is not None else verdict
 
     def representative(self, brand: str) -> ReferenceHit | None:
@@ -393,7 +376,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ fused visual verdict
     def decide_visual(self, hits: list[ReferenceHit], ev: dict, matches: list[LocalMatch],
-                      source: bytes | str | os.PathLike[str] | None = None) -> Verdict:
+                      source: bytes | str | os.PathLike[str] | None = None,
+                      listing: LocalFeatures | None = None) -> Verdict:
         """Fuse global hits and local matches into one probability per reference, then decide.
 
         A flagged reference without copy geometry from the descriptor index (a flat mark has
@@ -401,20 +385,27 @@ class Pipeline:
         fast path's ORB check against that one reference, with ``source``: a copy is a copy
         whichever stage proves it."""
         deep = self.calibration.deep or DEFAULT_DEEP
-        cands = self.deep_candidates(hits, matches)
+        cands = self.deep_candidates(hits, matches, listing)
         if not cands:
             return Verdict("clear", confidence=1.0, evidence={**ev, "note": "no references indexed"})
-        probs = deep.probability([c[1] for c in cands])
-        order = sorted(range(len(cands)), key=lambda j: (-probs[j], cands[j][0].reference_id))
-        top = tuple(replace(cands[j][0], score=round(float(probs[j]), 6)) for j in order[: self.top_k])
+        probs, swaps = prefer_sources([c.hit.brand for c in cands], deep.probability([c.evidence for c in cands]),
+                                      [c.agreement for c in cands], deep.source_ncc, deep.source_beyond)
+        order = sorted(range(len(cands)), key=lambda j: (-probs[j], cands[j].hit.reference_id))
+        top = tuple(replace(cands[j].hit, score=round(float(probs[j]), 6)) for j in order[: self.top_k])
         pick = order[0]
         by_geometry = False
         if float(probs[pick]) < deep.flag:  # a strong geometric match flags on its own
-            strongest = max(range(len(cands)), key=lambda j: (cands[j][2].inliers if cands[j][2] else 0, probs[j]))
-            m = cands[strongest][2]
+            strongest = max(range(len(cands)), key=lambda j: (cands[j].match.inliers if cands[j].match else 0, probs[j]))
+            m = cands[strongest].match
             if m is not None and m.inliers >= deep.geometry_inliers:
                 pick, by_geometry = strongest, True
-        best_hit, best_ev, best_match = cands[pick]
+        best_hit, best_ev, best_match = cands[pick].hit, cands[pick].evidence, cands[pick].match
+        if cands[pick].agreement is not None:
+            ev["agreement"] = cands[pick].agreement.to_dict()
+        if pick in swaps:
+            other, share = swaps[pick]
+            ev["source_choice"] = (f"{best_hit.reference_id} agrees on {share:.0%} of the photo outside "
+                                   f"{cands[other].hit.reference_id}'s outline: the listing was made from it")
         p = float(probs[pick])
         th, _ = self.calibration.for_brand(best_hit.brand)
         stage = ("global+local" if best_match is not None and not best_ev.global_absent else
@@ -580,7 +571,8 @@ class Pipeline:
 DEFAULT_DEEP = DeepCalibration(
     weights=(1.0, -0.3, 0.5, 0.5, 0.5, 0.5, 0.3, 0.2, 0.0, 0.2, 0.0, 0.0, 0.3, 0.3, 0.0, 0.0, 0.3), bias=-2.0,
     mean=(0.3,) + (0.0,) * 16,
-    scale=(0.1, 1.0, 1.0, 0.5, 0.5, 0.5, 0.3, 0.1, 1.0, 1.0, 1.0, 1.0, 0.1, 0.5, 0.1, 1.0, 1.0), method="default")
+    scale=(0.1, 1.0, 1.0, 0.5, 0.5, 0.5, 0.3, 0.1, 1.0, 1.0, 1.0, 1.0, 0.1, 0.5, 0.1, 1.0, 1.0), method="default",
+    features=FEATURES[:17])
 
 
 def local_spec_of(card_local: dict):  # noqa: ANN201

@@ -231,7 +231,7 @@ def run_calibration(bundle_dir: Path, split_dir: Path, target: float = 0.95, thr
 # ---------------------------------------------------------------------- deep (global + local) stage
 @dataclass(frozen=True)
 class DeepJudged:
-    """One query's candidates under thorough depth: (reference_id, brand, evidence, match)."""
+    """One query's candidates under thorough depth: (reference_id, brand, evidence, match, agreement)."""
 
     query_id: str
     family: str
@@ -277,7 +277,8 @@ def judge_split_deep(pipe: Pipeline, split_dir: Path, threads: int = 1, progress
             local = scratch.match_local({i: it.local for i, (_, it) in enumerate(chunk)})
             for i, ((qid, _), (hits, _ev)) in enumerate(zip(chunk, merged)):
                 refs = gt.get(qid, set())
-                cands = tuple((h.reference_id, h.brand, e, m) for h, e, m in scratch.deep_candidates(hits, local[i]))
+                cands = tuple((c.hit.reference_id, c.hit.brand, c.evidence, c.match, c.agreement)
+                              for c in scratch.deep_candidates(hits, local[i], chunk[i][1].local))
                 out.append(DeepJudged(qid, info.get(qid, ""), frozenset(refs),
                                       next(iter(refs)).split("/")[0] if refs else "", cands))
         bar.close()
@@ -299,24 +300,39 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
     """
     import numpy as np
 
-    from brandguard.engine.fusion import FEATURES, fit_logistic
+    from brandguard.engine.fusion import FEATURES, fit_logistic, prefer_sources
 
     x, y = [], []
     for j in judged:
-        for rid, _brand, e, _m in j.candidates:
+        for rid, _brand, e, *_rest in j.candidates:
             x.append(e.vector())
             y.append(1.0 if rid in j.truth else 0.0)
     if not x or not 0 < sum(y) < len(y):
         raise InputError("deep calibration needs candidates with both true and false matches")
     w, b, mean, scale = fit_logistic(np.array(x), np.array(y))
     fused = DeepCalibration(tuple(map(float, w)), float(b), tuple(map(float, mean)), tuple(map(float, scale)))
+    raw = [fused.probability([c[2] for c in j.candidates]) if j.candidates else None for j in judged]
 
+    def with_sources(ncc: float, beyond: float) -> list:
+        return [None if p is None else prefer_sources([c[1] for c in j.candidates], p,
+                                                      [c[4] if len(c) > 4 else None for c in j.candidates],
+                                                      ncc, beyond)[0] for j, p in zip(judged, raw)]
+
+    # The source rule's two thresholds: the pair that puts the true reference first most often.
+    src = None
+    for ncc in (0.5, 0.6, 0.7):
+        for beyond in (0.04, 0.06, 0.08, 0.12):
+            ps = with_sources(ncc, beyond)
+            right = sum(1 for j, p in zip(judged, ps) if p is not None and j.truth
+                        and j.candidates[int(np.argmax(p))][0] in j.truth)
+            if src is None or right > src[0]:
+                src = (right, ncc, beyond, ps)
+    _, src_ncc, src_beyond, probs_all = src
     best = []  # per query: (p, right brand, family, evidence, match, global best)
-    for j in judged:
+    for j, probs in zip(judged, probs_all):
         if not j.candidates:
             best.append((0.0, False, j.family, None, None, -1.0))
             continue
-        probs = fused.probability([c[2] for c in j.candidates])
         k = int(np.argmax(probs))
         g = max((c[2].global_score for c in j.candidates if not c[2].global_absent), default=-1.0)
         best.append((float(probs[k]), bool(j.brand) and j.candidates[k][1] == j.brand, j.family,
@@ -351,7 +367,8 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
     gate = distractor_g[int(len(distractor_g) * max_deep_share)] if distractor_g else -1.0
     cal = DeepCalibration(fused.weights, fused.bias, fused.mean, fused.scale, flag=round(t_flag, 6),
                           copy_inliers=int(min(choice[0], 10**6)), copy_area=float(choice[1]),
-                          auto_gate=round(float(gate), 6), geometry_inliers=geo_t,
+                          auto_gate=round(float(gate), 6), geometry_inliers=geo_t, source_ncc=src_ncc,
+                          source_beyond=src_beyond,
                           method=f"fusion fitted on {len(judged)} held-out queries, precision {target:.2f}"
                           + (f"; {method_note}" if method_note else ""))
     per_family: dict[str, dict] = {}
@@ -368,7 +385,8 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
               "n_pairs": len(y), "n_positive_pairs": int(sum(y)), "flag_threshold": cal.flag,
               "flag_precision": round(p_flag, 4), "copy_inliers": cal.copy_inliers, "copy_area": cal.copy_area,
               "copy_calls_right": choice[2], "copy_precision": round(choice[3], 4), "auto_gate": cal.auto_gate,
-              "geometry_inliers": geo_t, "geometry_precision": round(geo_prec, 4) if geo_prec else None,
+              "geometry_inliers": geo_t, "source_ncc": src_ncc, "source_beyond": src_beyond,
+              "geometry_precision": round(geo_prec, 4) if geo_prec else None,
               "auto_keeps_right_flags": round(sum(1 for bq in gated if bq[5] >= gate) / len(gated), 4) if gated else None,
               "per_family": per_family}
     return replace(cal, report=report), report

@@ -1,0 +1,97 @@
+"""The candidates of one listing in a deep depth: every reference with global or local evidence,
+with that evidence, ready for the fusion (``engine/fusion.py``) and the decision."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from brandguard.engine.decide import ReferenceHit
+from brandguard.engine.fusion import PairEvidence, with_gaps
+from brandguard.errors import ImageDecodeError
+from brandguard.vision.agreement import REFERENCE_THUMB_SIDE, Agreement, agreement, thumbnail
+from brandguard.vision.decode import DecodeLimits, decode_image
+from brandguard.vision.local import LocalFeatures
+from brandguard.vision.local_match import LocalMatch
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One reference for one listing: its hit, the fused score's inputs, the geometric match
+    (None: global evidence only) and the dense agreement (None: not measured)."""
+
+    hit: ReferenceHit
+    evidence: PairEvidence
+    match: LocalMatch | None = None
+    agreement: Agreement | None = None
+
+
+class ReferenceThumbs:
+    """Grey thumbnails of reference images, decoded on first use and kept (least recently used
+    out first): a scan meets the same few thousand references over and over."""
+
+    def __init__(self, path_of: Callable[[str], Path | None], limits: DecodeLimits, capacity: int = 4096) -> None:
+        self.path_of = path_of
+        self.limits = limits
+        self.capacity = capacity
+        self._cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
+
+    def get(self, reference_id: str) -> np.ndarray | None:
+        if reference_id in self._cache:
+            self._cache.move_to_end(reference_id)
+            return self._cache[reference_id]
+        thumb = None
+        path = self.path_of(reference_id)
+        if path is not None:
+            try:
+                rgb = decode_image(path, target_side=REFERENCE_THUMB_SIDE, limits=self.limits).rgb
+                thumb = thumbnail(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), REFERENCE_THUMB_SIDE)
+            except ImageDecodeError:
+                thumb = None
+        self._cache[reference_id] = thumb
+        if len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return thumb
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+def deep_candidates(index, hits: list[ReferenceHit], matches: list[LocalMatch],  # noqa: ANN001
+                    listing: LocalFeatures | None = None, thumbs: ReferenceThumbs | None = None) -> list[Candidate]:
+    """Every reference with global or local evidence for one listing, with that evidence.
+
+    A reference found only by the local stage gets, as its global score, the lowest global
+    top-k score minus a margin (its true score is lower than that), flagged as absent. With the
+    listing's thumbnail and the references' (``thumbs``), each geometric match is also checked
+    densely (:func:`brandguard.vision.agreement.agreement`)."""
+    records = index.records_by_rows([m.ref_row for m in matches])
+    floor = (hits[-1].score if hits else 0.0) - 0.05
+    cands: dict[str, Candidate] = {h.reference_id: Candidate(h, PairEvidence(h.score, False)) for h in hits}
+    sizes = index.local.sizes if index.local is not None else {}
+    for m in matches:
+        r = records.get(m.ref_row)
+        if r is None:
+            continue
+        prev = cands.get(r.reference_id)
+        g, absent = (prev.evidence.global_score, False) if prev else (floor, True)
+        hit = prev.hit if prev else ReferenceHit.of(r, floor)
+        agr = None
+        if listing is not None and listing.thumb is not None and thumbs is not None and m.ref_row in sizes:
+            ref = thumbs.get(r.reference_id)
+            if ref is not None:
+                agr = agreement(listing.thumb, listing.image_size, ref, tuple(sizes[m.ref_row]), m.outline)
+        dense = {} if agr is None else dict(
+            dense=True, ncc=agr.ncc, grad_ncc=agr.grad_ncc, agree_share=agr.agree_share, agree_frac=agr.agree_frac,
+            textured_frac=agr.textured_frac, inside_share=agr.inside_share)
+        cands[r.reference_id] = Candidate(hit, PairEvidence(g, absent, m.inliers, m.inlier_ratio, m.coverage,
+                                                            m.mirrored, m.votes, m.area_share, m.instances,
+                                                            outline_share=m.outline_share, **dense), m, agr)
+    values = list(cands.values())
+    gapped = with_gaps([c.evidence for c in values])
+    return [Candidate(c.hit, e, c.match, c.agreement) for c, e in zip(values, gapped)]
