@@ -458,7 +458,7 @@ class Pipeline:
             kind, rule = "knockoff", f"{why} -> knockoff"
         flag_rule = (f"{best_match.inliers} inliers >= {deep.geometry_inliers} (geometric match)" if by_geometry
                      else f"fused probability {p:.2f} >= {deep.flag:.2f}")
-        ev["decided_by"] = f"{flag_rule}; {rule}"
+        ev["decided_by"] = f"{flag_rule}; {rule}" + (f"; {ev['source_choice']}" if "source_choice" in ev else "")
         return Verdict(kind, brand=best_hit.brand, confidence=round(p, 4), score=round(p, 6), top=top, evidence=ev)
 
     def verify(self, source: bytes | str | os.PathLike[str], reference_id: str) -> Geometry:
