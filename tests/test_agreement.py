@@ -142,3 +142,18 @@ def test_thorough_names_the_product_photo_a_listing_copies(two_reference_bundle,
     blind = pipe.check([str(listing)])[0]
     assert blind.brand == "starbucks" and blind.top[0].reference_id == "starbucks/logo"
     assert "agreement" not in blind.evidence
+
+
+def test_reference_thumbnails_are_cached_per_file_and_bounded(tmp_path, scene):
+    a = save(scene["logo"], tmp_path / "a.png")
+    b = save(scene["prod"], tmp_path / "b.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    where = {"r1": a, "r2": b, "r3": bad}
+    thumbs = ReferenceThumbs(lambda rid: where.get(rid), Pipeline.from_bundle().limits, capacity=2)
+    t1 = thumbs.get("r1")
+    assert t1 is not None and max(t1.shape) <= REFERENCE_THUMB_SIDE and thumbs.get("r1") is t1
+    assert thumbs.get("r3") is None and thumbs.get("missing") is None  # undecodable / no image: no agreement
+    where["r1"] = b  # the same id registered again with another image
+    assert thumbs.get("r1").shape == thumbs.get("r2").shape != t1.shape
+    assert len(thumbs) <= 2

@@ -39,27 +39,33 @@ class ReferenceThumbs:
         self.path_of = path_of
         self.limits = limits
         self.capacity = capacity
-        self._cache: OrderedDict[str, np.ndarray | None] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str], np.ndarray | None] = OrderedDict()
 
     def get(self, reference_id: str) -> np.ndarray | None:
-        if reference_id in self._cache:
-            self._cache.move_to_end(reference_id)
-            return self._cache[reference_id]
-        thumb = None
+        """The reference's thumbnail, None when its image is not at hand or does not decode.
+
+        Keyed by id and file: a reference removed and registered again under the same id with
+        another image is not judged by the old one's pixels."""
         path = self.path_of(reference_id)
-        if path is not None:
-            try:
-                rgb = decode_image(path, target_side=REFERENCE_THUMB_SIDE, limits=self.limits).rgb
-                thumb = thumbnail(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), REFERENCE_THUMB_SIDE)
-            except ImageDecodeError:
-                thumb = None
-        self._cache[reference_id] = thumb
+        if path is None:
+            return None
+        key = (reference_id, str(path))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        try:
+            rgb = decode_image(path, target_side=REFERENCE_THUMB_SIDE, limits=self.limits).rgb
+            thumb = thumbnail(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), REFERENCE_THUMB_SIDE)
+        except ImageDecodeError:
+            thumb = None
+        self._cache[key] = thumb
         if len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
         return thumb
 
-    def clear(self) -> None:
-        self._cache.clear()
+    def __len__(self) -> int:
+        return len(self._cache)
+
 
 
 def deep_candidates(index, hits: list[ReferenceHit], matches: list[LocalMatch],  # noqa: ANN001
