@@ -102,6 +102,11 @@ def test_prefer_sources_gives_the_brand_first_place_to_the_copied_image(scene):
     assert not prefer_sources(["b", "b"], probs[:2], [a_logo, a_prod], 0.6, 0.9)[1]
     # the first place already right: nothing to do
     assert not prefer_sources(["b", "b"], np.array([0.8, 0.9]), [a_logo, a_prod], 0.6, 0.06)[1]
+    # the brand's other references fall behind its first by the sibling factor; other brands do not
+    out, _ = prefer_sources(["b", "b", "c"], probs, [a_logo, a_prod, a_prod], 0.6, 0.06, sibling_factor=0.5)
+    assert out[1] == 0.95 and out[0] == pytest.approx((0.90 - 1e-6) * 0.5) and out[2] == 0.97
+    out, _ = prefer_sources(["b", "b"], np.array([0.8, 0.9]), [a_logo, a_prod], 0.6, 0.06, sibling_factor=0.5)
+    assert list(out) == [0.4, 0.9]
 
 
 def test_calibration_fitted_before_the_dense_features_still_loads():

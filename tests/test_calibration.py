@@ -128,3 +128,17 @@ def test_verdict_report_by_hand():
     assert r["flag_precision"] == pytest.approx(2 / 4) and r["copy_precision"] == pytest.approx(1 / 2)
     assert r["per_family"]["distractor_photo"]["false_flag_rate"] == 0.5
     assert r["per_family"]["logo_in_photo"]["recall"] == 0.0
+
+
+def test_pooled_average_precision_counts_every_candidate_and_every_true_pair():
+    import numpy as np
+
+    from brandguard.evaluation.calibration import DeepJudged, pooled_average_precision
+
+    judged = [DeepJudged("q1", "copy_light", frozenset({"a/1"}), "a",
+                         (("a/1", "a", None, None, None), ("b/1", "b", None, None, None))),
+              DeepJudged("q2", "copy_light", frozenset({"c/1"}), "c", (("d/1", "d", None, None, None),))]
+    # ranked: q2's wrong 0.95, q1's right 0.90 (precision 1/2), q1's wrong 0.80; q2's truth never found
+    assert pooled_average_precision(judged, [np.array([0.9, 0.8]), np.array([0.95])]) == 0.25
+    assert pooled_average_precision(judged, [np.array([0.9, 0.8]), np.array([0.5])]) == 0.5
+    assert pooled_average_precision(judged, [None, None]) == 0.0

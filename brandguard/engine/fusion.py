@@ -97,6 +97,8 @@ class DeepCalibration:
     # on at least ``source_beyond`` of the listing outside the first one's outline.
     source_ncc: float = 0.6
     source_beyond: float = 0.06
+    # ... and the brand's other references are scaled by this (1: left as they are).
+    sibling_factor: float = 1.0
     # The evidence the weights belong to, by name: a calibration fitted before a feature
     # existed keeps working on the features it knows.
     features: tuple[str, ...] = FEATURES
@@ -146,7 +148,7 @@ def with_gaps(evidence: list[PairEvidence]) -> list[PairEvidence]:
 
 
 def prefer_sources(brands: list[str], probs: np.ndarray, agreements: list, min_ncc: float,
-                   min_beyond: float) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
+                   min_beyond: float, sibling_factor: float = 1.0) -> tuple[np.ndarray, dict[int, tuple[int, float]]]:
     """Per brand, the reference the listing was made from takes the brand's first place.
 
     A listing that copies a brand's product photo matches the brand's bare logo as well, and
@@ -154,7 +156,9 @@ def prefer_sources(brands: list[str], probs: np.ndarray, agreements: list, min_n
     high). Another reference of the brand wins when it agrees densely (grey NCC >= ``min_ncc``)
     on at least ``min_beyond`` of the listing *outside* the first reference's outline: it
     explains pixels the first cannot. The two swap probabilities, so a listing's score is
-    unchanged. Returns the new probabilities and {new first: (old first, share beyond)}.
+    unchanged. The brand's other references are then scaled by ``sibling_factor``: they match
+    because they share the first one's mark, which is weaker evidence that the listing was made
+    from them. Returns the new probabilities and {new first: (old first, share beyond)}.
     """
     out = np.array(probs, np.float64, copy=True)
     swaps: dict[int, tuple[int, float]] = {}
@@ -172,9 +176,14 @@ def prefer_sources(brands: list[str], probs: np.ndarray, agreements: list, min_n
             s = a.beyond(other) if other is not None else a.agree_share
             if s > share:
                 best, share = i, s
+        first = top
         if best is not None:
             out[best], out[top] = probs[top], min(probs[top], probs[best]) - 1e-6
             swaps[best] = (top, share)
+            first = best
+        for i in idx:
+            if i != first:
+                out[i] *= sibling_factor
     return out, swaps
 
 

@@ -389,7 +389,8 @@ class Pipeline:
         if not cands:
             return Verdict("clear", confidence=1.0, evidence={**ev, "note": "no references indexed"})
         probs, swaps = prefer_sources([c.hit.brand for c in cands], deep.probability([c.evidence for c in cands]),
-                                      [c.agreement for c in cands], deep.source_ncc, deep.source_beyond)
+                                      [c.agreement for c in cands], deep.source_ncc, deep.source_beyond,
+                                      deep.sibling_factor)
         order = sorted(range(len(cands)), key=lambda j: (-probs[j], cands[j].hit.reference_id))
         top = tuple(replace(cands[j].hit, score=round(float(probs[j]), 6)) for j in order[: self.top_k])
         pick = order[0]
@@ -431,8 +432,8 @@ class Pipeline:
                                                         f"{th.knockoff:.2f} -> {fast.verdict}"))
                 ev["stage"] = "global"
                 if fast.brand != best_hit.brand:  # the local evidence is about another reference
-                    ev.pop("local", None)
-                    ev.pop("match_box", None)
+                    for key in ("local", "match_box", "agreement", "source_choice"):
+                        ev.pop(key, None)
                 score = next((h.score for h in top if h.reference_id == fast.top[0].reference_id), p) if fast.top else p
                 return Verdict(fast.verdict, brand=fast.brand, confidence=fast.confidence, score=score, top=top,
                                evidence=ev)

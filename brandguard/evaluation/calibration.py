@@ -313,10 +313,10 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
     fused = DeepCalibration(tuple(map(float, w)), float(b), tuple(map(float, mean)), tuple(map(float, scale)))
     raw = [fused.probability([c[2] for c in j.candidates]) if j.candidates else None for j in judged]
 
-    def with_sources(ncc: float, beyond: float) -> list:
+    def with_sources(ncc: float, beyond: float, sibling: float = 1.0) -> list:
         return [None if p is None else prefer_sources([c[1] for c in j.candidates], p,
                                                       [c[4] if len(c) > 4 else None for c in j.candidates],
-                                                      ncc, beyond)[0] for j, p in zip(judged, raw)]
+                                                      ncc, beyond, sibling)[0] for j, p in zip(judged, raw)]
 
     # The source rule's two thresholds: the pair that puts the true reference first most often.
     src = None
@@ -328,6 +328,11 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
             if src is None or right > src[0]:
                 src = (right, ncc, beyond, ps)
     _, src_ncc, src_beyond, probs_all = src
+    # How far a brand's other references fall behind its first: the factor with the best pooled
+    # average precision (the ranking µAP scores), since the first place is already settled.
+    sib = max((pooled_average_precision(judged, ps), -f, f, ps)
+              for f in (1.0, 0.7, 0.5, 0.3) for ps in [with_sources(src_ncc, src_beyond, f)])
+    sibling_factor, probs_all = sib[2], sib[3]
     best = []  # per query: (p, right brand, family, evidence, match, global best)
     for j, probs in zip(judged, probs_all):
         if not j.candidates:
@@ -368,7 +373,7 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
     cal = DeepCalibration(fused.weights, fused.bias, fused.mean, fused.scale, flag=round(t_flag, 6),
                           copy_inliers=int(min(choice[0], 10**6)), copy_area=float(choice[1]),
                           auto_gate=round(float(gate), 6), geometry_inliers=geo_t, source_ncc=src_ncc,
-                          source_beyond=src_beyond,
+                          source_beyond=src_beyond, sibling_factor=sibling_factor,
                           method=f"fusion fitted on {len(judged)} held-out queries, precision {target:.2f}"
                           + (f"; {method_note}" if method_note else ""))
     per_family: dict[str, dict] = {}
@@ -386,10 +391,27 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
               "flag_precision": round(p_flag, 4), "copy_inliers": cal.copy_inliers, "copy_area": cal.copy_area,
               "copy_calls_right": choice[2], "copy_precision": round(choice[3], 4), "auto_gate": cal.auto_gate,
               "geometry_inliers": geo_t, "source_ncc": src_ncc, "source_beyond": src_beyond,
+              "sibling_factor": sibling_factor,
               "geometry_precision": round(geo_prec, 4) if geo_prec else None,
               "auto_keeps_right_flags": round(sum(1 for bq in gated if bq[5] >= gate) / len(gated), 4) if gated else None,
               "per_family": per_family}
     return replace(cal, report=report), report
+
+
+def pooled_average_precision(judged: list[DeepJudged], probs: list) -> float:
+    """Average precision of every candidate of every query pooled and sorted by probability,
+    over all ground-truth pairs (found or not): µAP without the top-k cut."""
+    import numpy as np
+
+    scored = [(float(p), c[0] in j.truth) for j, ps in zip(judged, probs) if ps is not None
+              for c, p in zip(j.candidates, ps)]
+    n_true = sum(len(j.truth) for j in judged)
+    if not scored or not n_true:
+        return 0.0
+    scored.sort(key=lambda t: -t[0])
+    hits = np.cumsum([ok for _, ok in scored])
+    right = np.array([ok for _, ok in scored], bool)
+    return float((hits[right] / (np.flatnonzero(right) + 1)).sum() / n_true)
 
 
 def run_deep_calibration(bundle_dir: Path, split_dir: Path, target: float = 0.95, threads: int = 1,
