@@ -104,6 +104,10 @@ class DeepCalibration:
     features: tuple[str, ...] = FEATURES
     method: str = "default"
     report: dict = field(default_factory=dict)
+    # A second model ({weights, bias, mean, scale} over the same features) for candidates with no
+    # geometric match, whose evidence is the global score alone; None: one model for all. Two
+    # unweighted models give probabilities that compare across listings (a pooled ranking).
+    global_only: dict | None = None
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -114,13 +118,22 @@ class DeepCalibration:
             raise BundleError(f"deep calibration needs one weight, mean and scale per feature ({n})")
         if not 0.0 <= self.flag <= 1.0:
             raise BundleError(f"deep calibration flag {self.flag} not a probability")
+        if self.global_only is not None:
+            g = self.global_only
+            if not all(len(g.get(k, ())) == n for k in ("weights", "mean", "scale")) or "bias" not in g:
+                raise BundleError(f"deep calibration global_only needs bias and one weight, mean and scale per feature ({n})")
 
     def probability(self, evidence: list[PairEvidence]) -> np.ndarray:
         if not evidence:
             return np.zeros(0)
         cols = [FEATURES.index(f) for f in self.features]
-        x = (np.array([e.vector() for e in evidence], np.float64)[:, cols] - self.mean) / self.scale
-        z = x @ np.asarray(self.weights) + self.bias
+        x = np.array([e.vector() for e in evidence], np.float64)[:, cols]
+        z = ((x - self.mean) / self.scale) @ np.asarray(self.weights) + self.bias
+        if self.global_only is not None:
+            g = self.global_only
+            alone = np.array([e.inliers == 0 for e in evidence])
+            zg = ((x - np.asarray(g["mean"])) / np.asarray(g["scale"])) @ np.asarray(g["weights"]) + float(g["bias"])
+            z = np.where(alone, zg, z)
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
     def to_dict(self) -> dict:
