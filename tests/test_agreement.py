@@ -175,3 +175,12 @@ def test_candidates_without_a_geometric_match_use_the_global_only_model():
     assert DeepCalibration.from_dict(cal.to_dict()) == cal  # round trip through calibration.json
     with pytest.raises(BundleError, match="global_only"):
         DeepCalibration.from_dict({**base, "global_only": {"weights": [0.0], "bias": 0.0, "mean": [0.0], "scale": [1.0]}})
+
+
+def test_deep_confidence_is_the_margin_over_the_flag_threshold():
+    n = len(FEATURES)
+    cal = DeepCalibration((0.0,) * n, 0.0, (0.0,) * n, (1.0,) * n, flag=0.14)
+    assert cal.confidence(0.14, True) == pytest.approx(0.5) and cal.confidence(0.14, False) == pytest.approx(0.5)
+    assert cal.confidence(0.9, True) > 0.95 and cal.confidence(0.01, False) > 0.9
+    assert cal.confidence(0.2, True) < cal.confidence(0.5, True) < cal.confidence(0.99, True)
+    assert cal.confidence(0.12, False) < 0.6  # a clear just under the threshold is a near miss

@@ -136,6 +136,14 @@ class DeepCalibration:
             z = np.where(alone, zg, z)
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
+    def confidence(self, p: float, flagged: bool) -> float:
+        """How sure a deep verdict is of itself, on the fast path's scale: the fused probability's
+        log-odds margin over the flag threshold (0.5 at the threshold, a near miss either way),
+        so confidences mean the same whatever the calibration's base rate puts the threshold at."""
+        eps = 1e-6
+        margin = math.log((p + eps) / (1 - p + eps)) - math.log((self.flag + eps) / (1 - self.flag + eps))
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, margin if flagged else -margin))))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -7,6 +7,7 @@ that very model. Data flows one way: decode → preprocess → embed → search 
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -438,7 +439,8 @@ class Pipeline:
                 return Verdict(fast.verdict, brand=fast.brand, confidence=fast.confidence, score=score, top=top,
                                evidence=ev)
             ev["decided_by"] = f"fused probability {p:.2f} < {deep.flag:.2f} -> clear"
-            return Verdict("clear", confidence=round(1.0 - p, 4), score=round(p, 6), top=top, evidence=ev)
+            return Verdict("clear", confidence=round(deep.confidence(p, False), 4), score=round(p, 6), top=top,
+                           evidence=ev)
         geometry = None
         if (not whole and source is not None and not best_ev.global_absent
                 and best_ev.global_score >= self.calibration.verify_from(best_hit.brand)
@@ -460,7 +462,9 @@ class Pipeline:
         flag_rule = (f"{best_match.inliers} inliers >= {deep.geometry_inliers} (geometric match)" if by_geometry
                      else f"fused probability {p:.2f} >= {deep.flag:.2f}")
         ev["decided_by"] = f"{flag_rule}; {rule}" + (f"; {ev['source_choice']}" if "source_choice" in ev else "")
-        return Verdict(kind, brand=best_hit.brand, confidence=round(p, 4), score=round(p, 6), top=top, evidence=ev)
+        conf = (1.0 / (1.0 + math.exp(-((best_match.inliers - deep.geometry_inliers) / 5.0 + 2.0))) if by_geometry
+                else deep.confidence(p, True))
+        return Verdict(kind, brand=best_hit.brand, confidence=round(conf, 4), score=round(p, 6), top=top, evidence=ev)
 
     def verify(self, source: bytes | str | os.PathLike[str], reference_id: str) -> Geometry:
         """Local-feature evidence of ``source`` against one indexed reference (no match: 0 inliers)."""
