@@ -1,10 +1,11 @@
 """One calibrated score per (listing, reference) from the global and the local evidence.
 
 A naive max of the global cosine and a saturating inlier score lost to local features alone on
-held-out data (DESIGN.md): the two scales mean different things for different images. Instead a
-logistic regression, fitted on the validation split's candidates (brands never trained on),
-turns the evidence into a probability that the pair is a true match; thresholds on that
-probability are then set at the target precision, like the global ones.
+held-out data (DESIGN.md): the two scales mean different things for different images. Instead
+logistic regressions, fitted on the validation split's candidates (brands never trained on), one
+for candidates with a geometric match and one for those with the global score alone, turn the
+evidence into a probability that the pair is a true match; thresholds on that probability are
+then set at the target precision, like the global ones.
 """
 
 from __future__ import annotations

@@ -290,7 +290,10 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
                    method_note: str = "") -> tuple[DeepCalibration, dict]:
     """Fit the fusion on candidate pairs, then the flag, copy and auto-gate thresholds.
 
-    - fusion: logistic regression, positive = the query's ground-truth reference;
+    - fusion: two unweighted logistic regressions (candidates with a geometric match, and those
+      with the global score alone), positive = the query's ground-truth reference;
+    - ``source_ncc`` / ``source_beyond`` / ``sibling_factor``: the reference-choice rule
+      (:func:`brandguard.engine.fusion.prefer_sources`), fitted after the fusion;
     - ``flag``: lowest probability at which each query's best candidate has the right brand
       with ``target`` precision (a flag on a distractor or another brand is a false positive);
     - ``copy_inliers`` / ``copy_area``: the pair that calls the most copy-family flags ``copy``
