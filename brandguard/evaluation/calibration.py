@@ -337,7 +337,7 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
 
     def with_sources(ncc: float, beyond: float, sibling: float = 1.0) -> list:
         return [None if p is None else prefer_sources([c[1] for c in j.candidates], p,
-                                                      [c[4] if len(c) > 4 else None for c in j.candidates],
+                                                      [c[4] for c in j.candidates],
                                                       ncc, beyond, sibling)[0] for j, p in zip(judged, raw)]
 
     # The source rule's two thresholds: the pair that puts the true reference first most often.
