@@ -6,8 +6,11 @@ about which references exist. Per descriptor it keeps the reference's row id (th
 index's FAISS id) and the keypoint's position in the reference's original pixels, which is what
 geometric verification needs; per reference, the image size (to project its outline).
 
-Two files per generation: ``local-<gen>.faiss`` and ``local-<gen>.npz`` (plain arrays, no
-pickle). Descriptor ids are assigned in increasing order and never reused, so the metadata
+It also keeps each reference's mark shape where it has one (``vision/shapes.py``: the shape
+stage finds flat marks by their outline), as the plain 1-D arrays the shape gives
+(``to_arrays()``), so shapes are added, removed and committed with the descriptors; this layer
+never interprets them. Two files per generation: ``local-<gen>.faiss`` and ``local-<gen>.npz`` (plain arrays, no
+pickle; an npz written before shapes existed loads with none). Descriptor ids are assigned in increasing order and never reused, so the metadata
 arrays stay sorted by id and a lookup is a binary search.
 """
 
@@ -27,7 +30,8 @@ DEFAULT_NEIGHBOURS = 5
 
 
 class KeypointSet(Protocol):
-    """What the index stores of one reference (``vision.local.LocalFeatures`` has this shape)."""
+    """What the index stores of one reference (``vision.local.LocalFeatures`` has this shape;
+    an optional ``mark`` attribute with ``to_arrays() -> dict[str, 1-D array]`` is stored too)."""
 
     points: np.ndarray
     descriptors: np.ndarray
@@ -48,8 +52,13 @@ class LocalIndex:
     """Descriptors of every live reference. Built and changed only through ``ReferenceIndex``."""
 
     def __init__(self, index: faiss.Index, factory: str, dim: int, ids: np.ndarray, ref_rows: np.ndarray,
-                 points: np.ndarray, sizes: dict[int, tuple[int, int]]):
+                 points: np.ndarray, sizes: dict[int, tuple[int, int]],
+                 marks: dict[int, dict[str, np.ndarray]] | None = None):
         self._index = index
+        # reference row -> its mark shape's arrays; ``marks_version`` changes with them, so a
+        # reader's table built from them knows when it is stale
+        self.marks: dict[int, dict[str, np.ndarray]] = dict(marks or {})
+        self.marks_version = 0
         self.factory = factory
         self.dim = dim
         self._ids = ids
@@ -103,6 +112,10 @@ class LocalIndex:
             pts.append(p.reshape(-1, 2))
             rows.append(np.full(len(d), int(r), np.int64))
             self.sizes[int(r)] = (int(s.image_size[0]), int(s.image_size[1]))
+            mark = getattr(s, "mark", None)
+            if mark is not None:
+                self.marks[int(r)] = {k: np.ascontiguousarray(v).reshape(-1) for k, v in mark.to_arrays().items()}
+                self.marks_version += 1
         if not descs:
             return
         d = np.ascontiguousarray(np.concatenate(descs))
@@ -136,6 +149,8 @@ class LocalIndex:
             self._ids, self._ref, self._xy = self._ids[keep], self._ref[keep], self._xy[keep]
         for r in ref_rows:
             self.sizes.pop(int(r), None)
+            if self.marks.pop(int(r), None) is not None:
+                self.marks_version += 1
 
     def descriptors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(descriptors, reference rows, points) of everything stored, for a rebuild."""
@@ -194,7 +209,8 @@ class LocalIndex:
         buf = io.BytesIO()
         size_rows = np.fromiter(self.sizes.keys(), np.int64, len(self.sizes))
         size_wh = np.array([self.sizes[int(r)] for r in size_rows], np.int64).reshape(-1, 2)
-        np.savez(buf, ids=self._ids, ref=self._ref, xy=self._xy, size_rows=size_rows, size_wh=size_wh)
+        np.savez(buf, ids=self._ids, ref=self._ref, xy=self._xy, size_rows=size_rows, size_wh=size_wh,
+                 **_mark_arrays(self.marks))
         return faiss.serialize_index(self._index).tobytes(), buf.getvalue()
 
     @classmethod
@@ -204,9 +220,38 @@ class LocalIndex:
             with np.load(io.BytesIO(meta_bytes), allow_pickle=False) as z:
                 ids, ref, xy = z["ids"], z["ref"], z["xy"]
                 sizes = {int(r): (int(w), int(h)) for r, (w, h) in zip(z["size_rows"], z["size_wh"])}
+                marks = _marks_of(z) if "mark_rows" in z.files else {}
         except (RuntimeError, ValueError, KeyError, OSError) as exc:
             raise ReferenceIndexError(f"cannot read the descriptor index: {exc}") from exc
         if index.d != dim or index.ntotal != len(ids) or len(ref) != len(ids) or xy.shape != (len(ids), 2):
             raise ReferenceIndexError(f"descriptor index holds {index.ntotal} x {index.d}, metadata "
                                       f"{len(ids)} rows, expected dimension {dim}")
-        return cls(index, factory, dim, ids.astype(np.int64), ref.astype(np.int64), xy.astype(np.float32), sizes)
+        return cls(index, factory, dim, ids.astype(np.int64), ref.astype(np.int64), xy.astype(np.float32), sizes,
+                   marks)
+
+
+def _mark_arrays(marks: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The marks as npz arrays: per key, every row's values end to end and the offsets."""
+    rows = sorted(marks)
+    out = {"mark_rows": np.asarray(rows, np.int64)}
+    keys = sorted({k for r in rows for k in marks[r]})
+    out["mark_keys"] = np.asarray(keys, dtype=str)
+    for k in keys:
+        vals = [marks[r].get(k, np.zeros(0)) for r in rows]
+        off = np.zeros(len(vals) + 1, np.int64)
+        off[1:] = np.cumsum([len(v) for v in vals])
+        out[f"mark_{k}"] = np.concatenate(vals) if vals else np.zeros(0)
+        out[f"mark_{k}_offsets"] = off
+    return out
+
+
+def _marks_of(z) -> dict[int, dict[str, np.ndarray]]:  # noqa: ANN001 - an open NpzFile
+    rows = z["mark_rows"]
+    out: dict[int, dict[str, np.ndarray]] = {int(r): {} for r in rows}
+    for k in (str(k) for k in z["mark_keys"]):
+        vals, off = z[f"mark_{k}"], z[f"mark_{k}_offsets"]
+        if off.shape != (len(rows) + 1,) or int(off[-1]) != len(vals) or (np.diff(off) < 0).any():
+            raise ValueError(f"mark arrays {k!r} do not agree with {len(rows)} rows")
+        for i, r in enumerate(rows):
+            out[int(r)][k] = vals[int(off[i]):int(off[i + 1])]
+    return out

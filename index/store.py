@@ -508,7 +508,9 @@ class ReferenceIndex:
         local_sets, spec = None, None
         if self.local is not None:
             d, ref, xy = self.local.descriptors()
-            local_sets = [_Keypoints(xy[ref == r[0]], d[ref == r[0]], self.local.sizes.get(int(r[0]), (0, 0)))
+            local_sets = [_Keypoints(xy[ref == r[0]], d[ref == r[0]], self.local.sizes.get(int(r[0]), (0, 0)),
+                                     _StoredMark(self.local.marks[int(r[0])]) if int(r[0]) in self.local.marks
+                                     else None)
                           for r in rows]
             m = self.manifest.local or {}
             spec = LocalSpec(m.get("extractor", ""), int(m.get("dim", self.local.dim)), m.get("spec_sha256", ""))
@@ -562,7 +564,7 @@ class ReferenceIndex:
                 **(manifest.local or {}), "dim": self.local.dim, "factory": self.local.factory,
                 "index_file": f"{stem}.faiss", "index_sha256": sha256_file(self.folder / f"{stem}.faiss"),
                 "meta_file": f"{stem}.npz", "meta_sha256": sha256_file(self.folder / f"{stem}.npz"),
-                "count": len(self.local), "references": self.local.references()})
+                "count": len(self.local), "references": self.local.references(), "marks": len(self.local.marks)})
         if self._vocabulary:
             name = f"vocabulary-{manifest.generation:06d}-{uuid.uuid4().hex[:8]}.json"
             data = (json.dumps(self._vocabulary, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
@@ -585,6 +587,17 @@ class _Keypoints:
     points: np.ndarray
     descriptors: np.ndarray
     image_size: tuple[int, int]
+    mark: "_StoredMark | None" = None
+
+
+@dataclass(frozen=True)
+class _StoredMark:
+    """A stored mark shape's arrays, handed back to the descriptor index on a rebuild."""
+
+    arrays: dict
+
+    def to_arrays(self) -> dict:
+        return self.arrays
 
 
 def _unlink_quietly(path: Path) -> None:

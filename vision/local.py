@@ -23,6 +23,7 @@ import numpy as np
 
 from brandguard.errors import BundleError, InputError
 from brandguard.vision.agreement import LISTING_THUMB_SIDE, thumbnail
+from brandguard.vision.shapes import ListingShapes, ReferenceShape, listing_shapes, reference_shape
 
 QUERY_SIDE = 640  # long side a listing photo is described at (small marks need the pixels)
 REFERENCE_SIDE = 512  # long side a reference image is described at
@@ -43,6 +44,10 @@ class LocalFeatures:
     # A small grey copy of the image (vision/agreement.py): which of a brand's references the
     # listing was made from is told by the pixels around the keypoints, not the keypoints.
     thumb: np.ndarray | None = None
+    # The shape stage (vision/shapes.py): a listing's colour parts, or a reference's mark
+    # (None: not computed, or the reference is not a mark on a plain background).
+    shapes: ListingShapes | None = None
+    mark: ReferenceShape | None = None
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -148,14 +153,16 @@ def to_gray(rgb: np.ndarray, side: int, upscale: bool = False) -> tuple[np.ndarr
 
 
 def describe_rgb(extractor: LocalExtractor, rgb: np.ndarray, original_size: tuple[int, int],
-                 side: int, mirror: bool = False, upscale: bool = False) -> LocalFeatures:
+                 side: int, mirror: bool = False, upscale: bool = False, shapes: bool = False,
+                 mark: bool = False) -> LocalFeatures:
     """Local features of a decoded image, with points mapped to its ``original_size`` pixels.
 
     ``rgb`` may be a reduced decode (JPEG draft) of an image stored at ``original_size``.
     ``mirror`` adds the mirror image's features: permuted descriptors where the extractor
     knows how (SIFT), else a second extraction on the flipped image. ``upscale`` brings small
     images up to ``side``: flat vector marks at 300 px give SIFT a handful of keypoints
-    (a 240 px swoosh: 3), at 512 px several times more.
+    (a 240 px swoosh: 3), at 512 px several times more. ``shapes`` adds a listing's colour
+    parts, ``mark`` a reference's mark shape (the shape stage, ``vision/shapes.py``).
     """
     gray, to_rgb = to_gray(rgb, side, upscale)
     pts, desc = extractor.extract(gray)
@@ -178,7 +185,9 @@ def describe_rgb(extractor: LocalExtractor, rgb: np.ndarray, original_size: tupl
     if len(pts):
         pts = pts * scale
     return LocalFeatures(np.ascontiguousarray(pts, np.float32).reshape(-1, 2), np.ascontiguousarray(desc, np.float32),
-                         (int(original_size[0]), int(original_size[1])), mpts, mdesc, thumb)
+                         (int(original_size[0]), int(original_size[1])), mpts, mdesc, thumb,
+                         listing_shapes(rgb, original_size) if shapes else None,
+                         reference_shape(rgb) if mark else None)
 
 
 @dataclass(frozen=True)
@@ -231,14 +240,15 @@ EXTRACTORS = ("sift", "xfeat")
 
 
 def describe_source(extractor: LocalExtractor, source, side: int, limits, mirror: bool = False,  # noqa: ANN001
-                    upscale: bool = False) -> LocalFeatures:
+                    upscale: bool = False, shapes: bool = False, mark: bool = False) -> LocalFeatures:
     """Decode ``source`` (path or bytes) at about ``side`` px and describe it. Raises ImageDecodeError."""
     from brandguard.vision.decode import decode_image
 
     decoded = decode_image(source, target_side=side, limits=limits)
-    return describe_rgb(extractor, decoded.rgb, decoded.display_size, side, mirror=mirror, upscale=upscale)
+    return describe_rgb(extractor, decoded.rgb, decoded.display_size, side, mirror=mirror, upscale=upscale,
+                        shapes=shapes, mark=mark)
 
 
 def describe_reference(extractor: LocalExtractor, source, config: "LocalConfig", limits) -> LocalFeatures:  # noqa: ANN001
-    """A reference's keypoints: brought to the configured side, small ones enlarged."""
-    return describe_source(extractor, source, config.reference_side, limits, upscale=True)
+    """A reference's keypoints (brought to the configured side, small ones enlarged) and its mark shape."""
+    return describe_source(extractor, source, config.reference_side, limits, upscale=True, mark=True)

@@ -56,7 +56,7 @@ def prepare_image(source: bytes | str | os.PathLike[str], card: ModelCard,
     """Decode and cut ``source`` into model-sized crops. Raises :class:`ImageDecodeError`.
 
     With ``local`` = (extractor, side) the image is decoded large enough for local features
-    and described too (with its mirror image), in the same decode. A plain function of
+    and described too (with its mirror image and colour parts), in the same decode. A plain function of
     picklable arguments so worker processes can run it.
     """
     side = decode_side(card.input_size, region_mode)
@@ -68,6 +68,6 @@ def prepare_image(source: bytes | str | os.PathLike[str], card: ModelCard,
     crops = np.stack([resize_for_model(crop(decoded.rgb, b), card) for b in boxes])
     feats = None
     if local is not None:
-        feats = describe_rgb(local[0], decoded.rgb, decoded.display_size, local[1], mirror=True)
+        feats = describe_rgb(local[0], decoded.rgb, decoded.display_size, local[1], mirror=True, shapes=True)
     return PreparedImage(crops=crops, boxes=tuple(boxes), size=(w, h), notes=decoded.notes,
                          original_size=decoded.display_size, local=feats)

@@ -108,6 +108,12 @@ def match_shapes(ev: Mapping[str, Any], brand: str | None) -> list[Shape]:
     local, geo = as_dict(ev.get("local")), as_dict(ev.get("geometry"))
     visual = inliers_text(ev) or "matched"
     poly = outline(local.get("outline"))
+    shape = as_dict(ev.get("shape"))
+    if not poly and outline(shape.get("outline")):  # found by its outline (vision/shapes.py)
+        poly = outline(shape.get("outline"))
+        iou = num(shape.get("iou"))
+        visual = "the mark's outline fits" + (f" (IoU {iou:.2f})" if iou is not None else "") + (
+            " · mirrored" if shape.get("mirrored") is True else "")
     if poly:
         out.append(Shape("polygon", "outline", f"reference outline · {visual}", points=tuple(poly)))
     else:

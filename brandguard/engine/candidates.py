@@ -4,7 +4,7 @@ with that evidence, ready for the fusion (``engine/fusion.py``) and the decision
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +18,7 @@ from brandguard.vision.agreement import REFERENCE_THUMB_SIDE, Agreement, agreeme
 from brandguard.vision.decode import DecodeLimits, decode_image
 from brandguard.vision.local import LocalFeatures
 from brandguard.vision.local_match import LocalMatch
+from brandguard.vision.shapes import ShapeMatch
 
 
 # A geometric match whose reference, laid over the listing, correlates below this both in grey
@@ -31,12 +32,14 @@ CONTRADICTED_NCC = 0.2
 @dataclass(frozen=True)
 class Candidate:
     """One reference for one listing: its hit, the fused score's inputs, the geometric match
-    (None: global evidence only) and the dense agreement (None: not measured)."""
+    (None: global evidence only), the dense agreement (None: not measured) and where the
+    reference's mark outline fits (None: the shape stage found no placement)."""
 
     hit: ReferenceHit
     evidence: PairEvidence
     match: LocalMatch | None = None
     agreement: Agreement | None = None
+    shape: ShapeMatch | None = None
 
 
 class ReferenceThumbs:
@@ -76,19 +79,38 @@ class ReferenceThumbs:
 
 
 
+def _agreement(index, reference_id: str, row: int, listing: LocalFeatures | None,  # noqa: ANN001
+               thumbs: ReferenceThumbs | None, outline) -> Agreement | None:  # noqa: ANN001
+    """The reference laid over the listing along ``outline`` (None: a thumbnail is missing)."""
+    sizes = index.local.sizes if index.local is not None else {}
+    if listing is None or listing.thumb is None or thumbs is None or row not in sizes:
+        return None
+    ref = thumbs.get(reference_id)
+    if ref is None:
+        return None
+    return agreement(listing.thumb, listing.image_size, ref, tuple(sizes[row]), outline)
+
+
+def _dense(agr: Agreement) -> dict:
+    return dict(dense=True, ncc=agr.ncc, grad_ncc=agr.grad_ncc, agree_share=agr.agree_share,
+                agree_frac=agr.agree_frac, textured_frac=agr.textured_frac, inside_share=agr.inside_share)
+
+
 def deep_candidates(index, hits: list[ReferenceHit], matches: list[LocalMatch],  # noqa: ANN001
-                    listing: LocalFeatures | None = None, thumbs: ReferenceThumbs | None = None) -> list[Candidate]:
+                    listing: LocalFeatures | None = None, thumbs: ReferenceThumbs | None = None,
+                    shapes: dict[int, ShapeMatch] | None = None) -> list[Candidate]:
     """Every reference with global or local evidence for one listing, with that evidence.
 
     A reference found only by the local stage gets, as its global score, the lowest global
     top-k score minus a margin (its true score is lower than that), flagged as absent. With the
     listing's thumbnail and the references' (``thumbs``), each geometric match is also checked
     densely (:func:`brandguard.vision.agreement.agreement`), and one the pixels contradict
-    (grey and edge NCC < ``CONTRADICTED_NCC``) is not evidence."""
+    (grey and edge NCC < ``CONTRADICTED_NCC``) is not evidence. ``shapes`` (reference row ->
+    placement of its mark, ``vision/shapes.py``) adds the shape evidence, and the references
+    found by their outline alone."""
     records = index.records_by_rows([m.ref_row for m in matches])
     floor = (hits[-1].score if hits else 0.0) - 0.05
     cands: dict[str, Candidate] = {h.reference_id: Candidate(h, PairEvidence(h.score, False)) for h in hits}
-    sizes = index.local.sizes if index.local is not None else {}
     for m in matches:
         r = records.get(m.ref_row)
         if r is None:
@@ -96,19 +118,33 @@ def deep_candidates(index, hits: list[ReferenceHit], matches: list[LocalMatch], 
         prev = cands.get(r.reference_id)
         g, absent = (prev.evidence.global_score, False) if prev else (floor, True)
         hit = prev.hit if prev else ReferenceHit.of(r, floor)
-        agr = None
-        if listing is not None and listing.thumb is not None and thumbs is not None and m.ref_row in sizes:
-            ref = thumbs.get(r.reference_id)
-            if ref is not None:
-                agr = agreement(listing.thumb, listing.image_size, ref, tuple(sizes[m.ref_row]), m.outline)
+        agr = _agreement(index, r.reference_id, m.ref_row, listing, thumbs, m.outline)
         if agr is not None and max(agr.ncc, agr.grad_ncc) < CONTRADICTED_NCC:
             continue  # the pixels where the keypoints put the reference do not look like it
-        dense = {} if agr is None else dict(
-            dense=True, ncc=agr.ncc, grad_ncc=agr.grad_ncc, agree_share=agr.agree_share, agree_frac=agr.agree_frac,
-            textured_frac=agr.textured_frac, inside_share=agr.inside_share)
+        dense = {} if agr is None else _dense(agr)
         cands[r.reference_id] = Candidate(hit, PairEvidence(g, absent, m.inliers, m.inlier_ratio, m.coverage,
                                                             m.mirrored, m.votes, m.area_share, m.instances,
                                                             outline_share=m.outline_share, **dense), m, agr)
+    if shapes:
+        srecords = index.records_by_rows(list(shapes))
+        for row, sm in shapes.items():
+            r = srecords.get(row)
+            if r is None:
+                continue
+            prev = cands.get(r.reference_id)
+            if prev is None:
+                prev = Candidate(ReferenceHit.of(r, floor), PairEvidence(floor, True))
+            ev = replace(prev.evidence, shape=True, shape_iou=sm.iou, shape_part_iou=sm.part_iou,
+                         shape_mirrored=sm.mirrored, shape_area=sm.area_share, shape_complexity=sm.complexity,
+                         shape_parts=sm.parts)
+            agr = prev.agreement
+            if agr is None and prev.match is None:  # the pixels under the placed mark, as for a match
+                agr = _agreement(index, r.reference_id, row, listing, thumbs, sm.outline)
+                if agr is not None and max(agr.ncc, agr.grad_ncc) < CONTRADICTED_NCC:
+                    continue
+                if agr is not None:
+                    ev = replace(ev, **_dense(agr))
+            cands[r.reference_id] = replace(prev, evidence=ev, shape=sm, agreement=agr)
     values = list(cands.values())
     gapped = with_gaps([c.evidence for c in values])
-    return [Candidate(c.hit, e, c.match, c.agreement) for c, e in zip(values, gapped)]
+    return [replace(c, evidence=e) for c, e in zip(values, gapped)]

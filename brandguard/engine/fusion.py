@@ -25,7 +25,11 @@ FEATURES = ("global", "global_absent", "log_inliers", "inliers_ge8", "inliers_ge
             "inlier_gap", "coverage_gap", "outline_share", "outline_fits",
             # dense agreement of the reference laid over the listing (vision/agreement.py)
             "dense", "ncc", "grad_ncc", "agree_share", "agree_frac", "textured_frac", "inside_share",
-            "agree_gap")
+            "agree_gap",
+            # the reference's mark laid over the listing where its outline fits (vision/shapes.py)
+            "shape", "shape_iou", "shape_excess", "shape_part_iou", "shape_mirrored", "shape_area",
+            "shape_complexity", "shape_multi")
+SHAPE_KNEE = 0.75  # shape IoU above this is where outlines stop agreeing by chance (val)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,14 @@ class PairEvidence:
     textured_frac: float = 0.0
     inside_share: float = 0.0
     agree_gap: float = 0.0  # agree_share minus the listing's best
+    # The shape stage: ``shape`` False: no placement of the reference's mark was measured.
+    shape: bool = False
+    shape_iou: float = 0.0  # the whole mark against the listing's colour class where it fits
+    shape_part_iou: float = 0.0  # the mark's largest part against the listing part it was aligned on
+    shape_mirrored: bool = False
+    shape_area: float = 0.0  # the placed mark's share of the listing
+    shape_complexity: float = 0.0  # spread of the mark's radial profile (0: a disc)
+    shape_parts: int = 0  # parts of the mark (letters, stripes)
 
     def vector(self) -> list[float]:
         # Inlier steps let a linear model say "8 agreeing points is a lot more than 5".
@@ -66,7 +78,10 @@ class PairEvidence:
                 float(self.mirrored), math.log1p(self.votes), self.area_share, float(min(self.instances, 3)),
                 self.global_gap, self.inlier_gap, self.coverage_gap, min(self.outline_share, 4.0),
                 float(0.5 <= self.outline_share <= 2.5), float(self.dense), self.ncc, self.grad_ncc,
-                self.agree_share, self.agree_frac, self.textured_frac, self.inside_share, self.agree_gap]
+                self.agree_share, self.agree_frac, self.textured_frac, self.inside_share, self.agree_gap,
+                float(self.shape), self.shape_iou, max(0.0, self.shape_iou - SHAPE_KNEE), self.shape_part_iou,
+                float(self.shape_mirrored), math.log(max(self.shape_area, 1e-4)) if self.shape else 0.0,
+                self.shape_complexity, float(self.shape_parts > 1)]
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,10 @@ class DeepCalibration:
     # geometric match, whose evidence is the global score alone; None: one model for all. Two
     # unweighted models give probabilities that compare across listings (a pooled ranking).
     global_only: dict | None = None
+    # A third model, same form, for candidates found by the shape stage without a geometric
+    # match (their evidence is an outline that fits, which chance meets more often than inliers);
+    # None: they go to ``global_only``.
+    shape_only: dict | None = None
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -119,10 +138,11 @@ class DeepCalibration:
             raise BundleError(f"deep calibration needs one weight, mean and scale per feature ({n})")
         if not 0.0 <= self.flag <= 1.0:
             raise BundleError(f"deep calibration flag {self.flag} not a probability")
-        if self.global_only is not None:
-            g = self.global_only
-            if not all(len(g.get(k, ())) == n for k in ("weights", "mean", "scale")) or "bias" not in g:
-                raise BundleError(f"deep calibration global_only needs bias and one weight, mean and scale per feature ({n})")
+        for name in ("global_only", "shape_only"):
+            g = getattr(self, name)
+            if g is not None and (not all(len(g.get(k, ())) == n for k in ("weights", "mean", "scale"))
+                                  or "bias" not in g):
+                raise BundleError(f"deep calibration {name} needs bias and one weight, mean and scale per feature ({n})")
 
     def probability(self, evidence: list[PairEvidence]) -> np.ndarray:
         if not evidence:
@@ -130,11 +150,11 @@ class DeepCalibration:
         cols = [FEATURES.index(f) for f in self.features]
         x = np.array([e.vector() for e in evidence], np.float64)[:, cols]
         z = ((x - self.mean) / self.scale) @ np.asarray(self.weights) + self.bias
+        alone = np.array([e.inliers == 0 for e in evidence])
         if self.global_only is not None:
-            g = self.global_only
-            alone = np.array([e.inliers == 0 for e in evidence])
-            zg = ((x - np.asarray(g["mean"])) / np.asarray(g["scale"])) @ np.asarray(g["weights"]) + float(g["bias"])
-            z = np.where(alone, zg, z)
+            z = np.where(alone, _linear(self.global_only, x), z)
+        if self.shape_only is not None:
+            z = np.where(alone & np.array([e.shape for e in evidence]), _linear(self.shape_only, x), z)
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
     def confidence(self, p: float, flagged: bool) -> float:
@@ -155,6 +175,10 @@ class DeepCalibration:
                           "scale": tuple(d["scale"]), "features": tuple(d.get("features", FEATURES))})
         except (KeyError, TypeError) as exc:
             raise BundleError(f"invalid deep calibration: {exc}") from exc
+
+
+def _linear(model: dict, x: np.ndarray) -> np.ndarray:
+    return ((x - np.asarray(model["mean"])) / np.asarray(model["scale"])) @ np.asarray(model["weights"]) + float(model["bias"])
 
 
 def with_gaps(evidence: list[PairEvidence]) -> list[PairEvidence]:

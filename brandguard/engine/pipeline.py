@@ -30,6 +30,7 @@ from brandguard.engine.background import Background
 from brandguard.vision.verify import NO_GEOMETRY, Geometry, Verifier, to_work_gray
 from brandguard.vision.local import LocalConfig, LocalFeatures, describe_source
 from brandguard.vision.local_match import LocalMatch, MatchOptions, match_references
+from brandguard.vision.shapes import ShapeMatch, ShapeTable, match_shapes
 from brandguard.engine.candidates import Candidate, ReferenceThumbs, deep_candidates
 from brandguard.engine.fusion import FEATURES, DeepCalibration, prefer_sources
 from brandguard.engine.textfusion import TextFindings, fuse_text
@@ -66,6 +67,7 @@ class Pipeline:
         self.text_config = TextConfig.from_card(bundle.card.text_marks)
         self.threads = threads
         self._text_reader: TextReader | None = None
+        self._shapes: tuple[tuple, ShapeTable] | None = None  # (index state, marks) of the shape stage
         self._vocabularies: dict[tuple[int, str | None], Vocabulary] = {}
         self.text_counts: Counter[str] = Counter()  # listings whose photo was read, and why
         self._audit = random.Random(depth.seed)
@@ -188,12 +190,13 @@ class Pipeline:
             elif sources is not None and sources[i] is not None:
                 try:
                     feats[i] = describe_source(self.extractor, sources[i], self.local_config.query_side,
-                                               self.limits, mirror=True)
+                                               self.limits, mirror=True, shapes=True)
                 except ImageDecodeError as exc:
                     results[i][1]["local_error"] = exc.reason
             else:
                 results[i][1]["local_error"] = "no image bytes for the local stage"
         local = self.match_local(feats, brand)
+        shaped = self.match_shapes(feats, brand)
         texts = self.text_marks(items, sources, hints, depth, routes, brand)  # (#18)
         verdicts = []
         for i, it in enumerate(items):
@@ -210,7 +213,7 @@ class Pipeline:
                 # global stage are fused with no local evidence.
                 verdicts.append(self.decide_deep(hits, ev, local.get(i, []),
                                                  sources[i] if sources is not None else None, texts.get(i),
-                                                 feats.get(i)))
+                                                 feats.get(i), shaped.get(i)))
                 continue
             verdicts.append(self.decide_fast(hits, ev, sources[i] if sources is not None else None))
         return verdicts
@@ -286,10 +289,31 @@ class Pipeline:
             pos += n
         return out
 
+    def match_shapes(self, feats: dict[int, LocalFeatures], brand: str | None = None
+                     ) -> dict[int, dict[int, ShapeMatch]]:
+        """Per item, where the indexed marks' outlines fit its colour parts (reference row ->
+        placement; ``brand``: that brand's marks only). Empty for an index without shapes."""
+        table = self.shape_table()
+        if table is None or not len(table):
+            return {}
+        only = self.index.brand_rows(brand) if brand is not None else None
+        return {k: match_shapes(f.shapes, table, only_rows=only) for k, f in feats.items() if f.shapes is not None}
+
+    def shape_table(self) -> ShapeTable | None:
+        """The indexed marks' shapes, rebuilt from the descriptor index when it changed."""
+        local = self.index.local if self.index is not None else None
+        if local is None:
+            return None
+        key = (self.index.manifest.generation, id(local), local.marks_version, len(local.marks))
+        if self._shapes is None or self._shapes[0] != key:
+            self._shapes = (key, ShapeTable.from_marks(local.marks))
+        return self._shapes[1]
+
     def deep_candidates(self, hits: list[ReferenceHit], matches: list[LocalMatch],
-                        listing: LocalFeatures | None = None) -> list[Candidate]:
-        """Every reference with global or local evidence for one listing (``engine/candidates.py``)."""
-        return deep_candidates(self.index, hits, matches, listing, self.reference_thumbs)
+                        listing: LocalFeatures | None = None,
+                        shapes: dict[int, ShapeMatch] | None = None) -> list[Candidate]:
+        """Every reference with global, local or shape evidence for one listing (``engine/candidates.py``)."""
+        return deep_candidates(self.index, hits, matches, listing, self.reference_thumbs, shapes)
 
     # ------------------------------------------------------------------ text marks (#18)
     def text_reader(self) -> TextReader:
@@ -361,10 +385,11 @@ class Pipeline:
 
     def decide_deep(self, hits: list[ReferenceHit], ev: dict, matches: list[LocalMatch],
                     source: bytes | str | os.PathLike[str] | None = None,
-                    text: TextFindings | None = None, listing: LocalFeatures | None = None) -> Verdict:
+                    text: TextFindings | None = None, listing: LocalFeatures | None = None,
+                    shapes: dict[int, ShapeMatch] | None = None) -> Verdict:
         """The visual verdict (:meth:`decide_visual`) with the text stage's findings fused in
         (``brandguard.engine.textmarks.fuse_text``: its rules are there)."""
-        verdict = self.decide_visual(hits, ev, matches, source, listing)
+        verdict = self.decide_visual(hits, ev, matches, source, listing, shapes)
         return fuse_text(verdict, text, self.representative) if text is not None else verdict
 
     def representative(self, brand: str) -> ReferenceHit | None:
@@ -378,7 +403,8 @@ class Pipeline:
     # ------------------------------------------------------------------ fused visual verdict
     def decide_visual(self, hits: list[ReferenceHit], ev: dict, matches: list[LocalMatch],
                       source: bytes | str | os.PathLike[str] | None = None,
-                      listing: LocalFeatures | None = None) -> Verdict:
+                      listing: LocalFeatures | None = None,
+                      shapes: dict[int, ShapeMatch] | None = None) -> Verdict:
         """Fuse global hits and local matches into one probability per reference, then decide.
 
         A flagged reference without copy geometry from the descriptor index (a flat mark has
@@ -386,7 +412,7 @@ class Pipeline:
         fast path's ORB check against that one reference, with ``source``: a copy is a copy
         whichever stage proves it."""
         deep = self.calibration.deep or DEFAULT_DEEP
-        cands = self.deep_candidates(hits, matches, listing)
+        cands = self.deep_candidates(hits, matches, listing, shapes)
         if not cands:
             return Verdict("clear", confidence=1.0, evidence={**ev, "note": "no references indexed"})
         probs, swaps = prefer_sources([c.hit.brand for c in cands], deep.probability([c.evidence for c in cands]),
@@ -402,8 +428,11 @@ class Pipeline:
             if m is not None and m.inliers >= deep.geometry_inliers:
                 pick, by_geometry = strongest, True
         best_hit, best_ev, best_match = cands[pick].hit, cands[pick].evidence, cands[pick].match
+        best_shape = cands[pick].shape
         if cands[pick].agreement is not None:
             ev["agreement"] = cands[pick].agreement.to_dict()
+        if best_shape is not None:
+            ev["shape"] = best_shape.to_dict()
         if pick in swaps:
             other, share = swaps[pick]
             ev["source_choice"] = (f"{best_hit.reference_id} agrees on {share:.0%} of the photo outside "
@@ -411,7 +440,9 @@ class Pipeline:
         p = float(probs[pick])
         th, _ = self.calibration.for_brand(best_hit.brand)
         stage = ("global+local" if best_match is not None and not best_ev.global_absent else
-                 "local" if best_match is not None else "global")
+                 "local" if best_match is not None else
+                 "shape" if best_shape is not None and best_ev.global_absent else
+                 "global+shape" if best_shape is not None else "global")
         ev.update(stage=stage, fused_probability=round(p, 6), global_score=round(best_ev.global_score, 6),
                   calibration=deep.method, calibrated=deep.method != "default",
                   thresholds={"flag_probability": deep.flag, "copy_inliers": deep.copy_inliers,
@@ -419,6 +450,8 @@ class Pipeline:
         if best_match is not None:
             ev["local"] = best_match.to_dict()
             ev["match_box"] = list(best_match.box)
+        elif best_shape is not None:
+            ev["match_box"] = list(best_shape.box)
         ev["thresholds"]["geometry_inliers"] = deep.geometry_inliers
         whole = (best_match is not None and not best_match.mirrored and best_match.inliers >= deep.copy_inliers
                  and best_match.area_share >= deep.copy_area)
@@ -433,7 +466,7 @@ class Pipeline:
                                                         f"{th.knockoff:.2f} -> {fast.verdict}"))
                 ev["stage"] = "global"
                 if fast.brand != best_hit.brand:  # the local evidence is about another reference
-                    for key in ("local", "match_box", "agreement", "source_choice"):
+                    for key in ("local", "match_box", "agreement", "source_choice", "shape"):
                         ev.pop(key, None)
                 score = next((h.score for h in top if h.reference_id == fast.top[0].reference_id), p) if fast.top else p
                 return Verdict(fast.verdict, brand=fast.brand, confidence=fast.confidence, score=score, top=top,
@@ -457,7 +490,9 @@ class Pipeline:
                                   f"{best_match.area_share:.0%} of the photo >= {deep.copy_area:.0%} -> copy")
         else:
             why = ("mirrored match" if best_match is not None and best_match.mirrored else
-                   "partial local agreement" if best_match is not None else "global similarity without copy geometry")
+                   "partial local agreement" if best_match is not None else
+                   (f"the mark's outline fits {'mirrored ' if best_shape.mirrored else ''}(IoU {best_shape.iou:.2f})"
+                    if best_shape is not None else "global similarity without copy geometry"))
             kind, rule = "knockoff", f"{why} -> knockoff"
         flag_rule = (f"{best_match.inliers} inliers >= {deep.geometry_inliers} (geometric match)" if by_geometry
                      else f"fused probability {p:.2f} >= {deep.flag:.2f}")
@@ -565,7 +600,8 @@ class Pipeline:
             d.update(index_factory=self.index.manifest.factory, index_count=len(self.index),
                      index_sha256=self.index.manifest.index_sha256)
             if self.index.local is not None:
-                d.update(local_factory=self.index.local.factory, local_descriptors=len(self.index.local))
+                d.update(local_factory=self.index.local.factory, local_descriptors=len(self.index.local),
+                         mark_shapes=len(self.index.local.marks))
         d.update(depth=self.depth.depth, local_features=self.local_config.extractor if self.local_config else None,
                  deep_calibration=self.calibration.deep.method if self.calibration.deep else None)
         return d

@@ -244,7 +244,7 @@ def judge_split_deep(pipe: Pipeline, split_dir: Path, threads: int = 1, progress
     """Every query of a split through the global and the local stage (thorough), candidates kept.
 
     The same steps as ``Pipeline.judge`` in thorough depth (prepare with keypoints, embed, search,
-    one batched descriptor search, RANSAC), stopping before the decision, which is what the
+    one batched descriptor search, RANSAC, the shape stage), stopping before the decision, which is what the
     fusion and its thresholds are fitted to.
     """
     import numpy as np
@@ -274,11 +274,13 @@ def judge_split_deep(pipe: Pipeline, split_dir: Path, threads: int = 1, progress
                 continue
             vecs = scratch.embed_crops(np.concatenate([it.crops for _, it in chunk]))
             merged = scratch.search_merged([it for _, it in chunk], vecs)
-            local = scratch.match_local({i: it.local for i, (_, it) in enumerate(chunk)})
+            feats = {i: it.local for i, (_, it) in enumerate(chunk)}
+            local = scratch.match_local(feats)
+            shaped = scratch.match_shapes(feats)
             for i, ((qid, _), (hits, _ev)) in enumerate(zip(chunk, merged)):
                 refs = gt.get(qid, set())
                 cands = tuple((c.hit.reference_id, c.hit.brand, c.evidence, c.match, c.agreement)
-                              for c in scratch.deep_candidates(hits, local[i], chunk[i][1].local))
+                              for c in scratch.deep_candidates(hits, local[i], chunk[i][1].local, shaped.get(i)))
                 out.append(DeepJudged(qid, info.get(qid, ""), frozenset(refs),
                                       next(iter(refs)).split("/")[0] if refs else "", cands))
         bar.close()
@@ -305,34 +307,37 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
 
     from brandguard.engine.fusion import FEATURES, fit_logistic, prefer_sources
 
-    # Two unweighted logistic models: one for candidates with a geometric match, one for those
-    # with the global score alone. Unweighted, their probabilities are calibrated posteriors
-    # that compare across listings; class weighting (each class half the weight) put the two
-    # regimes on different scales and cost strong copies 0.17 uAP on the test split.
-    sets: dict[bool, tuple[list, list]] = {True: ([], []), False: ([], [])}
+    # Unweighted logistic models, one per kind of evidence: candidates with a geometric match,
+    # those the shape stage placed without one, and those with the global score alone.
+    # Unweighted, their probabilities are calibrated posteriors that compare across listings;
+    # class weighting (each class half the weight) put the regimes on different scales and cost
+    # strong copies 0.17 uAP on the test split.
+    sets: dict[str, tuple[list, list]] = {"matched": ([], []), "shape": ([], []), "global": ([], [])}
     for j in judged:
         for rid, _brand, e, *_rest in j.candidates:
-            xs, ys = sets[e.inliers > 0]
+            xs, ys = sets["matched" if e.inliers > 0 else "shape" if e.shape else "global"]
             xs.append(e.vector())
             ys.append(1.0 if rid in j.truth else 0.0)
-    y_all = sets[True][1] + sets[False][1]
+    y_all = [y for _, ys in sets.values() for y in ys]
     if not y_all or not 0 < sum(y_all) < len(y_all):
         raise InputError("deep calibration needs candidates with both true and false matches")
-    models = {}
-    for matched, (xs, ys) in sets.items():
-        if xs and 0 < sum(ys) < len(ys):
-            models[matched] = fit_logistic(np.array(xs), np.array(ys), class_weight=False)
-    if len(models) == 2:
-        w, b, mean, scale = models[True]
-        gw, gb, gmean, gscale = models[False]
-        global_only = {"weights": [float(v) for v in gw], "bias": float(gb), "mean": [float(v) for v in gmean],
-                       "scale": [float(v) for v in gscale]}
-    else:  # one regime lacks positives or negatives: one model for all
-        w, b, mean, scale = fit_logistic(np.array(sets[True][0] + sets[False][0]), np.array(y_all),
-                                         class_weight=False)
-        global_only = None
+
+    def model(xs: list, ys: list) -> dict | None:
+        if not xs or not 0 < sum(ys) < len(ys):
+            return None
+        w, b, mean, scale = fit_logistic(np.array(xs), np.array(ys), class_weight=False)
+        return {"weights": [float(v) for v in w], "bias": float(b), "mean": [float(v) for v in mean],
+                "scale": [float(v) for v in scale]}
+
+    models = {k: model(*v) for k, v in sets.items()}
+    if models["matched"] is not None and models["global"] is not None:
+        main_model, global_only, shape_only = models["matched"], models["global"], models["shape"]
+    else:  # a regime lacks positives or negatives: one model for all
+        main_model = model([x for xs, _ in sets.values() for x in xs], y_all)
+        global_only = shape_only = None
+    w, b, mean, scale = (main_model[k] for k in ("weights", "bias", "mean", "scale"))
     fused = DeepCalibration(tuple(map(float, w)), float(b), tuple(map(float, mean)), tuple(map(float, scale)),
-                            global_only=global_only)
+                            global_only=global_only, shape_only=shape_only)
     raw = [fused.probability([c[2] for c in j.candidates]) if j.candidates else None for j in judged]
 
     def with_sources(ncc: float, beyond: float, sibling: float = 1.0) -> list:
@@ -396,6 +401,7 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
                           copy_inliers=int(min(choice[0], 10**6)), copy_area=float(choice[1]),
                           auto_gate=round(float(gate), 6), geometry_inliers=geo_t, source_ncc=src_ncc,
                           source_beyond=src_beyond, sibling_factor=sibling_factor, global_only=global_only,
+                          shape_only=shape_only,
                           method=f"fusion fitted on {len(judged)} held-out queries, precision {target:.2f}"
                           + (f"; {method_note}" if method_note else ""))
     per_family: dict[str, dict] = {}

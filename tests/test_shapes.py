@@ -1,0 +1,171 @@
+"""The shape stage (vision/shapes.py): flat marks found by their outline, on real marks
+(simple-icons) pasted into real photos (scikit-image), and the shapes kept in the descriptor index."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from brandguard.index.local_store import LocalIndex
+from brandguard.vision.local import describe_rgb, SiftExtractor
+from brandguard.vision.shapes import ShapeTable, listing_shapes, match_shapes, reference_shape
+from test_local_stage import _mark_on_white, _photo, iou, paste
+
+MARKS = ("apple", "nike", "cocacola", "starbucks", "mcdonalds")
+
+
+@pytest.fixture(scope="module")
+def table() -> tuple[ShapeTable, dict[int, str]]:
+    t, names = ShapeTable(), {}
+    for i, slug in enumerate(MARKS):
+        shape = reference_shape(_mark_on_white(slug))
+        if shape is not None:
+            t.add(i, shape)
+            names[i] = slug
+    assert {"apple", "nike", "mcdonalds"} <= set(names.values())  # flat marks on white have a shape
+    return t, names
+
+
+def _best(listing_rgb: np.ndarray, t: ShapeTable):
+    found = match_shapes(listing_shapes(listing_rgb, (listing_rgb.shape[1], listing_rgb.shape[0])), t)
+    assert found, "no placement at all"
+    return max(found.items(), key=lambda kv: kv[1].iou)
+
+
+@pytest.mark.parametrize("slug,photo,share,centre", [("apple", 0, 0.15, (350, 70)), ("nike", 1, 0.25, (300, 220)),
+                                                      ("mcdonalds", 2, 0.15, (300, 220))])
+def test_small_rotated_flat_mark_is_found_by_its_outline(table, slug, photo, share, centre):
+    """(A black mark touching a black collar merges with it into one part: not found; left alone.)"""
+    t, names = table
+    listing, truth = paste(_photo(photo), _mark_on_white(slug), share, 20.0, centre)
+    row, m = _best(listing, t)
+    assert names[row] == slug
+    assert m.iou >= 0.75 and not m.mirrored
+    assert iou(m.box, truth) >= 0.5, (m.box, truth)
+    assert abs(abs(m.rotation_deg) - 20.0) < 8.0  # cv2's angle is counter-clockwise, the image's y points down
+
+
+def test_mirrored_flat_mark_is_found_mirrored(table):
+    t, names = table
+    listing, truth = paste(_photo(3), _mark_on_white("nike"), 0.3, -10.0, (320, 240), mirror=True)
+    row, m = _best(listing, t)
+    assert names[row] == "nike" and m.mirrored and m.iou >= 0.7
+    assert iou(m.box, truth) >= 0.5
+
+
+def test_clean_photos_fit_no_mark(table):
+    t, _ = table
+    for i in range(6):
+        rgb = _photo(i)
+        found = match_shapes(listing_shapes(rgb, (rgb.shape[1], rgb.shape[0])), t)
+        assert all(m.iou < 0.7 for m in found.values()), {r: round(m.iou, 2) for r, m in found.items()}
+
+
+def test_generic_shapes_and_photos_have_no_mark_shape():
+    disc = np.full((300, 300, 3), 255, np.uint8)
+    cv2.circle(disc, (150, 150), 90, (200, 30, 30), -1)
+    square = np.full((300, 300, 3), 255, np.uint8)
+    cv2.rectangle(square, (60, 80), (220, 240), (10, 10, 10), -1)
+    assert reference_shape(disc) is None and reference_shape(square) is None
+    assert reference_shape(_photo(0)) is None  # not a mark on a plain background
+    with pytest.raises(Exception):
+        reference_shape(np.zeros((10, 10), np.uint8))
+
+
+def test_boxes_are_in_original_pixels(table):
+    """A listing analysed from a reduced decode reports its box in the original's pixels."""
+    t, names = table
+    listing, truth = paste(_photo(0, side=640), _mark_on_white("apple"), 0.2, 0.0, (350, 75))
+    small = cv2.resize(listing, (listing.shape[1] // 2, listing.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    found = match_shapes(listing_shapes(small, (listing.shape[1], listing.shape[0])), t)
+    row, m = max(found.items(), key=lambda kv: kv[1].iou)
+    assert names[row] == "apple" and iou(m.box, truth) >= 0.5
+
+
+def test_descriptor_index_keeps_shapes_through_bytes_and_removal():
+    ex = SiftExtractor()
+    sets = [describe_rgb(ex, _mark_on_white(s), (0, 0), 512, upscale=True, mark=True) for s in ("apple", "nike")]
+    sets = [type(f)(f.points, f.descriptors, (512, 512), mark=f.mark) for f in sets]
+    idx = LocalIndex.empty(128, "IDMap2,Flat")
+    idx.add([0, 1], sets)
+    assert len(idx.marks) == 2
+    faiss_bytes, meta = idx.to_bytes()
+    back = LocalIndex.from_bytes(faiss_bytes, meta, "IDMap2,Flat", 128)
+    table = ShapeTable.from_marks(back.marks)
+    for r in (0, 1):
+        a, b = sets[r].mark, table.shapes[r]
+        assert np.array_equal(a.mask, b.mask) and np.allclose(a.part.signature, b.part.signature)
+        assert a.size == b.size and a.part.box == b.part.box
+    version = back.marks_version
+    back.remove([0])
+    assert set(back.marks) == {1} and back.marks_version != version
+
+
+def test_descriptor_index_written_before_shapes_loads_without_them():
+    import io
+
+    ex = SiftExtractor()
+    f = describe_rgb(ex, _mark_on_white("apple"), (300, 300), 512)
+    idx = LocalIndex.empty(128, "IDMap2,Flat")
+    idx.add([0], [f])
+    faiss_bytes, _ = idx.to_bytes()
+    d, ref, xy = idx.descriptors()
+    buf = io.BytesIO()  # the npz as it was written before the shape stage
+    np.savez(buf, ids=np.arange(len(d), dtype=np.int64), ref=ref, xy=xy, size_rows=np.array([0]),
+             size_wh=np.array([[300, 300]]))
+    old = LocalIndex.from_bytes(faiss_bytes, buf.getvalue(), "IDMap2,Flat", 128)
+    assert len(old) == len(d) and not old.marks
+
+
+@pytest.fixture(scope="module")
+def flat_bundle(tmp_path_factory):
+    """The shipped model (its calibration fitted with the shape stage) over flat marks."""
+    from brandguard.cli.main import EXIT_OK, main
+    from tests_helpers import save
+
+    root = tmp_path_factory.mktemp("flat")
+    for slug in ("apple", "nike", "mcdonalds", "starbucks"):
+        save(_mark_on_white(slug), root / "refs" / slug / "logo.png")
+    assert main(["index", str(root / "refs"), "--out", str(root / "bundle")]) == EXIT_OK
+    return root / "bundle"
+
+
+def test_thorough_flags_a_flat_mark_by_its_outline_and_draws_it(flat_bundle, tmp_path):
+    from brandguard.cases.explain import drawing
+    from brandguard.engine.pipeline import Pipeline
+    from brandguard.engine.routing import DepthOptions
+    from tests_helpers import save
+
+    pipe = Pipeline.from_bundle(flat_bundle, depth=DepthOptions("thorough", text=False))
+    assert pipe.describe()["mark_shapes"] == 4
+    listing, truth = paste(_photo(2), _mark_on_white("mcdonalds"), 0.15, 20.0, (300, 220))
+    v = pipe.check([save(listing, tmp_path / "l.jpg", quality=90)])[0]
+    assert v.verdict in ("copy", "knockoff") and v.brand == "mcdonalds", v.evidence.get("decided_by")
+    shape = v.evidence["shape"]
+    assert shape["iou"] >= 0.75 and iou(shape["box"], truth) >= 0.5
+    drawn = drawing(v.evidence, v.brand)
+    assert drawn is not None and drawn["shapes"][0]["source"] == "outline"
+    clean = pipe.check([save(_photo(i), tmp_path / f"c{i}.jpg", quality=90) for i in range(4)])
+    assert [c.verdict for c in clean] == ["clear"] * 4, [c.evidence.get("decided_by") for c in clean]
+
+
+def test_candidates_placed_only_by_their_outline_use_the_shape_model():
+    from brandguard.engine.fusion import FEATURES, DeepCalibration, PairEvidence
+    from brandguard.errors import BundleError
+
+    n = len(FEATURES)
+
+    def model(bias: float) -> dict:
+        return {"weights": [0.0] * n, "bias": bias, "mean": [0.0] * n, "scale": [1.0] * n}
+
+    cal = DeepCalibration.from_dict({**model(2.0), "flag": 0.5, "global_only": model(-2.0), "shape_only": model(0.0)})
+    p = cal.probability([PairEvidence(0.5, False, inliers=12, shape=True), PairEvidence(0.5, False),
+                         PairEvidence(0.1, True, shape=True, shape_iou=0.9)])
+    assert p[0] == pytest.approx(1 / (1 + np.exp(-2.0)))  # a geometric match: the main model
+    assert p[1] == pytest.approx(1 / (1 + np.exp(2.0)))  # the global score alone
+    assert p[2] == pytest.approx(0.5)  # the outline alone
+    assert DeepCalibration.from_dict(cal.to_dict()) == cal
+    with pytest.raises(BundleError, match="shape_only"):
+        DeepCalibration.from_dict({**model(0.0), "shape_only": {"weights": [0.0], "bias": 0.0, "mean": [0.0],
+                                                              "scale": [1.0]}})
