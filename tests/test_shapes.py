@@ -169,3 +169,17 @@ def test_candidates_placed_only_by_their_outline_use_the_shape_model():
     with pytest.raises(BundleError, match="shape_only"):
         DeepCalibration.from_dict({**model(0.0), "shape_only": {"weights": [0.0], "bias": 0.0, "mean": [0.0],
                                                               "scale": [1.0]}})
+
+
+def test_damaged_mark_shapes_are_a_typed_index_error(flat_bundle):
+    from brandguard.engine.pipeline import Pipeline
+    from brandguard.errors import ReferenceIndexError
+
+    pipe = Pipeline.from_bundle(flat_bundle)
+    assert len(pipe.shape_table()) == 4
+    local = pipe.index.local
+    row = next(iter(local.marks))
+    local.marks[row] = {**local.marks[row], "bits": local.marks[row]["bits"][:-3]}
+    local.marks_version += 1
+    with pytest.raises(ReferenceIndexError, match="mark shapes"):
+        pipe.shape_table()

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from brandguard.errors import ImageDecodeError, InputError
+from brandguard.errors import ImageDecodeError, InputError, ReferenceIndexError
 from brandguard.vision.bundle import Bundle, default_bundle_path
 from brandguard.engine.decide import Calibration, ReferenceHit, Verdict, candidate, decide
 from brandguard.vision.decode import DecodeLimits, decode_image
@@ -306,7 +306,11 @@ class Pipeline:
             return None
         key = (self.index.manifest.generation, id(local), local.marks_version, len(local.marks))
         if self._shapes is None or self._shapes[0] != key:
-            self._shapes = (key, ShapeTable.from_marks(local.marks))
+            try:
+                self._shapes = (key, ShapeTable.from_marks(local.marks))
+            except ValueError as exc:
+                raise ReferenceIndexError(f"the descriptor index's mark shapes are damaged ({exc}); "
+                                          "rebuild it with `brandguard index`") from exc
         return self._shapes[1]
 
     def deep_candidates(self, hits: list[ReferenceHit], matches: list[LocalMatch],
