@@ -183,3 +183,23 @@ def test_damaged_mark_shapes_are_a_typed_index_error(flat_bundle):
     local.marks_version += 1
     with pytest.raises(ReferenceIndexError, match="mark shapes"):
         pipe.shape_table()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 2, 3), (15, 400, 3), (5000, 12, 3)])
+def test_tiny_and_thin_photos_have_no_parts(shape):
+    """k-means needs more pixels than colour classes; a photo with no room for a mark has no parts."""
+    rgb = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    assert len(listing_shapes(rgb, (shape[1], shape[0]))) == 0
+
+
+def test_a_busy_texture_keeps_its_largest_parts(monkeypatch):
+    import brandguard.vision.shapes as shapes
+
+    rng = np.random.default_rng(1)
+    rgb = cv2.resize(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), (640, 480), interpolation=cv2.INTER_NEAREST)
+    every = listing_shapes(rgb, (640, 480))
+    assert len(every) > 8
+    monkeypatch.setattr(shapes, "MAX_PARTS", 8)
+    kept = listing_shapes(rgb, (640, 480))
+    assert len(kept) == 8
+    assert sorted(p.area for p in kept.parts) == sorted(p.area for p in every.parts)[-8:]
