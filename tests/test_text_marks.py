@@ -337,3 +337,39 @@ def test_a_replaced_ocr_graph_is_refused(text_bundle, tmp_path):
         cfg.make(folder=folder)
     with pytest.raises(BundleError):
         TextConfig.from_card({"models": [{"role": "det", "sha256": "x"}]})
+
+
+def test_thorough_scan_reads_text_in_its_decode_workers_as_check_does(text_bundle, tmp_path):
+    """A thorough scan's decode workers read the photos' text (OCR spread over the cores); the
+    verdicts and text evidence are what an in-process check of the same photos gives."""
+    from brandguard.scan.scanner import ScanOptions, scan
+    from brandguard.vision.prepare import prepare_image
+
+    listings = tmp_path / "listings"
+    listings.mkdir()
+    paths = [_listing(listings, "nikf", "NIKF")[0], _listing(listings, "adidos", "Adidos", angle=-5.0)[0],
+             save(_photo(), listings / "plain.jpg", quality=90)]
+    catalogue = listings / "catalogue.jsonl"
+    catalogue.write_text("".join(json.dumps({"listing_id": p.stem, "image": str(p)}) + "\n" for p in paths))
+    pipe = Pipeline.from_bundle(text_bundle, require_index=True, depth="thorough")
+    item = pipe.prepare(str(paths[0]), local=True)
+    assert item.text is not None and any("NIKF" in ln.text.upper() for ln in item.text.lines)
+    assert pipe.prepare(str(paths[0]), local=True, depth=DepthOptions("thorough", text=False)).text is None
+    assert prepare_image(str(paths[0]), pipe.card).text is None  # fast: nothing read
+    expected = {p.stem: v for p, v in zip(paths, pipe.check([str(p) for p in paths]))}
+    out = tmp_path / "scan"
+    summary = scan(catalogue, pipe, out, ScanOptions(workers=2, progress=False))
+    assert summary.scanned == 3
+    import pyarrow.parquet as pq
+
+    rows = {r["listing_id"]: r for part in sorted((out / "parts").glob("*.parquet"))
+            for r in pq.read_table(part).to_pylist()}
+    if not rows:
+        rows = {r["listing_id"]: r for r in pq.read_table(out / "results.parquet").to_pylist()}
+    for stem, v in expected.items():
+        got = rows[stem]
+        ev = json.loads(got["evidence"]) if isinstance(got["evidence"], str) else got["evidence"]
+        assert (got["verdict"], got["brand"] or None) == (v.verdict, v.brand), (stem, ev.get("decided_by"))
+        assert [ln["text"] for ln in ev["text"]["lines"]] == [ln["text"] for ln in v.evidence["text"]["lines"]]
+        assert ev["text"]["read"] is True
+    assert {k for k, v in expected.items() if v.verdict != "clear"} == {"nikf", "adidos"}

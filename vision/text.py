@@ -172,6 +172,16 @@ class TextLine:
                 "quad": [[round(x, 1), round(y, 1)] for x, y in self.quad]}
 
 
+@dataclass(frozen=True)
+class TextRead:
+    """A photo's lines as read where it was decoded (a scanner's decode worker, in thorough
+    depth), or why it could not be read, and what reading cost."""
+
+    lines: tuple[TextLine, ...] = ()
+    error: str | None = None
+    ms: float = 0.0
+
+
 @dataclass
 class TextTiming:
     """Cumulative cost of a reader, for reports: photos, lines and seconds per step."""
@@ -304,6 +314,26 @@ class TextReader:
             if text.strip() and score >= cfg.min_score:
                 out[i].append(TextLine(text, score, tuple((float(x), float(y)) for x, y in pts)))
         return out
+
+    def read_source(self, source, limits) -> TextRead:  # noqa: ANN001 - path or bytes, DecodeLimits
+        """One photo decoded at the side the reader wants and read; a photo that does not
+        decode gives its reason (the caller's decode of the same bytes already succeeded)."""
+        from brandguard.errors import ImageDecodeError
+        from brandguard.vision.decode import decode_image
+
+        try:
+            d = decode_image(source, target_side=self.decode_side, limits=limits)
+        except ImageDecodeError as exc:
+            return TextRead(error=exc.reason)
+        t0 = time.perf_counter()
+        lines = self.read([(d.rgb, d.display_size)])[0]
+        return TextRead(tuple(lines), None, (time.perf_counter() - t0) * 1000.0)
+
+    @property
+    def decode_side(self) -> int:
+        """The side photos are decoded at for reading: detection works at most at ``det_side``,
+        and a JPEG's DCT draft may come out up to a third smaller than asked."""
+        return round(self.config.det_side * 0.75)
 
     def orient(self, crops: list[np.ndarray]) -> list[np.ndarray]:
         """Crops the direction classifier is sure are upside down, turned half a circle."""

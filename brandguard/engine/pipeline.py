@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import threading
 import time
 from collections import Counter
 from dataclasses import replace
@@ -67,6 +68,7 @@ class Pipeline:
         self.text_config = TextConfig.from_card(bundle.card.text_marks)
         self.threads = threads
         self._text_reader: TextReader | None = None
+        self._text_lock = threading.Lock()
         self._shapes: tuple[tuple, ShapeTable] | None = None  # (index state, marks) of the shape stage
         self._vocabularies: dict[tuple[int, str | None], Vocabulary] = {}
         self.text_counts: Counter[str] = Counter()  # listings whose photo was read, and why
@@ -108,10 +110,21 @@ class Pipeline:
                    depth, threads)
 
     # ------------------------------------------------------------------ stages
-    def prepare(self, source: bytes | str | os.PathLike[str], local: bool = False) -> PreparedImage:
-        """Decode and crop; ``local`` also describes the image's keypoints in the same decode."""
+    def prepare(self, source: bytes | str | os.PathLike[str], local: bool = False,
+                depth: DepthOptions | None = None) -> PreparedImage:
+        """Decode and crop; ``local`` also describes the image's keypoints in the same decode and,
+        in thorough depth with the text stage (``depth``, default the pipeline's), reads its text
+        (what a scan's decode workers do)."""
         spec = (self.extractor, self.local_config.query_side) if local and self.extractor is not None else None
-        return prepare_image(source, self.card, self.region_mode, self.limits, local=spec)
+        reader = self.text_reader() if spec is not None and self.reads_text_while_preparing(depth) else None
+        return prepare_image(source, self.card, self.region_mode, self.limits, local=spec, text=reader)
+
+    def reads_text_while_preparing(self, depth: DepthOptions | None = None) -> bool:
+        """Thorough depth reads every photo's text, so it is read where the photo is decoded
+        (spread over a scan's decode workers); auto reads only the photos it routes, here."""
+        depth = depth or self.depth
+        return (depth.depth == "thorough" and depth.text and self.text_config is not None
+                and self.index is not None and self.has_local_stage())
 
     def embed_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """R x S x S x 3 uint8 crops -> R x D unit vectors, in batches."""
@@ -321,11 +334,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ text marks (#18)
     def text_reader(self) -> TextReader:
-        """The OCR reader of the bundle's ``text_marks`` (made, and its graphs re-hashed, on first use)."""
+        """The OCR reader of the bundle's ``text_marks`` (made, and its graphs re-hashed, on first
+        use; the service's decode threads may ask at once, so the first is made under a lock)."""
         if self.text_config is None:
             raise InputError("this bundle's card has no text_marks: no text stage")
-        if self._text_reader is None:
-            self._text_reader = self.text_config.make(threads=self.threads)
+        with self._text_lock:
+            if self._text_reader is None:
+                self._text_reader = self.text_config.make(threads=self.threads)
         return self._text_reader
 
     def vocabulary(self, scope: str | None = None) -> Vocabulary:
@@ -360,11 +375,17 @@ class Pipeline:
         todo, images = [], []
         for i, why in routes.items():
             src = sources[i] if sources is not None else None
+            read = items[i].text if isinstance(items[i], PreparedImage) else None
+            if read is not None:  # read where it was decoded
+                self._text_found(out[i], read.lines, read.ms, routes[i], vocab)
+                if read.error is not None:
+                    out[i].read, out[i].error = False, read.error
+                continue
             if src is None:
                 out[i].error = "no image bytes for the text stage"
                 continue
             try:
-                d = decode_image(src, target_side=round(self.text_config.det_side * 0.75), limits=self.limits)
+                d = decode_image(src, target_side=self.text_reader().decode_side, limits=self.limits)
             except ImageDecodeError as exc:
                 out[i].error = exc.reason
                 continue
@@ -377,15 +398,18 @@ class Pipeline:
         lines = reader.read(images)
         ms = (time.perf_counter() - t0) * 1000.0 / len(todo)
         for i, ls in zip(todo, lines):
-            f = out[i]
-            f.read, f.why, f.ms = True, routes[i], ms
-            f.lines = [ln.to_dict() for ln in ls]
-            for ln in ls:
-                f.image += vocab.match(ln.text, source="image", score=ln.score, merged=True,
-                                       box=tuple(ln.box), quad=ln.quad)
-            self.text_counts["total"] += 1
-            self.text_counts[routes[i]] += 1
+            self._text_found(out[i], ls, ms, routes[i], vocab)
         return out
+
+    def _text_found(self, f: TextFindings, lines, ms: float, why: str, vocab: Vocabulary) -> None:  # noqa: ANN001
+        """A photo's lines into its findings: the brand names and lookalikes among them."""
+        f.read, f.why, f.ms = True, why, ms
+        f.lines = [ln.to_dict() for ln in lines]
+        for ln in lines:
+            f.image += vocab.match(ln.text, source="image", score=ln.score, merged=True,
+                                   box=tuple(ln.box), quad=ln.quad)
+        self.text_counts["total"] += 1
+        self.text_counts[why] += 1
 
     def decide_deep(self, hits: list[ReferenceHit], ev: dict, matches: list[LocalMatch],
                     source: bytes | str | os.PathLike[str] | None = None,
@@ -565,7 +589,7 @@ class Pipeline:
         items: list[PreparedImage | ImageDecodeError] = []
         for s in sources:
             try:
-                items.append(self.prepare(s, local=depth.depth == "thorough" and self.has_local_stage()))
+                items.append(self.prepare(s, local=depth.depth == "thorough" and self.has_local_stage(), depth=depth))
             except ImageDecodeError as exc:
                 items.append(exc)
         return self.judge(items, sources, hints, depth, brand)

@@ -258,7 +258,7 @@ def judge_split_deep(pipe: Pipeline, split_dir: Path, threads: int = 1, progress
     out: list[DeepJudged] = []
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Pipeline.from_bundle(new_bundle_from(pipe.bundle, Path(tmp)), threads=threads,
-                                       region_mode=pipe.region_mode, depth=DepthOptions("thorough"))
+                                       region_mode=pipe.region_mode, depth=DepthOptions("thorough", text=False))
         build_index(scratch, read_references(split_dir / "references"), threads=threads)
         queries = list_images(split_dir / "queries")
         bar = tqdm(total=len(queries), desc="deep calibration", unit="img", disable=not progress)

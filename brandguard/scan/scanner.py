@@ -283,7 +283,9 @@ def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOpt
                     root: str | None) -> Iterator[Prepared]:
     # thorough: the decode workers describe keypoints too, in parallel with the embedder
     local = pipeline.local_config if pipeline.depth.depth == "thorough" and pipeline.has_local_stage() else None
-    init = (pipeline.card, opts.region_mode, pipeline.limits, local, root)
+    # ... and read the photos' text (the judge step would otherwise run every OCR in this process)
+    text = pipeline.text_config if local is not None and pipeline.reads_text_while_preparing() else None
+    init = (pipeline.card, opts.region_mode, pipeline.limits, local, root, text)
     if opts.workers <= 0:
         init_worker(*init)
         yield from map(prepare_row, pending)

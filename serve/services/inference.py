@@ -70,10 +70,10 @@ class Inference:
                 out[i] = v
         return out
 
-    def _prepare(self, data: bytes, depth: str):
-        """Decode (and, in thorough depth, describe keypoints) in a decode thread."""
+    def _prepare(self, data: bytes, depth):  # noqa: ANN001 - DepthOptions (imported where used)
+        """Decode (and, in thorough depth, describe keypoints and read the text) in a decode thread."""
         try:
-            return self.pipeline.prepare(data, local=depth == "thorough")
+            return self.pipeline.prepare(data, local=depth.depth == "thorough", depth=depth)
         except ImageDecodeError as exc:
             return exc
 
@@ -105,7 +105,7 @@ class Inference:
         depths = [DepthOptions(lst.depth or self.settings.depth, self.settings.audit_share) for lst in listings]
 
         async def one(i: int) -> None:
-            prepared[i] = await self.lanes.run(costs[i], self._prepare, images[i], depths[i].depth)
+            prepared[i] = await self.lanes.run(costs[i], self._prepare, images[i], depths[i])
 
         async with anyio.create_task_group() as tg:
             for i in range(len(images)):
