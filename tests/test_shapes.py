@@ -203,3 +203,31 @@ def test_a_busy_texture_keeps_its_largest_parts(monkeypatch):
     kept = listing_shapes(rgb, (640, 480))
     assert len(kept) == 8
     assert sorted(p.area for p in kept.parts) == sorted(p.area for p in every.parts)[-8:]
+
+
+def test_added_removed_and_rebuilt_references_keep_their_marks_in_step(tmp_path):
+    """``index --add``, removal and a rebuild of the index carry the mark shapes with the references."""
+    from brandguard.cli.main import EXIT_OK, main
+    from brandguard.engine.pipeline import Pipeline
+    from brandguard.index.store import ReferenceIndex
+    from tests_helpers import save
+
+    for slug in ("apple", "nike"):
+        save(_mark_on_white(slug), tmp_path / "refs" / slug / "logo.png")
+    save(_mark_on_white("mcdonalds"), tmp_path / "more" / "mcdonalds" / "logo.png")
+    bundle = tmp_path / "bundle"
+    assert main(["index", str(tmp_path / "refs"), "--out", str(bundle)]) == EXIT_OK
+    assert main(["index", str(tmp_path / "more"), "--out", str(bundle), "--add"]) == EXIT_OK
+    pipe = Pipeline.from_bundle(bundle)
+    assert pipe.describe()["mark_shapes"] == 3
+    pipe.index.remove(["nike/logo"])
+    assert sorted(r.reference_id for r in pipe.index.records()) == ["apple/logo", "mcdonalds/logo"]
+    assert len(pipe.shape_table()) == 2  # the table follows the index's change
+    rebuilt: ReferenceIndex = pipe.index.rebuilt(pipe.card)
+    table = type(pipe.shape_table()).from_marks(rebuilt.local.marks)
+    names = {r.reference_id: i for i, r in enumerate(rebuilt.records())}
+    assert set(rebuilt.local.marks) == set(names.values()) and len(table) == 2
+    listing, _ = paste(_photo(2), _mark_on_white("mcdonalds"), 0.15, 20.0, (300, 220))
+    found = match_shapes(listing_shapes(listing, (listing.shape[1], listing.shape[0])), table)
+    best = max(found.items(), key=lambda kv: kv[1].iou)[0]
+    assert best == names["mcdonalds/logo"]
