@@ -39,6 +39,26 @@ class KeypointSet(Protocol):
 
 
 @dataclass(frozen=True)
+class StoredMark:
+    """A stored mark shape's arrays, given back as a :class:`KeypointSet`'s ``mark``."""
+
+    arrays: dict
+
+    def to_arrays(self) -> dict:
+        return self.arrays
+
+
+@dataclass(frozen=True)
+class StoredKeypoints:
+    """A reference's stored keypoint set (a :class:`KeypointSet`), for a rebuild."""
+
+    points: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int]
+    mark: StoredMark | None = None
+
+
+@dataclass(frozen=True)
 class DescriptorHits:
     """kNN of a batch of query descriptors: squared L2 distances, the reference row of each
     neighbour (-1 = none) and the neighbour keypoint's position in that reference's pixels."""
@@ -166,6 +186,13 @@ class LocalIndex:
             raise ReferenceIndexError(f"descriptor index {self.factory!r} cannot give its vectors back; "
                                       "rebuild with `brandguard index` from the images") from exc
         return d, self._ref.copy(), self._xy.copy()
+
+    def keypoint_sets(self, ref_rows: Sequence[int]) -> list["StoredKeypoints"]:
+        """What was stored of each of ``ref_rows`` (descriptors, points, size, mark), for a rebuild."""
+        d, ref, xy = self.descriptors()
+        return [StoredKeypoints(xy[ref == r], d[ref == r], self.sizes.get(int(r), (0, 0)),
+                                StoredMark(self.marks[int(r)]) if int(r) in self.marks else None)
+                for r in ref_rows]
 
     # ---------------------------------------------------------------- queries
     def search(self, queries: np.ndarray, k: int = DEFAULT_NEIGHBOURS,

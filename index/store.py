@@ -507,11 +507,7 @@ class ReferenceIndex:
         records = [ReferenceRecord(*r[1:]) for r in rows]
         local_sets, spec = None, None
         if self.local is not None:
-            d, ref, xy = self.local.descriptors()
-            local_sets = [_Keypoints(xy[ref == r[0]], d[ref == r[0]], self.local.sizes.get(int(r[0]), (0, 0)),
-                                     _StoredMark(self.local.marks[int(r[0])]) if int(r[0]) in self.local.marks
-                                     else None)
-                          for r in rows]
+            local_sets = self.local.keypoint_sets([int(r[0]) for r in rows])
             m = self.manifest.local or {}
             spec = LocalSpec(m.get("extractor", ""), int(m.get("dim", self.local.dim)), m.get("spec_sha256", ""))
         self.close()
@@ -580,24 +576,6 @@ class ReferenceIndex:
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
-
-
-@dataclass(frozen=True)
-class _Keypoints:
-    points: np.ndarray
-    descriptors: np.ndarray
-    image_size: tuple[int, int]
-    mark: "_StoredMark | None" = None
-
-
-@dataclass(frozen=True)
-class _StoredMark:
-    """A stored mark shape's arrays, handed back to the descriptor index on a rebuild."""
-
-    arrays: dict
-
-    def to_arrays(self) -> dict:
-        return self.arrays
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -192,7 +192,6 @@ def _generic(mask: np.ndarray) -> bool:
     if not contours:
         return True
     pts = np.vstack(contours)
-    area = float(mask.sum())
     best = 0.0
     for fill in ("rect", "ellipse"):
         canvas = np.zeros_like(mask)
