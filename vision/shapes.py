@@ -422,14 +422,15 @@ def match_shapes(listing: ListingShapes, table: ShapeTable, shortlist: int = SHO
         part_target &= target
         for r in rows:
             ref = table.shapes[r]
-            if r not in refs:
+            if r not in refs:  # unpacked once per listing
                 mask = ref.mask
                 part_mask = ref.part_mask(mask)
-                refs[r] = (mask, part_mask, float(np.count_nonzero(mask)), float(np.count_nonzero(part_mask)))
-            b = _best_placement(lp, ref, *refs[r], target, part_target, min_part_iou, shifts)
+                refs[r] = (mask, part_mask, float(np.count_nonzero(mask)), float(np.count_nonzero(part_mask)),
+                           max(1, cv2.connectedComponents(mask, connectivity=8)[0] - 1))
+            mask, part_mask, area, part_area, n_parts = refs[r]
+            b = _best_placement(lp, ref, mask, part_mask, area, part_area, target, part_target, min_part_iou, shifts)
             if b is not None and (r not in out or (b[0], b[1]) > (out[r].iou, out[r].part_iou)):
-                n_parts = cv2.connectedComponents(refs[r][0], connectivity=8)[0] - 1
-                out[r] = _to_original(b, ref, listing, refs[r][2], max(1, n_parts))
+                out[r] = _to_original(b, ref, listing, area, n_parts)
     return out
 
 

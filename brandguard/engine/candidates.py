@@ -99,7 +99,7 @@ def _dense(agr: Agreement) -> dict:
 def deep_candidates(index, hits: list[ReferenceHit], matches: list[LocalMatch],  # noqa: ANN001
                     listing: LocalFeatures | None = None, thumbs: ReferenceThumbs | None = None,
                     shapes: dict[int, ShapeMatch] | None = None) -> list[Candidate]:
-    """Every reference with global or local evidence for one listing, with that evidence.
+    """Every reference with global, local or shape evidence for one listing, with that evidence.
 
     A reference found only by the local stage gets, as its global score, the lowest global
     top-k score minus a margin (its true score is lower than that), flagged as absent. With the

@@ -30,7 +30,7 @@ def init_worker(card: ModelCard, region_mode: str, limits: DecodeLimits, local: 
                 root: str | None = None, text: TextConfig | None = None) -> None:
     """Per-process setup: one OpenCV thread and one BLAS/OpenMP thread, since the parallelism is
     the processes (a spawned worker would otherwise start a BLAS pool per core for the shape
-    stage's small matrix products: on 2 cores thorough spent 199 instead of 132 CPU ms a listing).
+    stage's small matrix products: on 2 cores thorough spent 199 instead of 137 CPU ms a listing).
 
     With ``local`` (thorough depth) the worker also describes keypoints, so the local stage's
     most expensive step runs on every core, not in the embedder's process. ``root``: the folder
