@@ -88,7 +88,7 @@ class Drip:
                 self.sock.sendall(b"\xff" * self.chunk)
                 self.sent += self.chunk
             self._read_answer()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the test closed the socket (fd -1) mid-select
             pass
         finally:
             self.done.set()
