@@ -9,8 +9,9 @@ geometric verification needs; per reference, the image size (to project its outl
 It also keeps each reference's mark shape where it has one (``vision/shapes.py``: the shape
 stage finds flat marks by their outline), as the plain 1-D arrays the shape gives
 (``to_arrays()``), so shapes are added, removed and committed with the descriptors; this layer
-never interprets them. Two files per generation: ``local-<gen>.faiss`` and ``local-<gen>.npz`` (plain arrays, no
-pickle; an npz written before shapes existed loads with none). Descriptor ids are assigned in increasing order and never reused, so the metadata
+never interprets them. Two files per generation: ``local-<gen>.faiss`` and ``local-<gen>.npz``
+(plain arrays, no pickle; an npz written before shapes existed loads with none). Descriptor ids
+are assigned in increasing order and never reused, so the metadata
 arrays stay sorted by id and a lookup is a binary search.
 """
 

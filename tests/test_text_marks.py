@@ -373,3 +373,16 @@ def test_thorough_scan_reads_text_in_its_decode_workers_as_check_does(text_bundl
         assert [ln["text"] for ln in ev["text"]["lines"]] == [ln["text"] for ln in v.evidence["text"]["lines"]]
         assert ev["text"]["read"] is True
     assert {k for k, v in expected.items() if v.verdict != "clear"} == {"nikf", "adidos"}
+
+
+def test_a_photo_its_decode_worker_could_not_read_says_why_and_is_not_counted_as_read(text_bundle, tmp_path):
+    from dataclasses import replace
+
+    from brandguard.vision.text import TextRead
+
+    path, _ = _listing(tmp_path, "nikf", "NIKF")
+    pipe = Pipeline.from_bundle(text_bundle, require_index=True, depth="thorough")
+    item = replace(pipe.prepare(str(path), local=True), text=TextRead(error="truncated"))
+    (v,) = pipe.judge([item], [str(path)])
+    assert v.evidence["text"]["error"] == "truncated" and not v.evidence["text"]["read"]
+    assert pipe.text_counts["total"] == 0

@@ -41,7 +41,8 @@ import cv2
 import numpy as np
 
 from brandguard.artifacts import sha256_file
-from brandguard.errors import BundleError, InputError
+from brandguard.errors import BundleError, ImageDecodeError, InputError
+from brandguard.vision.decode import decode_image
 
 PACKAGE = "rapidocr_onnxruntime"  # the import name of the wheel that ships the graphs
 SOURCE = "rapidocr-onnxruntime==1.4.4"
@@ -318,9 +319,6 @@ class TextReader:
     def read_source(self, source, limits) -> TextRead:  # noqa: ANN001 - path or bytes, DecodeLimits
         """One photo decoded at the side the reader wants and read; a photo that does not
         decode gives its reason (the caller's decode of the same bytes already succeeded)."""
-        from brandguard.errors import ImageDecodeError
-        from brandguard.vision.decode import decode_image
-
         try:
             d = decode_image(source, target_side=self.decode_side, limits=limits)
         except ImageDecodeError as exc:

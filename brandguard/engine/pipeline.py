@@ -376,9 +376,10 @@ class Pipeline:
             src = sources[i] if sources is not None else None
             read = items[i].text if isinstance(items[i], PreparedImage) else None
             if read is not None:  # read where it was decoded
-                self._text_found(out[i], read.lines, read.ms, routes[i], vocab)
                 if read.error is not None:
-                    out[i].read, out[i].error = False, read.error
+                    out[i].error = read.error
+                else:
+                    self._text_found(out[i], read.lines, read.ms, routes[i], vocab)
                 continue
             if src is None:
                 out[i].error = "no image bytes for the text stage"
