@@ -13,7 +13,9 @@ marks, built reproducibly from registry packages alone. Layout per split (train/
 
 Each query has exactly one ground-truth row: copies point to the reference image they were
 made from; ``logo_in_photo`` and ``knockoff`` point to the brand's ``logo_clean`` reference
-(they show the mark, not a reference image). Brands are split by hash (``split_of``), so no brand
+(they show the mark, not a reference image); ``product_photo`` points to the brand's
+``product_shot``, a catalogue photo (the brand's mark printed on a reserved real photo) that a
+third of the brands have. Brands are split by hash (``split_of``), so no brand
 is in two splits; the unregistered brands used as hard negatives come from the same split.
 
 Same seed -> byte-identical files (every random draw comes from a generator seeded by
@@ -39,12 +41,14 @@ import cv2
 import numpy as np
 
 from brandguard.datasets.augment.families import (
+    catalogue_shot,
     copy_light,
     copy_strong,
     distractor_photo,
     distractor_unregistered,
     knockoff,
     logo_in_photo,
+    product_photo,
 )
 from brandguard.evaluation.families import COPY_FAMILIES, FAMILIES, MARK_FAMILIES
 from brandguard.datasets.augment.ops import ensure_rgb, resize_max
@@ -61,12 +65,14 @@ from brandguard.datasets.logos import (
     render_logo,
     split_of,
 )
-from brandguard.datasets.photos import PhotoPool
+from brandguard.datasets.photos import PhotoPool, product_scene
 from brandguard.errors import InputError
 
 Size = Literal["tiny", "standard", "train"]
 FORMAT = "brandguard-corpus/1"
-REFERENCE_NAMES = ("logo_clean", "logo_product")
+REFERENCE_NAMES = ("logo_clean", "logo_product")  # every brand's; the copy families re-use these
+PRODUCT_SHOT = "product_shot"  # a catalogue photo, for a share of the brands (the product_photo family)
+PRODUCT_SHOT_SHARE = 1 / 3
 JPEG_QUALITY = 95  # fixed so files are byte-identical across builds
 MARK_HEIGHT = 256  # render height for marks used in queries (they are resized down anyway)
 
@@ -77,7 +83,7 @@ class SizeConfig:
 
     brands: dict[str, int | None]
     unregistered: int  # brands per split held out as "not registered" hard negatives
-    per_brand: dict[str, int]  # queries per registered brand, per mark family
+    per_brand: dict[str, int]  # queries per registered brand, per mark family (product_photo: brands with a shot)
     distractor_photo_ratio: float  # distractor photos per registered brand
     distractor_unregistered_ratio: float
     min_distractors: int
@@ -89,7 +95,7 @@ SIZES: dict[str, SizeConfig] = {
     "tiny": SizeConfig(
         brands={"train": 5, "val": 4, "test": 5},
         unregistered=2,
-        per_brand={"copy_light": 1, "copy_strong": 1, "logo_in_photo": 1, "knockoff": 1},
+        per_brand={"copy_light": 1, "copy_strong": 1, "logo_in_photo": 1, "knockoff": 1, "product_photo": 1},
         distractor_photo_ratio=0.6,
         distractor_unregistered_ratio=0.4,
         min_distractors=2,
@@ -99,7 +105,7 @@ SIZES: dict[str, SizeConfig] = {
     "standard": SizeConfig(
         brands={"train": 600, "val": None, "test": None},
         unregistered=40,
-        per_brand={"copy_light": 1, "copy_strong": 2, "logo_in_photo": 2, "knockoff": 1},
+        per_brand={"copy_light": 1, "copy_strong": 2, "logo_in_photo": 2, "knockoff": 1, "product_photo": 1},
         distractor_photo_ratio=1.0,
         distractor_unregistered_ratio=0.6,
         min_distractors=10,
@@ -109,7 +115,7 @@ SIZES: dict[str, SizeConfig] = {
     "train": SizeConfig(
         brands={"train": None, "val": None, "test": None},
         unregistered=40,
-        per_brand={"copy_light": 1, "copy_strong": 2, "logo_in_photo": 2, "knockoff": 1},
+        per_brand={"copy_light": 1, "copy_strong": 2, "logo_in_photo": 2, "knockoff": 1, "product_photo": 1},
         distractor_photo_ratio=1.0,
         distractor_unregistered_ratio=0.6,
         min_distractors=10,
@@ -151,6 +157,7 @@ class _RefJob:
     split: str
     index: int
     slug: str
+    shot: str = ""  # photo id for the brand's catalogue shot, "procedural", or "" for none
 
 
 @dataclass(frozen=True)
@@ -170,12 +177,13 @@ class _WorkerState:
     seed: int
     cfg: SizeConfig
     photo_dirs: list[Path]
-    pools: dict[str, PhotoPool] = field(default_factory=dict)
+    pools: dict[tuple[str, str], PhotoPool] = field(default_factory=dict)
 
-    def pool(self, split: str) -> PhotoPool:
-        if split not in self.pools:
-            self.pools[split] = PhotoPool.from_sources(self.photo_dirs, split=split, seed=self.seed, max_side=self.cfg.query_side)
-        return self.pools[split]
+    def pool(self, split: str, role: Literal["background", "catalogue"] = "background") -> PhotoPool:
+        if (split, role) not in self.pools:
+            self.pools[split, role] = PhotoPool.from_sources(self.photo_dirs, split=split, seed=self.seed, role=role,
+                                                             max_side=self.cfg.query_side)
+        return self.pools[split, role]
 
 
 _STATE: _WorkerState | None = None
@@ -230,6 +238,20 @@ def _do_ref(job: _RefJob) -> list[dict[str, str]]:
                 "license": src.license,
             }
         )
+    if job.shot:
+        shot_rng = _rng(st.seed, job.split, 2, job.index)  # its own stream: the views above do not move
+        if job.shot == "procedural":
+            photo, _ = product_scene(shot_rng, st.cfg.query_side, st.cfg.query_side)
+            where, lic = "a procedural product scene", src.license
+        else:
+            cat = st.pool(job.split, "catalogue")
+            i = cat.index_of(job.shot)
+            photo, ps = cat.get(i), cat.photos[i]
+            where, lic = f"photo {ps.photo_id} ({ps.source})", f"{src.license}; photo {ps.license}"
+        shot = catalogue_shot(shot_rng, _mark(job.slug), photo, size=st.cfg.query_side)
+        _write_png(st.out_dir / job.split / "references" / job.slug / f"{PRODUCT_SHOT}.png", shot)
+        rows.append({"reference_id": f"{job.slug}/{PRODUCT_SHOT}", "brand": job.slug, "sku": f"{job.slug}-PHOTO",
+                     "kind": "product", "source": f"{src.provenance} printed on {where}", "license": lic})
     return rows
 
 
@@ -264,6 +286,13 @@ def _do_query(job: _QueryJob) -> dict[str, str]:
         img = knockoff(rng, _mark(job.mark), other, photo, log, max_side=side)
         if job.other and "halves" in log:
             log.insert(log.index("halves") + 1, f"with={job.other}")
+    elif job.family == "product_photo":
+        gt = f"{job.brand}/{PRODUCT_SHOT}"
+        ref = cv2.cvtColor(cv2.imread(str(st.out_dir / job.split / "references" / f"{gt}.png"), cv2.IMREAD_COLOR),
+                           cv2.COLOR_BGR2RGB)
+        surface, pid = pool.sample(rng)
+        img = product_photo(rng, ref, surface, log, max_side=side)
+        log.insert(0, f"surface={pid}")
     elif job.family == "distractor_photo":
         photo, pid = pool.sample(rng)
         img = distractor_photo(rng, photo, log, max_side=side)
@@ -293,11 +322,25 @@ def _choose_brands(split: str, cfg: SizeConfig, seed: int) -> tuple[list[LogoSou
     return sorted(reg, key=lambda s: s.slug), sorted(unreg, key=lambda s: s.slug)
 
 
-def _plan_queries(split: str, reg: list[LogoSource], unreg: list[LogoSource], cfg: SizeConfig, seed: int) -> list[_QueryJob]:
+def _plan_shots(split: str, reg: list[LogoSource], seed: int, photo_dirs: Sequence[Path]) -> dict[str, str]:
+    """Which brands get a catalogue shot, on which photo: a third of the brands, each on its own
+    reserved real photo while they last, then on a procedural product scene."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), 13])  # type: ignore[arg-type]
+    n = min(len(reg), int(np.ceil(len(reg) * PRODUCT_SHOT_SHARE)))
+    chosen = sorted(reg[int(i)].slug for i in rng.permutation(len(reg))[:n])
+    photos = [p.photo_id for p in PhotoPool.from_sources(photo_dirs, split=split, seed=seed, role="catalogue").photos]
+    photos = [photos[int(i)] for i in rng.permutation(len(photos))]
+    return {slug: (photos[k] if k < len(photos) else "procedural") for k, slug in enumerate(chosen)}
+
+
+def _plan_queries(split: str, reg: list[LogoSource], unreg: list[LogoSource], cfg: SizeConfig, seed: int,
+                  shots: dict[str, str]) -> list[_QueryJob]:
     rng = np.random.default_rng([seed, SPLITS.index(split), 11])  # type: ignore[arg-type]
     specs: list[tuple[str, str, str, str]] = []  # family, brand, mark, other
     for src in reg:
         for fam in MARK_FAMILIES:
+            if fam == "product_photo" and src.slug not in shots:
+                continue
             for _ in range(cfg.per_brand.get(fam, 0)):
                 other = ""
                 if fam == "knockoff":
@@ -417,10 +460,11 @@ def build_corpus(
         reg, unreg = _choose_brands(split, cfg, seed)
         if not reg:
             raise InputError(f"no brands available for split {split!r}")
-        ref_jobs = [_RefJob(split, i, s.slug) for i, s in enumerate(reg)]
+        shots = _plan_shots(split, reg, seed, photo_dirs)
+        ref_jobs = [_RefJob(split, i, s.slug, shots.get(s.slug, "")) for i, s in enumerate(reg)]
         ref_rows = [r for rows in _run_jobs(_do_ref, ref_jobs, workers, init_args, f"{split} references", progress) for r in rows]
         ref_rows.sort(key=lambda r: r["reference_id"])
-        q_jobs = _plan_queries(split, reg, unreg, cfg, seed)
+        q_jobs = _plan_queries(split, reg, unreg, cfg, seed, shots)
         q_rows = sorted(_run_jobs(_do_query, q_jobs, workers, init_args, f"{split} queries", progress), key=lambda r: r["query_id"])
         write_csv(split_dir / "references.csv", ["reference_id", "brand", "sku", "kind", "source", "license"], ref_rows)
         write_csv(split_dir / "queries.csv", ["query_id", "family", "brand", "transform"], q_rows)
@@ -443,8 +487,9 @@ def build_corpus(
         "size": size,
         "seed": seed,
         "families": list(FAMILIES),
-        "reference_names": list(REFERENCE_NAMES),
-        "ground_truth_rule": "copies -> the reference they were made from; logo_in_photo and knockoff -> <brand>/logo_clean; distractors -> no row",
+        "reference_names": list(REFERENCE_NAMES) + [PRODUCT_SHOT],
+        "ground_truth_rule": ("copies -> the reference they were made from; logo_in_photo and knockoff -> <brand>/logo_clean; "
+                              f"product_photo -> <brand>/{PRODUCT_SHOT}; distractors -> no row"),
         "sources": {
             "logos": {
                 "package": PACKAGE,

@@ -20,6 +20,7 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -63,6 +64,17 @@ def photo_split(photo_id: str, seed: int = 0) -> str:
     """80/10/10 train/val/test split of photos, independent of the brand split."""
     u = _unit_hash(f"brandguard-photo-split:{seed}:{photo_id}")
     return "train" if u < 0.8 else ("val" if u < 0.9 else "test")
+
+
+#: Share of each split's photos kept for brands' catalogue shots (the ``product_photo`` family).
+CATALOGUE_SHARE = 1 / 3
+
+
+def is_catalogue_photo(photo_id: str, seed: int = 0) -> bool:
+    """Whether a photo is reserved for a catalogue shot. Reserved photos are never a background
+    or a distractor: a query showing the same photo would be a true match the ground truth
+    does not know of."""
+    return _unit_hash(f"brandguard-catalogue:{seed}:{photo_id}") < CATALOGUE_SHARE
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -160,8 +172,11 @@ class PhotoPool:
         include_skimage: bool = True,
         split: str | None = None,
         seed: int = 0,
+        role: Literal["any", "background", "catalogue"] = "any",
         **kwargs: float,
     ) -> PhotoPool:
+        """The photos of ``split`` (all splits if None); ``role`` keeps only the photos reserved
+        for catalogue shots, or only the others (see ``is_catalogue_photo``)."""
         photos: list[PhotoSource] = []
         for d in photo_dirs:
             photos.extend(dir_photos(Path(d)))
@@ -169,6 +184,8 @@ class PhotoPool:
             photos.extend(skimage_photos())
         if split is not None:
             photos = [p for p in photos if photo_split(p.photo_id, seed) == split]
+        if role != "any":
+            photos = [p for p in photos if is_catalogue_photo(p.photo_id, seed) == (role == "catalogue")]
         return cls(photos, **kwargs)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
@@ -178,6 +195,12 @@ class PhotoPool:
         img = load_photo(self.photos[index].path, self.max_side)
         img.setflags(write=False)
         return img
+
+    def index_of(self, photo_id: str) -> int:
+        for i, p in enumerate(self.photos):
+            if p.photo_id == photo_id:
+                return i
+        raise InputError(f"photo {photo_id!r} is not in this pool")
 
     def get(self, index: int) -> np.ndarray:
         return self._load(index).copy()

@@ -72,6 +72,22 @@ def test_agreement_of_the_copied_image_and_of_its_logo(scene):
     assert a_logo.beyond(a_prod) == 0.0  # the logo explains nothing the product does not
 
 
+def test_a_negative_agrees_only_when_the_match_says_negative(scene):
+    """A listing that is the reference's negative (a light mark on a dark shirt) agrees as much as
+    the straight copy when the match was made by inverted descriptors; a straight match whose
+    pixels are the negative is contradicted by them."""
+    lst = thumbnail(_gray(255 - scene["listing"]), LISTING_THUMB_SIDE)
+    prod = scene["prod"]
+    args = (lst, scene["listing"].shape[1::-1], thumbnail(_gray(prod), REFERENCE_THUMB_SIDE), prod.shape[1::-1],
+            _outline(scene["rot"], *prod.shape[1::-1]))
+    straight, _ = _agreements(scene)
+    neg, plain = agreement(*args, negative=True), agreement(*args)
+    assert neg.inverted and not plain.inverted and not straight.inverted
+    assert neg.ncc > 0.9 and abs(neg.ncc - straight.ncc) < 0.02 and plain.ncc < -0.9
+    assert neg.agree_share > 0.8 * straight.agree_share and plain.agree_share == 0.0
+    assert neg.to_dict()["inverted"] is True
+
+
 def test_a_wrong_placement_does_not_agree(scene):
     lst = thumbnail(_gray(scene["listing"]), LISTING_THUMB_SIDE)
     prod = scene["prod"]

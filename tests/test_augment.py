@@ -8,12 +8,14 @@ import pytest
 
 from brandguard.datasets.augment.families import (
     alter_mark,
+    catalogue_shot,
     copy_light,
     copy_strong,
     distractor_photo,
     distractor_unregistered,
     knockoff,
     logo_in_photo,
+    product_photo,
 )
 from brandguard.evaluation.families import FAMILIES
 from brandguard.datasets.augment.ops import compose, ensure_rgb, measure_cost
@@ -48,7 +50,8 @@ def _valid(img: np.ndarray, min_side: int = 16, max_side: int = 2048) -> None:
 
 def test_family_names_are_stable() -> None:
     assert FAMILIES == (
-        "copy_light", "copy_strong", "logo_in_photo", "knockoff", "distractor_photo", "distractor_unregistered",
+        "copy_light", "copy_strong", "logo_in_photo", "knockoff", "product_photo", "distractor_photo",
+        "distractor_unregistered",
     )
 
 
@@ -168,3 +171,36 @@ def test_render_disk_cache_round_trips(tmp_path) -> None:  # noqa: ANN001
     assert len(files) == 1
     again = render_logo(src, 48, cache_dir=tmp_path)  # read back from disk
     assert np.array_equal(first, again) and again.shape[2] == 4
+
+
+def test_product_photo_rephotographs_the_catalogue_shot(mark: np.ndarray) -> None:
+    """The re-shot keeps the product recognisable (a homography of the shot, under other light)
+    but is not the shot's pixels: reframed, seen at an angle, re-lit, re-encoded."""
+    from skimage import data
+
+    shot_log: list[str] = []
+    shot = catalogue_shot(np.random.default_rng(0), mark, data.astronaut(), shot_log, size=320)
+    _valid(shot)
+    assert max(shot.shape[:2]) == 320
+    # the product cut out onto a light studio backdrop: no seller's floor left to match on
+    border = np.concatenate([shot[0], shot[-1], shot[:, 0], shot[:, -1]])
+    assert shot_log[0] == "studio" and (border.min(axis=1) >= 200).mean() > 0.9, shot_log
+    log: list[str] = []
+    surface = procedural_background(np.random.default_rng(9), 200, 260)
+    q = product_photo(np.random.default_rng(1), shot, surface, log, max_side=320)
+    _valid(q)
+    assert max(q.shape[:2]) <= 320
+    assert any(t.startswith("reframe") for t in log) and any(t.startswith("angle") for t in log)
+    assert log[-1].startswith("jpeg")
+    again = product_photo(np.random.default_rng(1), shot, surface, max_side=320)
+    assert np.array_equal(q, again)  # seeded: the same draw gives the same photo
+    # a real geometric relation survives: SIFT finds the shot in the re-shot
+    sift = cv2.SIFT_create()
+    k1, d1 = sift.detectAndCompute(cv2.cvtColor(shot, cv2.COLOR_RGB2GRAY), None)
+    k2, d2 = sift.detectAndCompute(cv2.cvtColor(q, cv2.COLOR_RGB2GRAY), None)
+    pairs = [m for m, n in cv2.BFMatcher().knnMatch(d2, d1, k=2) if m.distance < 0.8 * n.distance]
+    src = np.float32([k1[m.trainIdx].pt for m in pairs])
+    dst = np.float32([k2[m.queryIdx].pt for m in pairs])
+    H, inl = cv2.findHomography(src, dst, cv2.RANSAC, 4.0)
+    assert H is not None and int(inl.sum()) >= 15
+    assert not np.array_equal(cv2.resize(q, shot.shape[1::-1]), shot)

@@ -125,6 +125,35 @@ def test_photo_folder_is_used(tmp_path: Path) -> None:
     assert used
 
 
+def test_product_shots_use_reserved_photos_only(tmp_path: Path) -> None:
+    """product_photo queries point at their brand's catalogue shot; a photo reserved for a shot
+    is never another query's background or distractor (that would be an unlabelled true match)."""
+    import numpy as np
+
+    from brandguard.datasets.photos import is_catalogue_photo
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        cv2.imwrite(str(photos / f"p{i:02d}.jpg"), rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    (photos / "LICENSE").write_text("CC0 1.0 Universal")
+    build_corpus(tmp_path / "c", "tiny", seed=0, photo_dirs=[photos], workers=1, splits=["train"], progress=False)
+    d = tmp_path / "c" / "train"
+    refs = {r["reference_id"]: r for r in _rows(d / "references.csv")}
+    shots = {k: r for k, r in refs.items() if k.endswith("/product_shot")}
+    assert shots and len(shots) < len({r["brand"] for r in refs.values()})  # a share of the brands
+    shot_photos = [r["source"].split("printed on photo ")[1].split(" ")[0] for r in shots.values()]
+    assert len(set(shot_photos)) == len(shot_photos) and all(is_catalogue_photo(p) for p in shot_photos)
+    gt = {g["query_id"]: g["reference_id"] for g in _rows(d / "ground_truth.csv")}
+    queries = _rows(d / "queries.csv")
+    pp = [q for q in queries if q["family"] == "product_photo"]
+    assert pp and all(gt[q["query_id"]] == f"{q['brand']}/product_shot" for q in pp)
+    used = [t.split("=", 1)[1] for q in queries for t in q["transform"].split("+")
+            if t.startswith(("photo=", "surface="))]
+    assert used and not any(is_catalogue_photo(p) for p in used if p != "procedural")
+
+
 def test_bad_arguments_raise(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         build_corpus(tmp_path, "huge", progress=False)  # type: ignore[arg-type]

@@ -166,3 +166,41 @@ def test_sift_mirror_permutation_matches_flipped_extraction():
     w = img.shape[1]
     close = np.hypot(w - 1 - f.points[:, 0] - g.points[nn, 0], f.points[:, 1] - g.points[nn, 1]) < 2.0
     assert close.mean() > 0.6, close.mean()
+
+
+def test_sift_invert_permutation_matches_inverted_extraction():
+    """Inverting the grey levels keeps SIFT's keypoints and turns each patch half a circle: the
+    inverted image's descriptors are a permutation of the original's (exactly, up to rounding)."""
+    ext = SiftExtractor()
+    gray = cv2.cvtColor(_photo(0, side=384), cv2.COLOR_RGB2GRAY)
+    pts, desc = ext.extract(gray)
+    ipts, idesc = ext.extract(255 - gray)
+    d = np.abs(ipts[None, :, :] - pts[:, None, :]).sum(-1)
+    nn = d.argmin(axis=1)
+    same = d[np.arange(len(pts)), nn] < 0.5
+    assert same.mean() > 0.95, same.mean()
+    err_perm = np.linalg.norm(ext.invert(desc)[same] - idesc[nn[same]], axis=1)
+    err_plain = np.linalg.norm(desc[same] - idesc[nn[same]], axis=1)
+    assert np.median(err_perm) < 0.05 and np.median(err_plain) > 0.5, (np.median(err_perm), np.median(err_plain))
+
+
+def test_light_mark_on_dark_photo_matches_dark_on_light_reference(local_bundle, tmp_path):
+    """A contrast-inverted copy (a white mark on black, where the brand registered black on
+    white) is found by its keypoints' inverted twins; without them SIFT finds next to nothing."""
+    pipe = Pipeline.from_bundle(local_bundle, require_index=True, depth="thorough")
+    ref = _mark_on_white("starbucks")
+    inverted = 255 - cv2.resize(ref, None, fx=0.9, fy=0.9, interpolation=cv2.INTER_AREA)
+    path = str(_jpeg(inverted, tmp_path / "inv.jpg"))
+    (v,) = pipe.check([path])
+    assert v.verdict in ("copy", "knockoff") and v.brand == "starbucks", v.evidence
+    assert v.evidence["local"]["inliers"] >= 15 and v.evidence["local"]["inverted"] is True, v.evidence["local"]
+    assert v.evidence["agreement"]["inverted"] is True  # the pixels agree as the reference's negative
+    with_twins = v.evidence["local"]["inliers"]
+    from dataclasses import replace
+
+    pipe.match_options = replace(pipe.match_options, inverted=False)
+    feats = {0: describe_rgb(pipe.extractor, inverted, inverted.shape[1::-1],
+                             pipe.local_config.query_side, mirror=True)}
+    plain = pipe.match_local(feats)[0]
+    best = max((m.inliers for m in plain), default=0)
+    assert best < with_twins / 3, (best, with_twins)

@@ -55,6 +55,7 @@ class Agreement:
     agree_mask: np.ndarray  # bool grid of the listing's blocks
     inside_mask: np.ndarray  # blocks wholly inside the outline
     near_mask: np.ndarray  # blocks touching the outline, and their neighbours
+    inverted: bool = False  # measured against the reference's negative (the match said so)
 
     def beyond(self, other: "Agreement") -> float:
         """Share of the listing's blocks where this reference agrees clear of ``other``'s outline
@@ -66,7 +67,8 @@ class Agreement:
 
     def to_dict(self) -> dict:
         return {"ncc": round(self.ncc, 3), "grad_ncc": round(self.grad_ncc, 3),
-                "agree_share": round(self.agree_share, 4), "agree_frac": round(self.agree_frac, 3)}
+                "agree_share": round(self.agree_share, 4), "agree_frac": round(self.agree_frac, 3),
+                "inverted": self.inverted}
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,12 +85,14 @@ def _gradient(img: np.ndarray) -> np.ndarray:
 
 
 def agreement(listing: np.ndarray, listing_size: tuple[int, int], reference: np.ndarray,
-              reference_size: tuple[int, int], outline) -> Agreement | None:  # noqa: ANN001
+              reference_size: tuple[int, int], outline, negative: bool = False) -> Agreement | None:  # noqa: ANN001
     """Agreement of ``reference`` (grey thumbnail of an image of ``reference_size`` pixels) with
     ``listing`` (grey thumbnail of a listing of ``listing_size`` pixels), the reference's corners
     projected to ``outline`` (4 points in the listing's pixels, as :class:`LocalMatch` gives them;
     a mirrored match's outline is mirrored, so the warp mirrors too). None when the outline
-    leaves too little of the reference inside the listing to judge."""
+    leaves too little of the reference inside the listing to judge. ``negative``: the match was
+    made by contrast-inverted descriptors (a light mark on a dark shirt), so the listing is
+    compared with the reference's negative; otherwise pixels that are its negative contradict it."""
     lw, lh = listing_size
     rw, rh = reference_size
     if min(lw, lh, rw, rh) <= 0 or len(outline) < 3:
@@ -115,6 +119,8 @@ def agreement(listing: np.ndarray, listing_size: tuple[int, int], reference: np.
     def blocks(a: np.ndarray) -> np.ndarray:
         return a[:gh * BLOCK, :gw * BLOCK].reshape(gh, BLOCK, gw, BLOCK).transpose(0, 2, 1, 3).reshape(gh, gw, -1)
 
+    if negative:
+        ncc, warped = -ncc, 255.0 - warped
     a, b = blocks(warped), blocks(lst)
     inside_blocks = blocks(inside.astype(np.uint8))
     in_blocks = inside_blocks.min(axis=2) > 0
@@ -129,4 +135,4 @@ def agreement(listing: np.ndarray, listing_size: tuple[int, int], reference: np.
     total = gh * gw
     n_in, n_tex, n_agree = int(in_blocks.sum()), int(textured.sum()), int(agree.sum())
     return Agreement(ncc, grad, n_agree / total, n_agree / max(1, n_tex), n_tex / max(1, n_in), n_in / total,
-                     agree, in_blocks, near)
+                     agree, in_blocks, near, negative)

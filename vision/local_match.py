@@ -35,6 +35,13 @@ class MatchOptions:
     ransac_share: float = 0.012  # reprojection threshold, share of the listing's long side
     max_instances: int = 3
     mirror_margin: float = 1.5  # mirrored fit needs this many times the straight fit's inliers
+    # Search each listing descriptor's contrast-inverted twin too (where the extractor knows it):
+    # a light mark on a dark photo matches a dark-on-light reference. The negative is a geometric
+    # hypothesis of its own, as the mirror image is, and needs more inliers: letters and stripes
+    # share corners, and with both polarities to choose from a handful of points fit too easily
+    # (white "NIKE" on black fitted a small adidas mark with 5).
+    inverted: bool = True
+    min_inliers_inverted: int = 8
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class LocalMatch:
     outline_share: float  # the projected reference's own area / listing area (not clipped): ~1 for a copy
     scale: float  # listing pixels per reference pixel
     rotation_deg: float
+    inverted: bool = False  # matched as the reference's negative (contrast-inverted descriptors)
 
     def to_dict(self) -> dict:
         return {"inliers": self.inliers, "votes": self.votes, "inlier_ratio": round(self.inlier_ratio, 3),
@@ -61,7 +69,7 @@ class LocalMatch:
                 "outline": [[round(x, 1), round(y, 1)] for x, y in self.outline], "box": list(self.box),
                 "area_share": round(self.area_share, 4), "outline_share": round(self.outline_share, 4),
                 "scale": round(self.scale, 4),
-                "rotation_deg": round(self.rotation_deg, 1)}
+                "rotation_deg": round(self.rotation_deg, 1), "inverted": self.inverted}
 
 
 def tentative_matches(distances: np.ndarray, ref_rows: np.ndarray, brand_codes: np.ndarray,
@@ -91,11 +99,14 @@ def tentative_matches(distances: np.ndarray, ref_rows: np.ndarray, brand_codes: 
 def match_references(query_points: np.ndarray, query_mirrored: np.ndarray, image_size: tuple[int, int],
                      distances: np.ndarray, ref_rows: np.ndarray, ref_points: np.ndarray,
                      brand_codes: np.ndarray, ref_sizes: dict[int, tuple[int, int]],
-                     ref_counts: dict[int, int], opts: MatchOptions = MatchOptions()) -> list[LocalMatch]:
+                     ref_counts: dict[int, int], opts: MatchOptions = MatchOptions(),
+                     query_inverted: np.ndarray | None = None) -> list[LocalMatch]:
     """Geometric matches of one listing, best first (by inliers).
 
     One row per listing descriptor: its point (listing pixels), whether it describes the
-    mirror image (``query_mirrored``), and its k neighbours in the descriptor index.
+    mirror image (``query_mirrored``) or the negative (``query_inverted``), and its k
+    neighbours in the descriptor index. Straight, mirrored, negative and mirrored negative are
+    fitted apart; a later one wins only with ``mirror_margin`` times the inliers.
     """
     mask = tentative_matches(distances, ref_rows, brand_codes, opts)
     qi, kj = np.nonzero(mask)
@@ -103,6 +114,7 @@ def match_references(query_points: np.ndarray, query_mirrored: np.ndarray, image
         return []
     rows = ref_rows[qi, kj]
     mirrored = np.asarray(query_mirrored, bool)[qi]
+    inverted = (np.zeros(len(qi), bool) if query_inverted is None else np.asarray(query_inverted, bool)[qi])
     qpt_idx = qi
     # votes: distinct listing keypoints (positions) per reference
     uniq_rows, inverse = np.unique(rows, return_inverse=True)
@@ -118,8 +130,8 @@ def match_references(query_points: np.ndarray, query_mirrored: np.ndarray, image
     for r in ranked:
         sel = rows == r
         best = None
-        for flip in (False, True):
-            s = sel & (mirrored == flip)
+        for flip, neg in ((False, False), (True, False), (False, True), (True, True)):
+            s = sel & (mirrored == flip) & (inverted == neg)
             if s.sum() < opts.min_votes:
                 continue
             src = ref_points[qi[s], kj[s]]
@@ -127,12 +139,14 @@ def match_references(query_points: np.ndarray, query_mirrored: np.ndarray, image
             if flip:
                 dst[:, 0] = w - dst[:, 0]
             fit = _fit_instances(src, dst, thr, opts)
+            if fit is not None and neg and fit[0] < opts.min_inliers_inverted:
+                fit = None
             # A symmetric mark fits both ways: call it mirrored only when clearly better.
             if fit is not None and (best is None or fit[0] > opts.mirror_margin * best[0]):
-                best = (*fit, flip, int(s.sum()))
+                best = (*fit, flip, int(s.sum()), neg)
         if best is None:
             continue
-        inliers, m, instances, flip, tentative = best
+        inliers, m, instances, flip, tentative, neg = best
         if inliers < opts.min_inliers:
             continue
         rw, rh = ref_sizes.get(r, (0, 0))
@@ -151,7 +165,7 @@ def match_references(query_points: np.ndarray, query_mirrored: np.ndarray, image
                               min(1.0, inliers / max(1, ref_counts.get(r, inliers))), flip, instances,
                               tuple((float(x), float(y)) for x, y in proj),
                               (int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))), area,
-                              outline_area / max(1.0, float(w * h)), scale, rot))
+                              outline_area / max(1.0, float(w * h)), scale, rot, neg))
     out.sort(key=lambda m: (-m.inliers, m.ref_row))
     return out
 

@@ -167,6 +167,9 @@ class XFeatExtractor:
     def mirror(self, descriptors: np.ndarray) -> None:
         return None  # a learned descriptor has no known mirror permutation
 
+    def invert(self, descriptors: np.ndarray) -> None:
+        return None  # nor a contrast-inversion one
+
     def dense(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The network's three maps for one grey image (padded by reflection to multiples of 32)."""
         h, w = gray.shape

@@ -80,15 +80,16 @@ class ReferenceThumbs:
 
 
 def _agreement(index, reference_id: str, row: int, listing: LocalFeatures | None,  # noqa: ANN001
-               thumbs: ReferenceThumbs | None, outline) -> Agreement | None:  # noqa: ANN001
-    """The reference laid over the listing along ``outline`` (None: a thumbnail is missing)."""
+               thumbs: ReferenceThumbs | None, outline, negative: bool = False) -> Agreement | None:  # noqa: ANN001
+    """The reference (its negative for a match made by inverted descriptors) laid over the
+    listing along ``outline`` (None: a thumbnail is missing)."""
     sizes = index.local.sizes if index.local is not None else {}
     if listing is None or listing.thumb is None or thumbs is None or row not in sizes:
         return None
     ref = thumbs.get(reference_id)
     if ref is None:
         return None
-    return agreement(listing.thumb, listing.image_size, ref, tuple(sizes[row]), outline)
+    return agreement(listing.thumb, listing.image_size, ref, tuple(sizes[row]), outline, negative)
 
 
 def _dense(agr: Agreement) -> dict:
@@ -118,7 +119,7 @@ def deep_candidates(index, hits: list[ReferenceHit], matches: list[LocalMatch], 
         prev = cands.get(r.reference_id)
         g, absent = (prev.evidence.global_score, False) if prev else (floor, True)
         hit = prev.hit if prev else ReferenceHit.of(r, floor)
-        agr = _agreement(index, r.reference_id, m.ref_row, listing, thumbs, m.outline)
+        agr = _agreement(index, r.reference_id, m.ref_row, listing, thumbs, m.outline, m.inverted)
         if agr is not None and max(agr.ncc, agr.grad_ncc) < CONTRADICTED_NCC:
             continue  # the pixels where the keypoints put the reference do not look like it
         dense = {} if agr is None else _dense(agr)

@@ -284,22 +284,33 @@ class Pipeline:
             return {}
         local = self.index.local
         keys = list(feats)
-        rows = [feats[k].query_rows() for k in keys]
+        rows = [self._with_inverted(feats[k].query_rows()) for k in keys]
         q = np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, local.dim), np.float32)
         only = self.index.brand_rows(brand) if brand is not None else None
         hits = local.search(q, NEIGHBOURS, only_rows=only)
         codes = self.index.brand_codes()
         counts = local.counts()
         out, pos = {}, 0
-        for k, (d, pts, mirrored) in zip(keys, rows):
+        for k, (d, pts, mirrored, inverted) in zip(keys, rows):
             n = len(d)
             sl = slice(pos, pos + n)
             ref_rows = hits.ref_rows[sl]
             out[k] = match_references(pts, mirrored, feats[k].image_size, hits.distances[sl], ref_rows,
                                       hits.points[sl], codes[np.minimum(ref_rows, len(codes) - 1)],
-                                      local.sizes, counts, self.match_options)
+                                      local.sizes, counts, self.match_options, inverted)
             pos += n
         return out
+
+    def _with_inverted(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A listing's query rows plus their contrast-inverted twins (same points and mirror
+        flags), and which rows are twins."""
+        d, pts, mirrored = rows
+        inv = self.extractor.invert(d) if self.match_options.inverted and len(d) else None
+        if inv is None:
+            return d, pts, mirrored, np.zeros(len(d), bool)
+        return (np.concatenate([d, inv]), np.concatenate([pts, pts]), np.concatenate([mirrored, mirrored]),
+                np.repeat([False, True], len(d)))
 
     def match_shapes(self, feats: dict[int, LocalFeatures], brand: str | None = None
                      ) -> dict[int, dict[int, ShapeMatch]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from brandguard.inputs import read_references
 from brandguard.errors import InputError
-from brandguard.evaluation.families import COPY_FAMILIES, FAMILY_VERDICT, MARK_FAMILIES
+from brandguard.evaluation.families import FAMILY_VERDICT, MARK_FAMILIES
 from brandguard.evaluation.metrics import read_ground_truth, read_query_families
 from brandguard.inputs import list_images
 from brandguard.references import build_index, new_bundle_from
@@ -129,7 +129,7 @@ def _calibrate(judged: list[Judged], target: float, min_inliers: int,
 
     t_flag, p_flag, _ = threshold_at_precision([(j.score, right(j)) for j in judged], target)
     flagged = [j for j in judged if j.score >= t_flag]
-    copy_scored = [(j.score, j.family in COPY_FAMILIES and right(j)) for j in flagged]
+    copy_scored = [(j.score, FAMILY_VERDICT.get(j.family) == "copy" and right(j)) for j in flagged]
     t_copy, p_copy, _ = threshold_at_precision(copy_scored, target) if copy_scored else (1.0, 1.0, 0)
 
     distractor_scores = sorted((j.score for j in judged if not j.brand), reverse=True)
@@ -298,8 +298,9 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
       (:func:`brandguard.engine.fusion.prefer_sources`), fitted after the fusion;
     - ``flag``: lowest probability at which each query's best candidate has the right brand
       with ``target`` precision (a flag on a distractor or another brand is a false positive);
-    - ``copy_inliers`` / ``copy_area``: the pair that calls the most copy-family flags ``copy``
-      while ``target`` of the copy calls are copy families (a mark pasted into a photo is not);
+    - ``copy_inliers`` / ``copy_area``: the pair that calls the most flags ``copy`` whose family
+      expects a copy (``FAMILY_VERDICT``), while ``target`` of its copy calls do (a mark pasted
+      into a photo is not a copy);
     - ``auto_gate``: the best global score above which ``max_deep_share`` of the distractors lie:
       auto depth sends those (and brand hints, titles, audits) through the local stage.
     """
@@ -377,7 +378,7 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
         for area in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5):
             calls = [bq for bq in flagged if bq[4] is not None and not bq[4].mirrored
                      and bq[4].inliers >= inl and bq[4].area_share >= area]
-            good = sum(1 for bq in calls if bq[1] and bq[2] in COPY_FAMILIES)
+            good = sum(1 for bq in calls if bq[1] and FAMILY_VERDICT.get(bq[2]) == "copy")
             prec = good / len(calls) if calls else 1.0
             if prec >= target and good > choice[2]:
                 choice = (inl, area, good, prec)

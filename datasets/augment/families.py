@@ -285,3 +285,97 @@ def distractor_unregistered(
 ) -> np.ndarray:
     """A mark of a brand that is not registered, shown like a listing (a hard negative)."""
     return present_mark(rng, rgba, photo, log, max_side)
+
+
+def catalogue_shot(rng: np.random.Generator, rgba: np.ndarray, photo: np.ndarray, log: Log = None, size: int = 512) -> np.ndarray:
+    """A brand's official product photo: the photographed product (a real garment photo where one
+    is given) cut out onto a studio backdrop, its mark printed on it, levelled like a catalogue
+    image. ``product_photo`` is the same shot photographed again.
+
+    The cut-out matters: sellers' photos share floors and beds, and a shot that kept one would be
+    found by the floor's keypoints in every listing photographed on it."""
+    img = studio_cutout(rng, resize_max(ensure_rgb(photo), size), log)
+    ys, xs = np.nonzero(img.min(axis=2) < 215)  # the product's box on the light backdrop
+    x0, y0, x1, y1 = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) > 64 else (0, 0, img.shape[1], img.shape[0])
+    if x1 - x0 < 32 or y1 - y0 < 32:
+        x0, y0, x1, y1 = 0, 0, img.shape[1], img.shape[0]
+    img[y0:y1, x0:x1] = place_mark(rng, rgba, img[y0:y1, x0:x1], log, side_fraction=(0.25, 0.5), patch_probability=0.3)
+    lo, hi = np.percentile(img.reshape(-1, 3), [1, 99], axis=0).astype(np.float32)  # catalogue levels, per channel
+    img = np.clip((img.astype(np.float32) - lo) * (255.0 / np.maximum(hi - lo, 32.0)), 0, 255).astype(np.uint8)
+    return img
+
+
+def studio_cutout(rng: np.random.Generator, photo: np.ndarray, log: Log = None) -> np.ndarray:
+    """The photo's central object (GrabCut from a rectangle, at <= 256 px) on a light studio
+    backdrop; the photo unchanged when the cut-out fails (under 8% or over 92% of the frame)."""
+    h, w = photo.shape[:2]
+    small = resize_max(photo, 256)
+    sh, sw = small.shape[:2]
+    mask = np.zeros((sh, sw), np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    rect = (int(0.05 * sw), int(0.05 * sh), int(0.9 * sw), int(0.9 * sh))
+    cv2.setRNGSeed(int(rng.integers(1 << 30)))
+    cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, rect, bgd, fgd, 4, cv2.GC_INIT_WITH_RECT)
+    fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.float32)
+    if not 0.08 <= float(fg.mean()) <= 0.92:
+        note(log, "no_cutout")
+        return photo.copy()
+    alpha = cv2.GaussianBlur(cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 1.5)[..., None]
+    top, bottom = rng.uniform(236, 255), rng.uniform(215, 245)  # a sweep: lighter at the top
+    backdrop = np.linspace(top, bottom, h, dtype=np.float32)[:, None, None] * np.ones((1, w, 3), np.float32)
+    note(log, "studio")
+    return np.clip(photo.astype(np.float32) * alpha + backdrop * (1 - alpha), 0, 255).astype(np.uint8)
+
+
+def product_photo(
+    rng: np.random.Generator, shot: np.ndarray, background: np.ndarray, log: Log = None, max_side: int = 512
+) -> np.ndarray:
+    """The product of a catalogue shot photographed again, as a seller's phone would: reframed,
+    seen at an angle on another surface, under other light (white balance, exposure, shading,
+    glare), with defocus or shake, sensor noise and a marketplace's JPEG.
+
+    A proxy for a real re-photograph: the pixels come from the shot, so pose and folds do not
+    change; what it tests is that photometric and viewpoint change leave the match standing."""
+    img = ensure_rgb(shot)
+    h, w = img.shape[:2]
+    fx, fy = rng.uniform(0.6, 1.0, 2)
+    cw, ch = max(8, int(w * fx)), max(8, int(h * fy))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    img = img[y : y + ch, x : x + cw]
+    note(log, f"reframe{fx:.2f}x{fy:.2f}")
+    # at an angle on another surface: corners pulled in by 0-18% of the side, turned by up to 12 degrees
+    bg = cv2.resize(ensure_rgb(background), (cw, ch), interpolation=cv2.INTER_AREA)
+    src = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float32)
+    inward = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], np.float32)
+    dst = src + inward * rng.uniform(0.0, 0.18, (4, 2)).astype(np.float32) * np.array([cw, ch], np.float32)
+    ang = np.deg2rad(rng.uniform(-12, 12))
+    c = dst.mean(0)
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]], np.float32)
+    dst = (dst - c) @ rot.T + c
+    M = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
+    warped = cv2.warpPerspective(img, M, (cw, ch), flags=cv2.INTER_LINEAR)
+    inside = cv2.warpPerspective(np.full((ch, cw), 255, np.uint8), M, (cw, ch), flags=cv2.INTER_LINEAR)
+    a = inside[..., None].astype(np.float32) / 255.0
+    img = (warped.astype(np.float32) * a + bg.astype(np.float32) * (1 - a)).astype(np.float32)
+    note(log, f"angle{np.rad2deg(ang):+.0f}")
+    # other light: white balance, exposure (gamma), a smooth shading field, sometimes a glare spot
+    img *= rng.uniform(0.85, 1.15, 3).astype(np.float32)[None, None, :]
+    gamma = rng.uniform(0.75, 1.35)
+    img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** gamma
+    gx, gy = rng.uniform(-0.35, 0.35, 2)
+    gain = (1 + gy * (np.arange(ch, dtype=np.float32) / ch - 0.5))[:, None] + gx * (np.arange(cw, dtype=np.float32) / cw - 0.5)[None, :]
+    img *= gain[..., None]
+    note(log, f"light_wb_gamma{gamma:.2f}")
+    if rng.random() < 0.4:
+        cy, cx, r = rng.uniform(0, ch), rng.uniform(0, cw), rng.uniform(0.08, 0.25) * max(cw, ch)
+        yy, xx = np.ogrid[:ch, :cw]
+        img += (rng.uniform(40, 110) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))[..., None].astype(np.float32)
+        note(log, "glare")
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    # a phone's optics: defocus or shake, sensor noise, its size, the marketplace's JPEG
+    out = blur(rng, out, log) if rng.random() < 0.35 else cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 1.0))
+    out = noise(rng, out, rng.uniform(2, 7))
+    out = resize_max(out, max(64, int(rng.uniform(0.5, 1.0) * max_side)))
+    q = int(rng.integers(40, 88))
+    note(log, f"jpeg{q}")
+    return jpeg(out, q)
