@@ -141,6 +141,19 @@ def _speed(s: dict) -> list[str]:
                   "", f"CPU-bound ceiling on {s['cores_used']} cores: **{_f(stages.get('ceiling_per_s'), 1)} img/s**; "
                   f"the best scan-vs-decode-limit ratio any schedule of these stages could reach on CPU is "
                   f"decode / total = **{_f(stages.get('ceiling_vs_decode_only'), 3)}**."]
+    deep = s.get("deep_stages") or {}
+    if deep.get("stages_cpu_ms_per_listing"):
+        lines += ["", f"**Where a thorough listing's CPU goes** ({deep['listings']} listings, one process, one "
+                  f"thread; {deep['query_rows_per_listing']} query descriptor rows per listing (straight, mirror "
+                  f"and their contrast-inverted twins) against {deep['descriptors_indexed']:,} indexed descriptors, "
+                  f"`{deep['descriptor_factory']}`):", "", "| stage | CPU ms / listing |", "|---|---:|"]
+        for k, v in deep["stages_cpu_ms_per_listing"].items():
+            lines.append(f"| {k.replace('_', ' ')} | {_f(v, 2)} |")
+        lines += [f"| **total (keypoints + text + judge)** | **{_f(deep.get('total_cpu_ms_per_listing'), 2)}** |", "",
+                  f"CPU-bound ceiling of thorough on {s['cores_used']} cores: **{_f(deep.get('ceiling_per_s'), 1)} "
+                  "listings/s**. `search no twins` is the same search without the contrast-inverted twins (what they "
+                  "cost); `search and geometry` includes it, `geometry` is the RANSAC fits alone; "
+                  "`embed search fuse dense` is the rest of the judge step. " + deep.get("note", "")]
     lines += ["", "| ratio | value |", "|---|---:|"]
     for k, v in (s.get("ratios") or {}).items():
         lines.append(f"| {k.replace('_', ' ')} | {_f(v)} |")

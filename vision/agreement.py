@@ -84,6 +84,19 @@ def _gradient(img: np.ndarray) -> np.ndarray:
     return cv2.magnitude(gx, gy)
 
 
+def projection(outline, reference_size: tuple[int, int]) -> np.ndarray:  # noqa: ANN001
+    """3x3 map of the reference's pixels onto the listing's that puts its corners on ``outline``:
+    a perspective map when the outline is a convex quadrilateral (a homography's, see
+    ``vision/local_match.py``), else the affine map through its first three corners (a
+    similarity's outline is a parallelogram, where the two agree)."""
+    rw, rh = reference_size
+    corners = np.float32([[0, 0], [rw, 0], [rw, rh], [0, rh]])
+    dst = np.float32(outline[:4]).reshape(-1, 2)
+    if len(dst) == 4 and cv2.isContourConvex(dst.reshape(-1, 1, 2)) and abs(cv2.contourArea(dst)) > 1.0:
+        return cv2.getPerspectiveTransform(corners, dst).astype(np.float64)
+    return np.vstack([cv2.getAffineTransform(corners[:3], dst[:3]), [0.0, 0.0, 1.0]])
+
+
 def agreement(listing: np.ndarray, listing_size: tuple[int, int], reference: np.ndarray,
               reference_size: tuple[int, int], outline, negative: bool = False) -> Agreement | None:  # noqa: ANN001
     """Agreement of ``reference`` (grey thumbnail of an image of ``reference_size`` pixels) with
@@ -97,15 +110,15 @@ def agreement(listing: np.ndarray, listing_size: tuple[int, int], reference: np.
     rw, rh = reference_size
     if min(lw, lh, rw, rh) <= 0 or len(outline) < 3:
         return None
-    m = cv2.getAffineTransform(np.float32([[0, 0], [rw, 0], [rw, rh]]), np.float32(outline[:3]))
+    m = projection(outline, reference_size)
     sr = rw / reference.shape[1]
     sl = listing.shape[1] / lw
-    t = (np.diag([sl, sl, 1.0]) @ np.vstack([m, [0.0, 0.0, 1.0]]) @ np.diag([sr, sr, 1.0]))[:2]
+    t = np.diag([sl, sl, 1.0]) @ m @ np.diag([sr, sr, 1.0])
     if not np.isfinite(t).all():
         return None
     h, w = listing.shape
-    warped = cv2.warpAffine(reference, t, (w, h), flags=cv2.INTER_LINEAR).astype(np.float32)
-    inside = cv2.warpAffine(np.full(reference.shape, 255, np.uint8), t, (w, h), flags=cv2.INTER_NEAREST)
+    warped = cv2.warpPerspective(reference, t, (w, h), flags=cv2.INTER_LINEAR).astype(np.float32)
+    inside = cv2.warpPerspective(np.full(reference.shape, 255, np.uint8), t, (w, h), flags=cv2.INTER_NEAREST)
     inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0
     if int(inside.sum()) < 50:
         return None

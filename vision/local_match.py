@@ -42,6 +42,13 @@ class MatchOptions:
     # (white "NIKE" on black fitted a small adidas mark with 5).
     inverted: bool = True
     min_inliers_inverted: int = 8
+    # A reference that fits a similarity with this many inliers is fitted again with a
+    # homography on all its tentative matches (that hypothesis's): a product photographed at
+    # an angle is not a similarity of its catalogue shot, and on a repeating print (stripes,
+    # dots) the similarity's best consensus can be a shifted copy of the pattern. The
+    # homography replaces the similarity's outline and inliers when it explains more points
+    # and its outline is a plausible quadrilateral. 0 turns it off.
+    homography_from: int = 12
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,14 @@ def match_references(query_points: np.ndarray, query_mirrored: np.ndarray, image
         rw, rh = ref_sizes.get(r, (0, 0))
         corners = np.float32([[0, 0], [rw, 0], [rw, rh], [0, rh]])
         proj = corners @ m[:, :2].T + m[:, 2]
+        if opts.homography_from and inliers >= opts.homography_from:
+            s = sel & (mirrored == flip) & (inverted == neg)
+            dst = query_points[qpt_idx[s]].copy()
+            if flip:
+                dst[:, 0] = w - dst[:, 0]
+            refit = _refit_homography(ref_points[qi[s], kj[s]], dst, corners, thr, inliers)
+            if refit is not None:
+                inliers, proj = refit
         if flip:
             proj[:, 0] = w - proj[:, 0]
         x0, y0 = np.clip(proj.min(axis=0), 0, [w, h])
@@ -197,6 +212,41 @@ def _fit_instances(src: np.ndarray, dst: np.ndarray, thr: float,
     if best is None:
         return None
     return best[0], best[1], instances
+
+
+def _refit_homography(src: np.ndarray, dst: np.ndarray, corners: np.ndarray, thr: float,
+                      inliers: int) -> tuple[int, np.ndarray] | None:
+    """(inliers, projected corners) of a homography fitted to all tentative matches, when it
+    explains more distinct listing points than the similarity's ``inliers`` and maps the
+    reference to a convex quadrilateral with no corner sharper than MIN_CORNER_DEG."""
+    if len(src) < 8:
+        return None
+    h, mask = cv2.findHomography(src, dst, cv2.RANSAC, thr, maxIters=2000, confidence=0.995)
+    if h is None or mask is None or not np.isfinite(h).all():
+        return None
+    n = _distinct(dst[mask.ravel().astype(bool)])
+    if n <= inliers:
+        return None
+    proj = cv2.perspectiveTransform(corners.reshape(-1, 1, 2), h).reshape(-1, 2)
+    if not np.isfinite(proj).all() or not _plausible_quad(proj):
+        return None
+    return n, proj
+
+
+MIN_CORNER_DEG = 30.0
+
+
+def _plausible_quad(q: np.ndarray) -> bool:
+    """Convex, not degenerate, every interior angle within [MIN_CORNER_DEG, 180 - MIN_CORNER_DEG]."""
+    if not cv2.isContourConvex(q.astype(np.float32).reshape(-1, 1, 2)) or abs(cv2.contourArea(q.astype(np.float32))) < 1.0:
+        return False
+    for i in range(4):
+        a, b, c = q[i - 1], q[i], q[(i + 1) % 4]
+        u, v = a - b, c - b
+        cos = float(np.dot(u, v) / max(1e-9, np.linalg.norm(u) * np.linalg.norm(v)))
+        if not MIN_CORNER_DEG <= math.degrees(math.acos(max(-1.0, min(1.0, cos)))) <= 180.0 - MIN_CORNER_DEG:
+            return False
+    return True
 
 
 def _distinct(points: np.ndarray) -> int:

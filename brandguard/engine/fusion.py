@@ -30,6 +30,7 @@ FEATURES = ("global", "global_absent", "log_inliers", "inliers_ge8", "inliers_ge
             "shape", "shape_iou", "shape_excess", "shape_part_iou", "shape_mirrored", "shape_area",
             "shape_complexity", "shape_multi")
 SHAPE_KNEE = 0.75  # shape IoU above this is where outlines stop agreeing by chance (val)
+MIN_VARIED = 20  # rows a feature must depart from its usual value in for its weight to be fitted
 
 
 @dataclass(frozen=True)
@@ -234,11 +235,18 @@ def prefer_sources(brands: list[str], probs: np.ndarray, agreements: list, min_n
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50,
-                 class_weight: bool = True) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+                 class_weight: bool = True, min_varied: int = MIN_VARIED
+                 ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """L2-regularised logistic regression by Newton's method on standardised features.
 
     Returns (weights, bias, mean, scale). Positives are rare (one true reference among many
     candidates), so by default each class carries half the total weight.
+
+    A feature that departs from its most common value in fewer than ``min_varied`` rows gets
+    weight 0 (mean = that value, scale 1): standardised, its rare value sits tens of deviations
+    out, so a small weight learnt from a couple of rows decides every pair that shows it. (Val:
+    2 of 2,263 matched pairs had no dense check, both true; on test, a 5-inlier false match
+    without one was lifted to probability 0.96.)
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
@@ -247,7 +255,11 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
+    mode = np.array([_mode(col) for col in x.T]) if x.shape[1] else np.zeros(0)
+    rare = (x != mode).sum(axis=0) < min_varied
+    mean[rare], scale[rare] = mode[rare], 1.0
     xs = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    xs[:, :-1][:, rare] = 0.0  # no signal to fit: the weight stays at 0
     sw = np.ones(len(y))
     if class_weight and 0 < y.sum() < len(y):
         sw = np.where(y > 0, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
@@ -263,3 +275,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50
         if np.abs(step).max() < 1e-8:
             break
     return w[:-1], float(w[-1]), mean, scale
+
+
+def _mode(values: np.ndarray) -> float:
+    """The most common value (the smallest of equally common ones)."""
+    u, counts = np.unique(values, return_counts=True)
+    return float(u[int(np.argmax(counts))])
