@@ -11,6 +11,9 @@ k nearest reference descriptors from the descriptor index. Steps:
 3. **Geometry**: a similarity transform (scale, rotation, shift: what copying and pasting a mark
    does) fitted with RANSAC, straight and mirrored, the larger wins. Its inliers are taken out
    and the fit repeated, so several instances of a mark in one photo are counted.
+4. **Perspective**: a reference the similarity fits well (``homography_from`` inliers) is fitted
+   again with a homography, kept when it explains more points and its outline is a plausible
+   quadrilateral: a product photographed at an angle.
 
 Everything returned is in the listing's original pixels: the reference outline projected into
 the photo (a quadrilateral), its bounding box, the scale and rotation.
