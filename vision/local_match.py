@@ -217,6 +217,9 @@ def _fit_instances(src: np.ndarray, dst: np.ndarray, thr: float,
     return best[0], best[1], instances
 
 
+MIN_CORNER_DEG = 30.0  # a homography's outline with a sharper corner is a degenerate fit, not a view
+
+
 def _refit_homography(src: np.ndarray, dst: np.ndarray, corners: np.ndarray, thr: float,
                       inliers: int) -> tuple[int, np.ndarray] | None:
     """(inliers, projected corners) of a homography fitted to all tentative matches, when it
@@ -236,12 +239,10 @@ def _refit_homography(src: np.ndarray, dst: np.ndarray, corners: np.ndarray, thr
     return n, proj
 
 
-MIN_CORNER_DEG = 30.0
-
-
 def _plausible_quad(q: np.ndarray) -> bool:
     """Convex, not degenerate, every interior angle within [MIN_CORNER_DEG, 180 - MIN_CORNER_DEG]."""
-    if not cv2.isContourConvex(q.astype(np.float32).reshape(-1, 1, 2)) or abs(cv2.contourArea(q.astype(np.float32))) < 1.0:
+    quad = q.astype(np.float32)
+    if not cv2.isContourConvex(quad.reshape(-1, 1, 2)) or abs(cv2.contourArea(quad)) < 1.0:
         return False
     for i in range(4):
         a, b, c = q[i - 1], q[i], q[(i + 1) % 4]
