@@ -152,10 +152,10 @@ def _speed(s: dict) -> list[str]:
         lines += [f"| **total (keypoints + text + judge)** | **{_f(deep.get('total_cpu_ms_per_listing'), 2)}** |", "",
                   f"CPU-bound ceiling of thorough on {s['cores_used']} cores: **{_f(deep.get('ceiling_per_s'), 1)} "
                   "listings/s**. `search no twins` is the same search without the contrast-inverted twins (what they "
-                  "cost); `search and geometry` includes it, `geometry` is the difference (the RANSAC and "
-                  "homography fits); `judge without text` is the whole judge step (global stage, search, fits, shape "
-                  "fits, candidates with their dense checks, fusion). The search, fit and judge rows are the best of "
-                  "the repeats. " + deep.get("note", "")]
+                  "cost); `geometry` is the votes and the RANSAC and homography fits on the search's neighbours; "
+                  "`judge without text` is the whole judge step (global stage, search, fits, shape "
+                  "fits, candidates with their dense checks, fusion). The search, geometry and judge rows are the best "
+                  "of the repeats. " + deep.get("note", "")]
     lines += ["", "| ratio | value |", "|---|---:|"]
     for k, v in (s.get("ratios") or {}).items():
         lines.append(f"| {k.replace('_', ' ')} | {_f(v)} |")

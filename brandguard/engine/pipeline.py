@@ -282,16 +282,19 @@ class Pipeline:
         (``brand``: among that brand's references only)."""
         if not feats:
             return {}
-        local = self.index.local
-        keys = list(feats)
-        rows = [self._with_inverted(feats[k].query_rows()) for k in keys]
-        q = np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, local.dim), np.float32)
+        rows = {k: self._with_inverted(f.query_rows()) for k, f in feats.items()}
+        q = np.concatenate([r[0] for r in rows.values()])
         only = self.index.brand_rows(brand) if brand is not None else None
-        hits = local.search(q, NEIGHBOURS, only_rows=only)
+        return self.fit_local(feats, rows, self.index.local.search(q, NEIGHBOURS, only_rows=only))
+
+    def fit_local(self, feats: dict[int, LocalFeatures], rows: dict, hits) -> dict[int, list[LocalMatch]]:  # noqa: ANN001
+        """The geometric step of :meth:`match_local`: each item's slice of the batched
+        neighbours (``hits``, in the order of ``rows``) voted and fitted."""
+        local = self.index.local
         codes = self.index.brand_codes()
         counts = local.counts()
         out, pos = {}, 0
-        for k, (d, pts, mirrored, inverted) in zip(keys, rows):
+        for k, (d, pts, mirrored, inverted) in rows.items():
             n = len(d)
             sl = slice(pos, pos + n)
             ref_rows = hits.ref_rows[sl]
