@@ -197,6 +197,7 @@ class PhotoPool:
         return img
 
     def index_of(self, photo_id: str) -> int:
+        """Position of ``photo_id`` in the pool (a catalogue shot's own photo, by id)."""
         for i, p in enumerate(self.photos):
             if p.photo_id == photo_id:
                 return i

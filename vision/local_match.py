@@ -153,21 +153,17 @@ def match_references(query_points: np.ndarray, query_mirrored: np.ndarray, image
                 fit = None
             # A symmetric mark fits both ways: call it mirrored only when clearly better.
             if fit is not None and (best is None or fit[0] > opts.mirror_margin * best[0]):
-                best = (*fit, flip, int(s.sum()), neg)
+                best = (*fit, flip, int(s.sum()), neg, src, dst)
         if best is None:
             continue
-        inliers, m, instances, flip, tentative, neg = best
+        inliers, m, instances, flip, tentative, neg, src, dst = best
         if inliers < opts.min_inliers:
             continue
         rw, rh = ref_sizes.get(r, (0, 0))
         corners = np.float32([[0, 0], [rw, 0], [rw, rh], [0, rh]])
         proj = corners @ m[:, :2].T + m[:, 2]
         if opts.homography_from and inliers >= opts.homography_from:
-            s = sel & (mirrored == flip) & (inverted == neg)
-            dst = query_points[qpt_idx[s]].copy()
-            if flip:
-                dst[:, 0] = w - dst[:, 0]
-            refit = _refit_homography(ref_points[qi[s], kj[s]], dst, corners, thr, inliers)
+            refit = _refit_homography(src, dst, corners, thr, inliers)
             if refit is not None:
                 inliers, proj = refit
         if flip:
