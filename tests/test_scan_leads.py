@@ -137,3 +137,35 @@ def test_rescan_after_index_add_names_what_changed_and_the_fix(tiny_bundle, tmp_
     only_flag = ScanStateMismatchError(out, {"depth": "auto", "region_mode": "full"},
                                        {"depth": "fast", "region_mode": "full"})
     assert "--depth changed: auto -> fast" in str(only_flag) and "run with the --depth auto" in str(only_flag)
+
+
+def test_rescan_after_recalibration_or_another_text_flag_is_refused(tiny_bundle, tmp_path):
+    """A bundle recalibrated in place keeps its model and reference index, but its verdicts move:
+    resuming would merge results decided by two sets of thresholds."""
+    from dataclasses import replace
+
+    from brandguard.engine.decide import CALIBRATION_FILE, Calibration
+    from brandguard.engine.routing import DepthOptions
+
+    save(blob_image(100), tmp_path / "refs" / "acme" / "logo.png")
+    save(blob_image(100)[5:235, 5:315], tmp_path / "l" / "a.jpg", quality=80)
+    cat = tmp_path / "cat.jsonl"
+    cat.write_text(json.dumps({"listing_id": "a", "image": "l/a.jpg"}) + "\n")
+    bundle, out = tmp_path / "b", tmp_path / "out"
+    assert main(["index", str(tmp_path / "refs"), "--bundle", str(tiny_bundle), "--out", str(bundle)]) == 0
+    opts = ScanOptions(workers=0, progress=False)
+    scan(cat, Pipeline.from_bundle(bundle, require_index=True), out, opts)
+    # the same inputs resume (nothing to redo)
+    assert scan(cat, Pipeline.from_bundle(bundle, require_index=True), out, opts).unchanged == 1
+    cal = Calibration.load(bundle)
+    (bundle / CALIBRATION_FILE).write_text(replace(cal, copy=min(cal.copy + 0.01, 1.0)).to_json())
+    with pytest.raises(ScanStateMismatchError) as exc:
+        scan(cat, Pipeline.from_bundle(bundle, require_index=True), out, opts)
+    assert [k for k, _, _ in exc.value.changed] == ["calibration_sha256"]
+    assert "the bundle's thresholds" in str(exc.value) and "new --out folder" in str(exc.value)
+    out2 = tmp_path / "out2"
+    scan(cat, Pipeline.from_bundle(bundle, require_index=True), out2, opts)
+    with pytest.raises(ScanStateMismatchError) as exc:
+        scan(cat, Pipeline.from_bundle(bundle, require_index=True, depth=DepthOptions("fast", text=False)), out2, opts)
+    assert [k for k, _, _ in exc.value.changed] == ["text"]
+    assert "run with the --text it was scanned with" in str(exc.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
 import time
 from collections import Counter
@@ -49,6 +50,8 @@ def run_demo(out: Path, threads: int = 1, workers: int = 1, seed: int = 0) -> in
     index_references(cat_dir / "references.jsonl", out / "bundle", threads=threads)
     print("[3/3] scanning the catalogue ...")
     scan_dir = out / "scan"
+    if scan_dir.is_dir():  # the demo's own scan of an earlier run: its catalogue and bundle were just rebuilt
+        shutil.rmtree(scan_dir)
     # what `brandguard scan` runs with its defaults (auto depth), as the same function
     pipe = Pipeline.from_bundle(out / "bundle", threads=threads, require_index=True)
     scan_and_report(pipe, cat_dir / "catalogue.jsonl", scan_dir,

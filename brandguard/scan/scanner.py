@@ -14,6 +14,7 @@ result per listing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -86,18 +87,30 @@ class ScanStateMismatchError(InputError):
 
     WHAT = {"catalogue": "the catalogue", "model_sha256": "the model (bundle's model.onnx)",
             "index_sha256": "the reference index (e.g. `brandguard index --add` made a new generation)",
-            "region_mode": "--regions", "depth": "--depth"}
+            "region_mode": "--regions", "depth": "--depth",
+            "calibration_sha256": "the bundle's thresholds (calibration.json, e.g. `brandguard calibrate`)",
+            "local_index_sha256": "the descriptor index", "vocabulary_sha256": "the brands' vocabulary",
+            "text": "--text", "audit_share": "--audit-share"}
+    #: inputs that are command-line flags: the fix can be to run with the old value
+    FLAGS = ("region_mode", "depth", "text", "audit_share")
 
     def __init__(self, out_dir: Path, previous: Any, state: dict[str, Any]) -> None:
         prev = previous if isinstance(previous, dict) else {}
         self.changed = [(k, prev.get(k), state[k]) for k in state if prev.get(k) != state[k]]
         parts = [f"{self.WHAT.get(k, k)} changed: {_short(then)} -> {_short(now)}" for k, then, now in self.changed]
         fix = "scan into a new --out folder (the leads database keeps its leads and their status across folders)"
-        if self.changed and all(k in ("region_mode", "depth") for k, _, _ in self.changed):
-            fix = "run with the " + " and ".join(f"{self.WHAT[k]} {then}" for k, then, _ in self.changed) + \
+        if self.changed and all(k in self.FLAGS for k, _, _ in self.changed):
+            fix = "run with the " + " and ".join(_flag(k, then) for k, then, _ in self.changed) + \
                   f" it was scanned with, or {fix}"
         super().__init__(f"{out_dir} holds a scan of other inputs: {'; '.join(parts) or 'unreadable state'}. "
                          f"Its results cannot be extended: {fix}")
+
+
+def _flag(key: str, value: Any) -> str:
+    """The command-line flag that sets a state value, as a user would type it."""
+    if key == "text":
+        return "--text" if value else "--no-text"
+    return f"{ScanStateMismatchError.WHAT[key]} {value}"
 
 
 def _short(value: Any) -> str:
@@ -180,9 +193,18 @@ def _unchanged(row: ListingRow, old: Fingerprint, max_bytes: int, root: str | No
 
 
 def _state(catalogue: Path, pipeline: Pipeline, opts: ScanOptions) -> dict:
+    """Everything a verdict depends on besides the listing itself: a scan resumes only when all
+    of it is the same, so results decided by two sets of thresholds are never merged (a bundle
+    recalibrated in place keeps its model and reference index)."""
+    manifest = pipeline.index.manifest if pipeline.index else None
+    local = (manifest.local or {}) if manifest else {}
+    vocabulary = (manifest.vocabulary or {}) if manifest else {}
     return {"catalogue": str(catalogue.resolve()), "model_sha256": pipeline.card.sha256,
-            "index_sha256": pipeline.index.manifest.index_sha256 if pipeline.index else "",
-            "region_mode": opts.region_mode, "depth": pipeline.depth.depth}
+            "index_sha256": manifest.index_sha256 if manifest else "",
+            "region_mode": opts.region_mode, "depth": pipeline.depth.depth,
+            "calibration_sha256": hashlib.sha256(pipeline.calibration.to_json().encode()).hexdigest(),
+            "local_index_sha256": local.get("index_sha256", ""), "vocabulary_sha256": vocabulary.get("sha256", ""),
+            "text": pipeline.depth.text, "audit_share": pipeline.depth.audit_share}
 
 
 def scan_root(catalogue: str | os.PathLike[str], opts: ScanOptions) -> str | None:
