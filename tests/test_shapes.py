@@ -231,3 +231,69 @@ def test_added_removed_and_rebuilt_references_keep_their_marks_in_step(tmp_path)
     found = match_shapes(listing_shapes(listing, (listing.shape[1], listing.shape[0])), table)
     best = max(found.items(), key=lambda kv: kv[1].iou)[0]
     assert best == names["mcdonalds/logo"]
+
+
+# a tee's outline, as merchandise mockups draw it (x, y on a 320 px canvas)
+TEE = np.array([[110, 40], [140, 55], [180, 55], [210, 40], [270, 80], [245, 120], [225, 110], [225, 280],
+                [95, 280], [95, 110], [75, 120], [50, 80]], np.int32)
+
+
+def _tee(colour: tuple[int, int, int], slug: str) -> np.ndarray:
+    """A flat tee on white carrying a brand's mark on its chest."""
+    img = np.full((320, 320, 3), 255, np.uint8)
+    cv2.fillPoly(img, [TEE], colour)
+    mark = cv2.resize(_mark_on_white(slug), (60, 60), interpolation=cv2.INTER_AREA)
+    ink = mark.min(axis=2) < 200
+    img[120:180, 130:190][ink] = mark[ink]
+    return img
+
+
+def test_a_photo_cut_out_is_not_a_flat_mark():
+    """A catalogue shot (a photographed product on a studio background) has an outline, but it
+    is a silhouette that many photo regions resemble: only flat marks keep a shape."""
+    _, lab, _, _ = cv2.connectedComponentsWithStats((_mark_on_white("nike", 300).min(axis=2) < 128).astype(np.uint8))
+    cut = lab > 0
+    photo = cv2.resize(_photo(0), (cut.shape[1], cut.shape[0]))
+    textured = np.full_like(photo, 255)
+    textured[cut] = photo[cut]
+    flat = np.full_like(photo, 255)
+    flat[cut] = (40, 90, 160)
+    assert reference_shape(flat) is not None
+    assert reference_shape(textured) is None
+
+
+def test_a_shape_two_brands_share_is_not_shortlisted():
+    """Two brands' tees carry different marks, but their outline is the same tee: it says
+    nothing about the brand, so neither is shortlisted, while a brand's own mark still is."""
+    a, b, swoosh = (reference_shape(_tee((200, 60, 90), "apple")), reference_shape(_tee((40, 90, 200), "starbucks")),
+                    reference_shape(_mark_on_white("nike")))
+    assert a is not None and b is not None and swoosh is not None
+    listing = np.full((480, 640, 3), 90, np.uint8)
+    cv2.randn(listing, 90, 12)
+    tee_on_photo, _ = paste(listing, _tee((60, 160, 60), "cocacola"), 0.35, 10.0, (220, 240))
+    photo, _ = paste(tee_on_photo, _mark_on_white("nike"), 0.2, -15.0, (500, 200))
+    shapes = listing_shapes(photo, (640, 480))
+    unaware = match_shapes(shapes, ShapeTable({0: a, 1: b, 2: swoosh}), shortlist=3, max_distance=np.inf)
+    assert max(unaware[r].iou for r in (0, 1) if r in unaware) >= 0.7  # the tee fits either brand's tee
+    t = ShapeTable({0: a, 1: b, 2: swoosh}, brands=np.array([0, 1, 2]))
+    assert t.shared() == {0, 1}
+    found = match_shapes(shapes, t, shortlist=3, max_distance=np.inf)
+    assert set(found) == {2} and found[2].iou >= 0.7
+    # one brand's two tees are its own: nothing is shared
+    assert ShapeTable({0: a, 1: b, 2: swoosh}, brands=np.array([0, 0, 2])).shared() == frozenset()
+
+
+def test_a_mark_too_small_for_its_outline_is_not_placed_but_a_thin_one_is(table):
+    """A placed mark is judged by its box, not its ink: a swoosh at 25% of the width is kept
+    (0.4% of the photo in ink, but its outline spans 128 px), an apple at 7% (36 px) has too
+    coarse an outline (it fits at IoU 0.83 without the rule)."""
+    t, names = table
+    listing, truth = paste(_photo(1), _mark_on_white("nike"), 0.25, 20.0, (300, 220))
+    row, m = _best(listing, t)
+    assert names[row] == "nike" and m.area_share < 0.004
+    assert iou(m.box, truth) >= 0.5
+    tiny, _ = paste(_photo(0), _mark_on_white("apple"), 0.07, 20.0, (350, 70))
+    big, _ = paste(_photo(0), _mark_on_white("apple"), 0.15, 20.0, (350, 70))
+    apple = next(r for r, n in names.items() if n == "apple")
+    assert apple in match_shapes(listing_shapes(big, (big.shape[1], big.shape[0])), t)
+    assert apple not in match_shapes(listing_shapes(tiny, (tiny.shape[1], tiny.shape[0])), t)

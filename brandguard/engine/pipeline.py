@@ -326,14 +326,15 @@ class Pipeline:
         return {k: match_shapes(f.shapes, table, only_rows=only) for k, f in feats.items() if f.shapes is not None}
 
     def shape_table(self) -> ShapeTable | None:
-        """The indexed marks' shapes, rebuilt from the descriptor index when it changed."""
+        """The indexed marks' shapes, rebuilt from the descriptor index when it changed (with
+        the brands, so that a shape several brands share is left out of the shortlists)."""
         local = self.index.local if self.index is not None else None
         if local is None:
             return None
         key = (self.index.manifest.generation, id(local), local.marks_version, len(local.marks))
         if self._shapes is None or self._shapes[0] != key:
             try:
-                self._shapes = (key, ShapeTable.from_marks(local.marks))
+                self._shapes = (key, ShapeTable.from_marks(local.marks, self.index.brand_codes()))
             except ValueError as exc:
                 raise ReferenceIndexError(f"the descriptor index's mark shapes are damaged ({exc}); "
                                           "rebuild it with `brandguard index`") from exc
