@@ -111,13 +111,19 @@ def test_results_survive_a_leads_store_that_refuses_rows_and_removed_listings_dr
     assert s2.removed == 1 and [r["listing_id"] for r in read_results(tmp_path / "out")] == ["a"]
 
 
-def test_rescan_after_index_add_names_what_changed_and_the_fix(tiny_bundle, tmp_path, capsys):
+def _one_listing_scan_inputs(tiny_bundle: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A one-brand bundle and a catalogue of one copy of its mark: (catalogue, bundle, out)."""
     save(blob_image(100), tmp_path / "refs" / "acme" / "logo.png")
     save(blob_image(100)[5:235, 5:315], tmp_path / "l" / "a.jpg", quality=80)
     cat = tmp_path / "cat.jsonl"
     cat.write_text(json.dumps({"listing_id": "a", "image": "l/a.jpg"}) + "\n")
     bundle, out = tmp_path / "b", tmp_path / "out"
     assert main(["index", str(tmp_path / "refs"), "--bundle", str(tiny_bundle), "--out", str(bundle)]) == 0
+    return cat, bundle, out
+
+
+def test_rescan_after_index_add_names_what_changed_and_the_fix(tiny_bundle, tmp_path, capsys):
+    cat, bundle, out = _one_listing_scan_inputs(tiny_bundle, tmp_path)
     scan_args = ["scan", str(cat), "--bundle", str(bundle), "--out", str(out), "--workers", "0", "--no-progress",
                  "--quiet", "--no-report"]
     assert main(scan_args) == EXIT_OK
@@ -147,12 +153,7 @@ def test_rescan_after_recalibration_or_another_text_flag_is_refused(tiny_bundle,
     from brandguard.engine.decide import CALIBRATION_FILE, Calibration
     from brandguard.engine.routing import DepthOptions
 
-    save(blob_image(100), tmp_path / "refs" / "acme" / "logo.png")
-    save(blob_image(100)[5:235, 5:315], tmp_path / "l" / "a.jpg", quality=80)
-    cat = tmp_path / "cat.jsonl"
-    cat.write_text(json.dumps({"listing_id": "a", "image": "l/a.jpg"}) + "\n")
-    bundle, out = tmp_path / "b", tmp_path / "out"
-    assert main(["index", str(tmp_path / "refs"), "--bundle", str(tiny_bundle), "--out", str(bundle)]) == 0
+    cat, bundle, out = _one_listing_scan_inputs(tiny_bundle, tmp_path)
     opts = ScanOptions(workers=0, progress=False)
     scan(cat, Pipeline.from_bundle(bundle, require_index=True), out, opts)
     # the same inputs resume (nothing to redo)
