@@ -87,6 +87,13 @@ def test_short_names_match_only_whole_words(vocab):
     assert vocab.match("LV") and not vocab.match("LVV")
 
 
+def test_a_one_letter_name_matches_a_title_but_not_a_letter_read_in_a_photo():
+    v = Vocabulary.build({"v": {"names": ["V"]}, "lv": {"names": ["LV"]}}, ["v", "lv"])
+    assert [m.brand for m in v.match("V tee, size M")] == ["v"]
+    assert v.match("V", source="image", merged=True) == []
+    assert [m.brand for m in v.match("LV", source="image", merged=True)] == ["lv"]
+
+
 def test_merged_words_read_from_a_photo(vocab):
     (m,) = vocab.match("ADIDASORIGINALS", source="image", merged=True)
     assert (m.brand, m.kind) == ("adidas", "exact")

@@ -17,7 +17,8 @@ A **near** match is one edit (a letter changed, added, dropped, or two swapped) 
 skeletons, for names of at least :data:`NEAR_MIN` letters: "NIKF" ~ "NIKE", "Adidos" ~ "adidas".
 To keep ordinary words out ("like", "bike", "mike" are one letter from "nike"):
 
-- names shorter than :data:`NEAR_MIN` letters match only exactly, as whole words;
+- names shorter than :data:`NEAR_MIN` letters match only exactly, as whole words, and in text
+  read from a photo not at all below :data:`PHOTO_MIN_LETTERS`;
 - a candidate that is a common word (:data:`COMMON_WORDS`) or exactly another registered
   name is never a near match;
 - for names of exactly :data:`NEAR_MIN` letters, the one edit must swap two letters or change
@@ -44,6 +45,10 @@ from typing import Any, Iterable, Mapping
 from brandguard.errors import InputError
 
 NEAR_MIN = 4  # letters a name needs before a one-edit variant counts as its lookalike
+# Letters a name needs to be matched in text read from a photo: OCR reads a lone letter into any
+# glyph-like shape (a stripe is an "l", a chevron a "V"); one clean test listing was flagged as
+# a one-letter brand that way. Titles are typed, so there a one-letter name still matches.
+PHOTO_MIN_LETTERS = 2
 MAX_RUN = 4  # words joined into one candidate
 VOCAB_KEYS = ("names", "aliases", "zh")
 MAX_TERMS = 64  # per brand and key
@@ -386,6 +391,8 @@ class Vocabulary:
                 cands.append((c, " ".join(ws[i:j])))
                 skels.setdefault(c, skeleton("".join(wp[i:j])))
         for c, written in cands:
+            if merged and len(c) < PHOTO_MIN_LETTERS:
+                continue
             for t in self._exact.get(c, ()):
                 add(t.term, t.brand, _as_written(written, raw_words), "exact", "the brand's name, as written")
         for c, written in cands:
