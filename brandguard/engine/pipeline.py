@@ -334,7 +334,9 @@ class Pipeline:
         key = (self.index.manifest.generation, id(local), local.marks_version, len(local.marks))
         if self._shapes is None or self._shapes[0] != key:
             try:
-                self._shapes = (key, ShapeTable.from_marks(local.marks, self.index.brand_codes()))
+                table = ShapeTable.from_marks(local.marks, self.index.brand_codes())
+                table.shared()  # the one costly step (~5 ms a shape), paid here rather than mid-listing
+                self._shapes = (key, table)
             except ValueError as exc:
                 raise ReferenceIndexError(f"the descriptor index's mark shapes are damaged ({exc}); "
                                           "rebuild it with `brandguard index`") from exc

@@ -65,6 +65,8 @@ class Service:
             pipe = Pipeline.from_bundle(settings.bundle_path(), threads=settings.threads, device=settings.device,
                                         region_mode=settings.region_mode, require_index=True, limits=limits,
                                         depth=DepthOptions(settings.depth, settings.audit_share))
+            if pipe.depth.depth != "fast":
+                pipe.shape_table()  # built before the first request, not during it
             # Sources are stored relative to the bundle (copied in at index time) or absolute.
             return pipe, reference_map(pipe), Quarantine(pipe.bundle.path)
 
