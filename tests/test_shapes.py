@@ -297,3 +297,35 @@ def test_a_mark_too_small_for_its_outline_is_not_placed_but_a_thin_one_is(table)
     apple = next(r for r, n in names.items() if n == "apple")
     assert apple in match_shapes(listing_shapes(big, (big.shape[1], big.shape[0])), t)
     assert apple not in match_shapes(listing_shapes(tiny, (tiny.shape[1], tiny.shape[0])), t)
+
+
+def test_an_outline_fit_alone_is_held_to_the_shape_threshold(flat_bundle, tmp_path):
+    """A flag that rests on an outline fit without a geometric match must clear ``shape_flag``
+    (the target precision among those flags alone on val); the decision names that threshold."""
+    from dataclasses import replace
+
+    from brandguard.engine.fusion import PairEvidence
+    from brandguard.engine.pipeline import Pipeline
+    from brandguard.engine.routing import DepthOptions
+    from brandguard.errors import BundleError
+    from tests_helpers import save
+
+    pipe = Pipeline.from_bundle(flat_bundle, depth=DepthOptions("thorough", text=False))
+    listing, _ = paste(_photo(2), _mark_on_white("mcdonalds"), 0.15, 20.0, (300, 220))
+    path = save(listing, tmp_path / "l.jpg", quality=90)
+    (v,) = pipe.check([path])
+    assert v.evidence["stage"] in ("shape", "global+shape") and v.verdict == "knockoff", v.evidence.get("decided_by")
+    p, deep = v.evidence["fused_probability"], pipe.calibration.deep
+    pipe.calibration = replace(pipe.calibration, deep=replace(deep, shape_flag=min(1.0, p + 0.01)))
+    (held,) = pipe.check([path])
+    assert held.verdict == "clear" and "the shape threshold" in held.evidence["decided_by"]
+    assert held.evidence["thresholds"]["flag_probability"] == pytest.approx(min(1.0, p + 0.01))
+    pipe.calibration = replace(pipe.calibration, deep=replace(deep, shape_flag=max(deep.flag, p - 0.01)))
+    (kept,) = pipe.check([path])
+    assert kept.verdict == "knockoff" and kept.brand == "mcdonalds"
+    # a geometric match is held to ``flag`` whatever ``shape_flag`` says
+    strict = replace(deep, shape_flag=1.0)
+    assert strict.flag_for(PairEvidence(0.3, False, inliers=9, shape=True)) == deep.flag
+    assert strict.flag_for(PairEvidence(0.3, True, shape=True)) == 1.0
+    with pytest.raises(BundleError, match="shape_flag"):
+        replace(deep, shape_flag=deep.flag / 2)

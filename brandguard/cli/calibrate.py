@@ -92,7 +92,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
         deep = run_deep_calibration(args.bundle, args.split, target=args.target, threads=args.threads,
                                     progress=not args.no_progress)
         print(f"deep stage: flag at fused probability {deep['flag_threshold']:.4f} (precision "
-              f"{deep['flag_precision']:.3f}); copy = >= {deep['copy_inliers']} inliers covering >= "
+              f"{deep['flag_precision']:.3f}"
+              + (f"; outline fits alone from {deep['shape_flag_threshold']:.4f}, precision "
+                 f"{deep['shape_flag_precision']:.3f} over their {deep['shape_flags_at_flag']} flags"
+                 if deep.get("shape_flag_threshold") is not None else "")
+              + f"); copy = >= {deep['copy_inliers']} inliers covering >= "
               f"{deep['copy_area']:.0%} of the photo (precision {deep['copy_precision']:.3f}); auto gate "
               f"{deep['auto_gate']:.4f} keeps {deep['auto_keeps_right_flags']} of right flags ({deep['seconds']:.0f}s)")
         for fam, m in deep["per_family"].items():

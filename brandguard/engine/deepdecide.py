@@ -41,9 +41,12 @@ def decide_visual(pipe: "Pipeline", hits: list[ReferenceHit], ev: dict, matches:
                                   deep.sibling_factor)
     order = sorted(range(len(cands)), key=lambda j: (-probs[j], cands[j].hit.reference_id))
     top = tuple(replace(cands[j].hit, score=round(float(probs[j]), 6)) for j in order[: pipe.top_k])
-    pick = order[0]
+    # the most probable candidate that clears its own threshold (an outline fit is held to the
+    # shape threshold), else the most probable one
+    pick = next((j for j in order if float(probs[j]) >= deep.flag_for(cands[j].evidence)), order[0])
+    need = deep.flag_for(cands[pick].evidence)
     by_geometry = False
-    if float(probs[pick]) < deep.flag:  # a strong geometric match flags on its own
+    if float(probs[pick]) < need:  # a strong geometric match flags on its own
         strongest = max(range(len(cands)), key=lambda j: (cands[j].match.inliers if cands[j].match else 0, probs[j]))
         m = cands[strongest].match
         if m is not None and m.inliers >= deep.geometry_inliers:
@@ -66,7 +69,7 @@ def decide_visual(pipe: "Pipeline", hits: list[ReferenceHit], ev: dict, matches:
              "global+shape" if best_shape is not None else "global")
     ev.update(stage=stage, fused_probability=round(p, 6), global_score=round(best_ev.global_score, 6),
               calibration=deep.method, calibrated=deep.method != "default",
-              thresholds={"flag_probability": deep.flag, "copy_inliers": deep.copy_inliers,
+              thresholds={"flag_probability": need, "copy_inliers": deep.copy_inliers,
                           "copy_area": deep.copy_area, "global_copy": th.copy})
     if best_match is not None:
         ev["local"] = best_match.to_dict()
@@ -76,13 +79,13 @@ def decide_visual(pipe: "Pipeline", hits: list[ReferenceHit], ev: dict, matches:
     ev["thresholds"]["geometry_inliers"] = deep.geometry_inliers
     whole = (best_match is not None and not best_match.mirrored and best_match.inliers >= deep.copy_inliers
              and best_match.area_share >= deep.copy_area)
-    if p < deep.flag and not by_geometry:
+    if p < need and not by_geometry:
         # What the fast stage flags stays flagged: a flat mark (a swoosh, arches) gives SIFT a
         # handful of keypoints, so no local evidence is no evidence against a global match.
         fast = pipe.decide_fast(hits, dict(ev), source)
         if fast.verdict in ("copy", "knockoff"):
             ev.update({k: v for k, v in fast.evidence.items() if k in ("geometry", "decided_by")})
-            ev["decided_by"] = (f"fused probability {p:.2f} < {deep.flag:.2f}, but the global stage flags it: "
+            ev["decided_by"] = (f"fused probability {p:.2f} < {need:.2f}, but the global stage flags it: "
                                 + fast.evidence.get("decided_by", f"global score {fast.score:.2f} >= "
                                                     f"{th.knockoff:.2f} -> {fast.verdict}"))
             ev["stage"] = "global"
@@ -92,8 +95,8 @@ def decide_visual(pipe: "Pipeline", hits: list[ReferenceHit], ev: dict, matches:
             score = next((h.score for h in top if h.reference_id == fast.top[0].reference_id), p) if fast.top else p
             return Verdict(fast.verdict, brand=fast.brand, confidence=fast.confidence, score=score, top=top,
                            evidence=ev)
-        ev["decided_by"] = f"fused probability {p:.2f} < {deep.flag:.2f} -> clear"
-        return Verdict("clear", confidence=round(deep.confidence(p, False), 4), score=round(p, 6), top=top,
+        ev["decided_by"] = f"fused probability {p:.2f} < {need:.2f}{_held(need, deep)} -> clear"
+        return Verdict("clear", confidence=round(deep.confidence(p, False, need), 4), score=round(p, 6), top=top,
                        evidence=ev)
     geometry = None
     if (not whole and source is not None and not best_ev.global_absent
@@ -116,11 +119,16 @@ def decide_visual(pipe: "Pipeline", hits: list[ReferenceHit], ev: dict, matches:
                 if best_shape is not None else "global similarity without copy geometry"))
         kind, rule = "knockoff", f"{why} -> knockoff"
     flag_rule = (f"{best_match.inliers} inliers >= {deep.geometry_inliers} (geometric match)" if by_geometry
-                 else f"fused probability {p:.2f} >= {deep.flag:.2f}")
+                 else f"fused probability {p:.2f} >= {need:.2f}{_held(need, deep)}")
     ev["decided_by"] = f"{flag_rule}; {rule}" + (f"; {ev['source_choice']}" if "source_choice" in ev else "")
     conf = (1.0 / (1.0 + math.exp(-((best_match.inliers - deep.geometry_inliers) / 5.0 + 2.0))) if by_geometry
-            else deep.confidence(p, True))
+            else deep.confidence(p, True, need))
     return Verdict(kind, brand=best_hit.brand, confidence=round(conf, 4), score=round(p, 6), top=top, evidence=ev)
+
+
+def _held(need: float, deep: DeepCalibration) -> str:
+    """Names the shape threshold in a decision when it is the one applied."""
+    return " (the shape threshold: an outline fit without a geometric match)" if need != deep.flag else ""
 
 
 # Before a bundle is calibrated for the deep stage: a hand-set fusion (inliers dominate, the

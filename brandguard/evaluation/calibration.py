@@ -372,7 +372,17 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
                      j.candidates[k][2], j.candidates[k][3], g))
     t_flag, p_flag, _ = threshold_at_precision([(p, ok) for p, ok, *_ in best], target)
     t_flag = min(t_flag, 1.0)
-    flagged = [bq for bq in best if bq[0] >= t_flag]
+    # Flags resting on an outline fit alone meet the target on their own (>= 20 of them on val):
+    # chance meets an outline more often than inliers, and a flag's evidence should not borrow
+    # precision from the geometric ones.
+    shape_t, shape_prec, shape_n = None, None, 0
+    shaped = [(p, ok) for p, ok, _f, e, *_ in best
+              if p >= t_flag and e is not None and e.inliers == 0 and e.shape and shape_only is not None]
+    if len(shaped) >= 20:
+        t, shape_prec, _ = threshold_at_precision(shaped, target)
+        shape_t, shape_n = round(min(max(t, t_flag), 1.0), 6), len(shaped)
+    flagged = [bq for bq in best if bq[0] >= (shape_t if shape_t is not None and bq[3] is not None
+                                               and bq[3].inliers == 0 and bq[3].shape else t_flag)]
     choice = (10**9, 1.0, 0, 1.0)  # (inliers, area, copies called right, precision)
     for inl in (8, 10, 15, 20, 30, 45):
         for area in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5):
@@ -402,22 +412,25 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
                           copy_inliers=int(min(choice[0], 10**6)), copy_area=float(choice[1]),
                           auto_gate=round(float(gate), 6), geometry_inliers=geo_t, source_ncc=src_ncc,
                           source_beyond=src_beyond, sibling_factor=sibling_factor, global_only=global_only,
-                          shape_only=shape_only,
+                          shape_only=shape_only, shape_flag=shape_t,
                           method=f"fusion fitted on {len(judged)} held-out queries, precision {target:.2f}"
                           + (f"; {method_note}" if method_note else ""))
     per_family: dict[str, dict] = {}
-    for p, ok, fam, *_rest in best:
+    for p, ok, fam, e, *_rest in best:
         f = per_family.setdefault(fam, {"n": 0, "flagged": 0, "flagged_right_brand": 0})
         f["n"] += 1
-        f["flagged"] += p >= t_flag
-        f["flagged_right_brand"] += p >= t_flag and ok
+        hit = p >= (cal.flag_for(e) if e is not None else t_flag)
+        f["flagged"] += hit
+        f["flagged_right_brand"] += hit and ok
     for fam, f in per_family.items():
         f["recall" if fam in MARK_FAMILIES else "false_flag_rate"] = round(
             (f["flagged_right_brand"] if fam in MARK_FAMILIES else f["flagged"]) / f["n"], 4)
     gated = [bq for bq in flagged if bq[1]]
     report = {"features": list(FEATURES), "weights": [round(v, 4) for v in w], "bias": round(b, 4),
               "n_pairs": len(y_all), "n_positive_pairs": int(sum(y_all)), "flag_threshold": cal.flag,
-              "flag_precision": round(p_flag, 4), "copy_inliers": cal.copy_inliers, "copy_area": cal.copy_area,
+              "flag_precision": round(p_flag, 4), "shape_flag_threshold": shape_t,
+              "shape_flag_precision": round(shape_prec, 4) if shape_prec is not None else None,
+              "shape_flags_at_flag": shape_n, "copy_inliers": cal.copy_inliers, "copy_area": cal.copy_area,
               "copy_calls_right": choice[2], "copy_precision": round(choice[3], 4), "auto_gate": cal.auto_gate,
               "geometry_inliers": geo_t, "source_ncc": src_ncc, "source_beyond": src_beyond,
               "sibling_factor": sibling_factor,
