@@ -53,9 +53,12 @@ MAX_TEXTURED = 0.3
 TEXTURE_GRADIENT = 20.0
 # A mark that another brand's mark fits this well (IoU of one laid over the other) identifies
 # neither: merchandise silhouettes (a tee, a tote, a box carrying the mark) are shared by every
-# brand that registers one. Val: 76 of 81 such mockups, 28 of 302 logos. Those shapes stay in
-# the table but are not shortlisted.
+# brand that registers one. Val: 74 of 79 such mockups, 20 of 295 logos (badges: a disc or a
+# hexagon around a glyph). Those shapes stay in the table but are not shortlisted. Each mark is
+# compared with the SHARED_SHORTLIST others of the closest signatures within SHARED_DISTANCE.
 SHARED_IOU = 0.8
+SHARED_SHORTLIST = 8
+SHARED_DISTANCE = 0.004
 # A placed mark whose bounding box covers less than this share of the photo (about 18 x 18 of
 # the 320 analysed pixels) has too coarse an outline to tell marks apart; measured on the box,
 # not the ink, so that a thin mark (a swoosh) is judged by its extent. Val, placements with
@@ -63,8 +66,6 @@ SHARED_IOU = 0.8
 # 118 from 0.02 to 0.04; test with the box rule: 18 flags on 494 clean photos against 17
 # without it, µAP unchanged (0.739).
 MIN_MARK_BOX_SHARE = 0.006
-SHARED_SHORTLIST = 8
-SHARED_DISTANCE = 0.004
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,7 @@ class ShapeTable:
         self._rows: np.ndarray | None = None
         self._sigs: np.ndarray | None = None
         self._shared: frozenset[int] | None = None
+        self._shared_rows = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -437,6 +439,7 @@ class ShapeTable:
                                          _match(as_listing, self, others, min_part_iou=0.5, shifts=2).values()):
                         out.add(r)
             self._shared = frozenset(out)
+            self._shared_rows = np.fromiter(out, np.int64, len(out))
         return self._shared
 
     def _candidates(self, parts: "tuple[Part, ...]", k: int, only_rows: np.ndarray | None,
@@ -449,7 +452,7 @@ class ShapeTable:
         if only_rows is not None:
             keep &= np.isin(rows, only_rows)
         if skip_shared and self.shared():
-            keep &= ~np.isin(rows, np.fromiter(self.shared(), np.int64))
+            keep &= ~np.isin(rows, self._shared_rows)
         rows, sigs = rows[keep], sigs[keep]
         if not len(rows) or not parts:
             return [[] for _ in parts]

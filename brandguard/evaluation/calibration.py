@@ -375,14 +375,20 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
     # Flags resting on an outline fit alone meet the target on their own (>= 20 of them on val):
     # chance meets an outline more often than inliers, and a flag's evidence should not borrow
     # precision from the geometric ones.
+    # (``DeepCalibration.flag_for`` applies the same rule at decision time.)
+    def outline_alone(e) -> bool:  # noqa: ANN001 - PairEvidence or None
+        return e is not None and e.inliers == 0 and e.shape and shape_only is not None
+
     shape_t, shape_prec, shape_n = None, None, 0
-    shaped = [(p, ok) for p, ok, _f, e, *_ in best
-              if p >= t_flag and e is not None and e.inliers == 0 and e.shape and shape_only is not None]
+    shaped = [(p, ok) for p, ok, _f, e, *_ in best if p >= t_flag and outline_alone(e)]
     if len(shaped) >= 20:
         t, shape_prec, _ = threshold_at_precision(shaped, target)
         shape_t, shape_n = round(min(max(t, t_flag), 1.0), 6), len(shaped)
-    flagged = [bq for bq in best if bq[0] >= (shape_t if shape_t is not None and bq[3] is not None
-                                               and bq[3].inliers == 0 and bq[3].shape else t_flag)]
+
+    def need(e) -> float:  # noqa: ANN001
+        return shape_t if shape_t is not None and outline_alone(e) else t_flag
+
+    flagged = [bq for bq in best if bq[0] >= need(bq[3])]
     choice = (10**9, 1.0, 0, 1.0)  # (inliers, area, copies called right, precision)
     for inl in (8, 10, 15, 20, 30, 45):
         for area in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5):
@@ -419,7 +425,7 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
     for p, ok, fam, e, *_rest in best:
         f = per_family.setdefault(fam, {"n": 0, "flagged": 0, "flagged_right_brand": 0})
         f["n"] += 1
-        hit = p >= (cal.flag_for(e) if e is not None else t_flag)
+        hit = p >= need(e)
         f["flagged"] += hit
         f["flagged_right_brand"] += hit and ok
     for fam, f in per_family.items():
