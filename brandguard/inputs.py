@@ -502,18 +502,40 @@ def _listings(src: Path, records: Iterable[_Record],
                          brand_hint=brand_hint, error=perr, reason="bad_price" if perr else None)
 
 
+def folder_kinds(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """Reference id -> kind for a folder of references, from the CSV named like it beside it
+    (``references/`` and ``references.csv`` with ``reference_id`` and ``kind`` columns, as a
+    benchmark corpus split has them); empty when there is none. The kind matters to the shape
+    stage, which does not stretch a product photo's silhouette (``vision/shapes.py``)."""
+    src = Path(folder)
+    table = src.parent / f"{src.name}.csv"
+    if not table.is_file():
+        return {}
+    try:
+        with open(table, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not {"reference_id", "kind"} <= set(reader.fieldnames or ()):
+                raise InputError(f"{table}: a references table beside {src} needs reference_id and kind columns")
+            return {row["reference_id"]: (row["kind"] or "").strip() for row in reader if row.get("reference_id")}
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{table}: unreadable references table ({exc})") from exc
+
+
 def read_references(source: str | os.PathLike[str]) -> list[ReferenceRow]:
     """References from a JSONL/CSV/Parquet file (``brand`` and ``path`` or ``image`` required;
     ``reference_id`` defaults to the path without extension) or a folder laid out
-    ``<brand>/<name>.png`` (brand = first folder, id = relative path without extension)."""
+    ``<brand>/<name>.png`` (brand = first folder, id = relative path without extension; kind
+    from :func:`folder_kinds`, else ``image``)."""
     src = Path(source)
     rows: list[ReferenceRow] = []
     if src.is_dir():
+        kinds = folder_kinds(src)
         for ident, path in list_images(src):
             parts = ident.split("/")
             if len(parts) < 2:
                 raise InputError(f"reference {path} must sit in a <brand>/ folder under {src}")
-            rows.append(ReferenceRow(reference_id=ident, brand=parts[0], path=str(path), kind="image"))
+            rows.append(ReferenceRow(reference_id=ident, brand=parts[0], path=str(path),
+                                     kind=kinds.get(ident) or "image"))
         return rows
     if not src.is_file():
         raise InputError(f"references {src} do not exist")
@@ -538,5 +560,5 @@ def read_references(source: str | os.PathLike[str]) -> list[ReferenceRow]:
     return rows
 
 
-__all__ = ["ListingRow", "ReferenceRow", "RowError", "ImageFile", "read_catalogue", "read_references",
+__all__ = ["ListingRow", "ReferenceRow", "RowError", "ImageFile", "read_catalogue", "read_references", "folder_kinds",
            "read_image_file", "confinement_root", "IMAGE_EXTENSIONS", "MAX_LINE_BYTES", "list_images"]

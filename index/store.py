@@ -340,6 +340,12 @@ class ReferenceIndex:
                 f"SELECT id FROM refs WHERE {_VISIBLE} AND brand = ? ORDER BY id", (g, g, brand))), np.int64)
         return cache[key]
 
+    def kind_rows(self, kind: str) -> np.ndarray:
+        """Sorted row ids (FAISS ids) of the live references of one kind (``logo``, ``product``)."""
+        return np.fromiter((r for (r,) in self._db.execute(
+            f"SELECT id FROM refs WHERE {_VISIBLE} AND kind = ? ORDER BY id",
+            (self.generation, self.generation, kind))), np.int64)
+
     def _selector(self, brand: str, rows: np.ndarray) -> "faiss.IDSelector":
         cache = self._selectors
         key = (self.generation, brand)

@@ -68,3 +68,27 @@ def test_csv_roundtrip_and_validation(tmp_path):
     gt = tmp_path / "gt.csv"
     gt.write_text("query_id,reference_id\nq1,r1\nq1,r5\nq2,r2\n")
     assert read_ground_truth(gt) == {"q1": {"r1", "r5"}, "q2": {"r2"}}
+
+
+def test_a_folder_of_references_takes_its_kinds_from_the_table_beside_it(tmp_path):
+    """A corpus split's ``references/`` has its kinds in ``references.csv`` (what the shape
+    stage needs to leave product photos unstretched, in calibration as in a scan); a folder
+    without one is all ``image``; a table without the columns is a typed error."""
+    from PIL import Image
+
+    from brandguard.errors import InputError
+    from brandguard.inputs import folder_kinds, read_references
+
+    refs = tmp_path / "references"
+    for ident in ("acme/logo_clean", "acme/product_shot", "bolt/logo_clean"):
+        (refs / ident).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), "white").save(refs / f"{ident}.png")
+    assert {r.kind for r in read_references(refs)} == {"image"}
+    (tmp_path / "references.csv").write_text("reference_id,brand,kind\nacme/logo_clean,acme,logo\n"
+                                             "acme/product_shot,acme,product\n", encoding="utf-8")
+    assert folder_kinds(refs) == {"acme/logo_clean": "logo", "acme/product_shot": "product"}
+    assert {r.reference_id: r.kind for r in read_references(refs)} == {
+        "acme/logo_clean": "logo", "acme/product_shot": "product", "bolt/logo_clean": "image"}
+    (tmp_path / "references.csv").write_text("reference_id,brand\nacme/logo_clean,acme\n", encoding="utf-8")
+    with pytest.raises(InputError, match="kind"):
+        read_references(refs)

@@ -312,3 +312,16 @@ def test_degenerate_shapes_are_never_drawn():
     assert decision_rule("knockoff", 0.7, {"thresholds": {"copy": 0.9, "knockoff": 0.6}}) == \
         "similarity 0.700 ≥ knockoff 0.60 (< copy 0.90) → knockoff"
     assert decision_rule("copy", 0.95, {"decided_by": "geometric verification"}) == "geometric verification"
+
+
+def test_an_outline_fit_names_its_stretch():
+    """A mark placed by the shape stage's affine pass says how stretched the fit was; a
+    similarity fit (stretch 1) says nothing of it."""
+    from brandguard.cases.explain import match_shapes
+
+    quad = [[10, 10], [60, 12], [58, 40], [9, 38]]
+    (s,) = match_shapes({"image_size": [100, 80], "shape": {"outline": quad, "iou": 0.84, "stretch": 1.86}}, "acme")
+    assert s.kind == "polygon" and "IoU 0.84" in s.label and "stretched 1.86×" in s.label, s.label
+    (plain,) = match_shapes({"image_size": [100, 80], "shape": {"outline": quad, "iou": 0.8, "stretch": 1.0,
+                                                                 "mirrored": True}}, "acme")
+    assert "mirrored" in plain.label and "stretched" not in plain.label

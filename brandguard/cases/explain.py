@@ -112,8 +112,10 @@ def match_shapes(ev: Mapping[str, Any], brand: str | None) -> list[Shape]:
     if not poly and outline(shape.get("outline")):  # found by its outline (vision/shapes.py)
         poly = outline(shape.get("outline"))
         iou = num(shape.get("iou"))
+        stretch = num(shape.get("stretch"))
         visual = "the mark's outline fits" + (f" (IoU {iou:.2f})" if iou is not None else "") + (
-            " · mirrored" if shape.get("mirrored") is True else "")
+            " · mirrored" if shape.get("mirrored") is True else "") + (
+            f" · stretched {stretch:.2f}×" if stretch is not None and stretch >= 1.05 else "")
     if poly:
         out.append(Shape("polygon", "outline", f"reference outline · {visual}", points=tuple(poly)))
     else:

@@ -137,7 +137,7 @@ def deep_candidates(index, hits: list[ReferenceHit], matches: list[LocalMatch], 
                 prev = Candidate(ReferenceHit.of(r, floor), PairEvidence(floor, True))
             ev = replace(prev.evidence, shape=True, shape_iou=sm.iou, shape_part_iou=sm.part_iou,
                          shape_mirrored=sm.mirrored, shape_area=sm.area_share, shape_complexity=sm.complexity,
-                         shape_parts=sm.parts)
+                         shape_parts=sm.parts, shape_stretch=sm.stretch)
             agr = prev.agreement
             if agr is None and prev.match is None:  # the pixels under the placed mark, as for a match
                 agr = _agreement(index, r.reference_id, row, listing, thumbs, sm.outline)

@@ -28,7 +28,7 @@ FEATURES = ("global", "global_absent", "log_inliers", "inliers_ge8", "inliers_ge
             "agree_gap",
             # the reference's mark laid over the listing where its outline fits (vision/shapes.py)
             "shape", "shape_iou", "shape_excess", "shape_part_iou", "shape_mirrored", "shape_area",
-            "shape_complexity", "shape_multi")
+            "shape_complexity", "shape_multi", "shape_stretch")
 SHAPE_KNEE = 0.75  # shape IoU above this is where outlines stop agreeing by chance (val)
 MIN_VARIED = 20  # rows a feature must depart from its usual value in for its weight to be fitted
 
@@ -71,6 +71,7 @@ class PairEvidence:
     shape_area: float = 0.0  # the placed mark's share of the listing
     shape_complexity: float = 0.0  # spread of the mark's radial profile (0: a disc)
     shape_parts: int = 0  # parts of the mark (letters, stripes)
+    shape_stretch: float = 1.0  # the placement's longer axis over its shorter (an affine fit; 1: a similarity)
 
     def vector(self) -> list[float]:
         # Inlier steps let a linear model say "8 agreeing points is a lot more than 5".
@@ -82,7 +83,8 @@ class PairEvidence:
                 self.agree_share, self.agree_frac, self.textured_frac, self.inside_share, self.agree_gap,
                 float(self.shape), self.shape_iou, max(0.0, self.shape_iou - SHAPE_KNEE), self.shape_part_iou,
                 float(self.shape_mirrored), math.log(max(self.shape_area, 1e-4)) if self.shape else 0.0,
-                self.shape_complexity, float(self.shape_parts > 1)]
+                self.shape_complexity, float(self.shape_parts > 1),
+                math.log(max(self.shape_stretch, 1.0)) if self.shape else 0.0]
 
 
 @dataclass(frozen=True)

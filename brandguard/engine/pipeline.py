@@ -327,15 +327,17 @@ class Pipeline:
 
     def shape_table(self) -> ShapeTable | None:
         """The indexed marks' shapes, rebuilt from the descriptor index when it changed (with
-        the brands, so that a shape several brands share is left out of the shortlists)."""
+        the brands, so that a shape several brands share is left out of the shortlists, and the
+        product photos, which the affine pass does not stretch)."""
         local = self.index.local if self.index is not None else None
         if local is None:
             return None
         key = (self.index.manifest.generation, id(local), local.marks_version, len(local.marks))
         if self._shapes is None or self._shapes[0] != key:
             try:
-                table = ShapeTable.from_marks(local.marks, self.index.brand_codes())
+                table = ShapeTable.from_marks(local.marks, self.index.brand_codes(), self.index.kind_rows("product"))
                 table.shared()  # the one costly step (~5 ms a shape), paid here rather than mid-listing
+                table.affine()
                 self._shapes = (key, table)
             except ValueError as exc:
                 raise ReferenceIndexError(f"the descriptor index's mark shapes are damaged ({exc}); "

@@ -15,7 +15,7 @@ import numpy as np
 
 from brandguard.errors import ImageDecodeError
 from brandguard.evaluation.metrics import Prediction
-from brandguard.inputs import list_images
+from brandguard.inputs import folder_kinds, list_images
 from brandguard.index.store import ReferenceIndex, ReferenceRecord
 from brandguard.vision.local import describe_reference
 from brandguard.engine.pipeline import Pipeline, local_spec_of
@@ -41,6 +41,7 @@ def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch:
     1 + inliers/1000, above any cosine similarity, so the ranking reflects the copy decision.
     """
     refs, qs = list_images(references), list_images(queries)
+    kinds = folder_kinds(references)
     rvec, rerr = pipe.embed_sources([str(p) for _, p in refs])
     deep = pipe.depth.depth != "fast" and pipe.extractor is not None
     local = [None] * len(refs)
@@ -57,7 +58,8 @@ def predict(pipe: Pipeline, references: Path, queries: Path, k: int = 10, batch:
     saved = pipe.index
     with tempfile.TemporaryDirectory() as tmp:
         pipe.index = ReferenceIndex.build(tmp, pipe.card, rvec[ok],
-                                          [ReferenceRecord(refs[i][0], refs[i][0].split("/")[0], source=str(refs[i][1].resolve()))
+                                          [ReferenceRecord(refs[i][0], refs[i][0].split("/")[0],
+                                                           kind=kinds.get(refs[i][0], ""), source=str(refs[i][1].resolve()))
                                            for i in ok],
                                           factory="IDMap2,Flat", threads=pipe.embedder.info.threads,
                                           local=[local[i] for i in ok] if deep else None,
