@@ -338,7 +338,8 @@ def test_whitened_outlines_see_through_stretch_and_shear():
     their plain signatures (similarity-invariant only) are far apart. Whitened, an ellipse and
     a parallelogram are nearly their own ellipse or rectangle and the apple nearly so (left out
     of the affine pass), a swoosh is not."""
-    from brandguard.vision.shapes import AFFINE_MAX_FILL, affine_outline, part_of, whitened_fill_iou
+    from brandguard.vision.outlines import affine_outline, part_of, whitened_fill_iou
+    from brandguard.vision.shapes import AFFINE_MAX_FILL
 
     mark = reference_shape(_mark_on_white("nike"))
     outline = mark.part.outline.astype(np.float64)

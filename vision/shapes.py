@@ -19,7 +19,8 @@ and mirroring. Here:
   parts are compared in their whitened frames, where an affine map is a rotation, and placed by a
   least-squares affine map; the placement's stretch is evidence too.
 
-Everything is numpy and OpenCV; points and boxes come back in the listing's original pixels.
+Everything is numpy and OpenCV; points and boxes come back in the listing's original pixels. The
+outline geometry (signatures, alignments, the IoU of a placement) is in ``vision/outlines.py``.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ import cv2
 import numpy as np
 
 from brandguard.errors import InputError
+from brandguard.vision.outlines import (GENERIC_IOU, N_HARMONICS, N_POINTS, AffineOutline, Part, affine_outline, align,
+                                        align_affine, iou_at, is_generic, part_of, signatures, whitened_fill_iou)
 
 # Long side a listing photo is segmented at. Val/test offline (same code otherwise): 448 against
 # 320 lifts marks in photos µAP 0.613 -> 0.637 / 0.654 -> 0.673, for about 10 ms more a listing.
 SHAPE_SIDE = 448
 REFERENCE_SHAPE_SIDE = 256  # long side a reference mark is cut out at
-N_POINTS = 128  # outline samples (by arc length)
-N_HARMONICS = 24  # signature length
 COLOURS = 6  # k-means colour classes of a listing photo
 CHROMA_WEIGHT = 2.0  # a and b count this much more than lightness: a small coloured mark gets a class of its own
 MIN_PART = 0.0015  # a candidate part covers at least this share of the photo ...
@@ -44,7 +45,6 @@ MAX_PART = 0.45  # ... and at most this
 MAX_PARTS = 96  # parts compared per photo, largest first (val queries: median 20, 99th percentile 83)
 MIN_SIDE = 16  # a photo smaller than this (after scaling) has no parts
 MIN_REFERENCE_PARTS_SHARE = 0.02  # a mark's parts smaller than this share of its largest are noise
-GENERIC_IOU = 0.9  # a mark this close to its own ellipse or rectangle says nothing by its shape
 # Matching: each listing part is aligned with this many references of the closest signatures,
 # within this squared distance (val: 3 and 0.002 keep the right marks that 8 and no cap find, at
 # a fifth of the time: about 10 ms per listing against 400 marks).
@@ -74,12 +74,11 @@ MIN_MARK_BOX_SHARE = 0.006
 # Stretched and sheared marks (a knockoff squeezed to look different, a mark printed on a slanted
 # surface): a second pass compares parts in their whitened frames (second moments the identity),
 # where an affine map between two parts is a rotation, so the outline's profile survives it, and
-# places the reference by a least-squares affine map, at most MAX_STRETCH times longer along one
-# axis than the other. Shortlist and signature cap as the similarity pass, tuned on val.
+# places the reference by a least-squares affine map (stretched at most ``outlines.MAX_STRETCH``).
+# Shortlist and signature cap as the similarity pass, tuned on val.
 # A mark that a stretch makes nearly an ellipse or a rectangle (whitened, its IoU with them at
 # least AFFINE_MAX_FILL: a badge, a blob, an apple) is left out of this pass: every blob in a photo
 # fits it (val: 89 of 385 marks; the apple fits clean scikit-image photos at IoU 0.83 otherwise).
-MAX_STRETCH = 2.5
 AFFINE_SHORTLIST = 3
 MAX_AFFINE_DISTANCE = 0.002
 AFFINE_MAX_FILL = 0.75
@@ -87,18 +86,6 @@ AFFINE_MAX_FILL = 0.75
 # similarity placement of the same mark only when better by this much (else a symmetric mark,
 # the arches, comes back "mirrored" at a stretch of 1.01).
 AFFINE_MARGIN = 0.02
-
-
-@dataclass(frozen=True)
-class Part:
-    """One connected part: outline samples and signature (in the analysed image's pixels)."""
-
-    outline: np.ndarray  # N_POINTS x 2 float32, by arc length
-    radial: np.ndarray  # N_POINTS float32: distance from the centroid over its mean
-    signature: np.ndarray  # N_HARMONICS float32
-    centroid: tuple[float, float]
-    area: float
-    box: tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -189,145 +176,6 @@ class ShapeMatch:
 
 
 # ------------------------------------------------------------------ parts
-def _resample(contour: np.ndarray, n: int) -> np.ndarray:
-    """``n`` points evenly spaced by arc length along a closed contour."""
-    pts = contour.reshape(-1, 2).astype(np.float64)
-    closed = np.vstack([pts, pts[:1]])
-    seg = np.sqrt((np.diff(closed, axis=0) ** 2).sum(axis=1))
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
-    total = cum[-1]
-    if total <= 0:
-        return np.repeat(pts[:1], n, axis=0).astype(np.float32)
-    t = np.arange(n) * total / n
-    x = np.interp(t, cum, closed[:, 0])
-    y = np.interp(t, cum, closed[:, 1])
-    return np.stack([x, y], axis=1).astype(np.float32)
-
-
-def part_of(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Part | None:
-    """The :class:`Part` of a binary mask holding one connected part (None when degenerate)."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return None
-    c = max(contours, key=cv2.contourArea)
-    if len(c) < 8:
-        return None
-    m = cv2.moments(mask, binaryImage=True)
-    if m["m00"] <= 0:
-        return None
-    cx, cy = m["m10"] / m["m00"], m["m01"] / m["m00"]
-    outline = _resample(c, N_POINTS)
-    r = np.sqrt(((outline - np.float32([cx, cy])) ** 2).sum(axis=1))
-    mean = float(r.mean())
-    if mean <= 1e-6:
-        return None
-    radial = (r / mean).astype(np.float32)
-    sig = np.abs(np.fft.rfft(radial))[1:N_HARMONICS + 1] / N_POINTS
-    x, y, w, h = cv2.boundingRect(c)
-    ox, oy = offset
-    return Part(outline + np.float32([ox, oy]), radial, sig.astype(np.float32), (cx + ox, cy + oy),
-                float(m["m00"]), (x + ox, y + oy, x + ox + w, y + oy + h))
-
-
-def _generic(mask: np.ndarray) -> bool:
-    """True when the mask is nearly its own ellipse or rectangle (a disc, a square patch)."""
-    return _fill_iou(mask) >= GENERIC_IOU
-
-
-def _fill_iou(mask: np.ndarray) -> float:
-    """The mask's IoU with the closer of its own ellipse and its minimal rectangle (1: nothing else)."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return 1.0
-    pts = np.vstack(contours)
-    best = 0.0
-    for fill in ("rect", "ellipse"):
-        canvas = np.zeros_like(mask)
-        if fill == "rect":
-            box = cv2.boxPoints(cv2.minAreaRect(pts)).astype(np.int32)
-            cv2.fillPoly(canvas, [box], 1)
-        elif len(pts) >= 5:
-            cv2.ellipse(canvas, cv2.fitEllipse(pts), 1, -1)
-        inter = float(np.logical_and(canvas, mask).sum())
-        union = float(np.logical_or(canvas, mask).sum())
-        best = max(best, inter / union if union else 0.0)
-    return best
-
-
-@dataclass(frozen=True)
-class AffineOutline:
-    """A part's outline seen in its whitened frame, where an affine map between two parts is a
-    rotation (or a reflection): ``radial`` and ``signature`` as for :class:`Part`, there."""
-
-    points: np.ndarray  # N_POINTS x 2: the outline in the part's own pixels, spaced by arc length in the whitened frame
-    radial: np.ndarray
-    signature: np.ndarray
-    fill_iou: float  # whitened, the part's IoU with its own ellipse or rectangle: near 1, any blob fits it
-
-
-def affine_outline(outline: np.ndarray) -> AffineOutline | None:
-    """The whitened view of a part's outline (None for a degenerate one)."""
-    pts = np.asarray(outline, np.float64).reshape(-1, 2)
-    m = cv2.moments(pts.astype(np.float32))
-    a = m["m00"]
-    if abs(a) <= 1e-6:
-        return None
-    mu = np.array([m["m10"] / a, m["m01"] / a])
-    cov = np.array([[m["mu20"], m["mu11"]], [m["mu11"], m["mu02"]]]) / a
-    vals, vecs = np.linalg.eigh(cov)
-    if vals.min() <= 1e-9:
-        return None
-    white = vecs @ np.diag(vals ** -0.5) @ vecs.T
-    q = _resample((pts - mu) @ white.T, N_POINTS).astype(np.float64)
-    r = np.sqrt((q ** 2).sum(axis=1))
-    mean = float(r.mean())
-    if mean <= 1e-9:
-        return None
-    radial = (r / mean).astype(np.float32)
-    sig = (np.abs(np.fft.rfft(radial))[1:N_HARMONICS + 1] / N_POINTS).astype(np.float32)
-    canvas = np.zeros((96, 96), np.uint8)  # whitened, the part spans about +-2
-    cv2.fillPoly(canvas, [np.round(q * 16.0 + 48.0).astype(np.int32)], 1)
-    points = (q @ np.linalg.inv(white).T + mu).astype(np.float32)
-    return AffineOutline(points, radial, sig, _fill_iou(canvas))
-
-
-def whitened_fill_iou(mask: np.ndarray) -> float:
-    """:func:`_fill_iou` of the whole mask seen in its whitened frame: near 1 for a mark that a
-    stretch makes an ellipse or a rectangle of (a disc, a bar, a blob), which every blob fits."""
-    m = cv2.moments(mask, binaryImage=True)
-    if m["m00"] <= 0:
-        return 1.0
-    cov = np.array([[m["mu20"], m["mu11"]], [m["mu11"], m["mu02"]]]) / m["m00"]
-    vals, vecs = np.linalg.eigh(cov)
-    if vals.min() <= 1e-9:
-        return 1.0
-    white = 16.0 * (vecs @ np.diag(vals ** -0.5) @ vecs.T)  # whitened, the mark spans about +-2: 96 px
-    mu = np.array([m["m10"], m["m01"]]) / m["m00"]
-    warp = np.hstack([white, (48.0 - white @ mu)[:, None]])
-    return _fill_iou(cv2.warpAffine(mask, warp, (96, 96), flags=cv2.INTER_NEAREST))
-
-
-def align_affine(listing: AffineOutline, ref: AffineOutline, shifts: int = 2
-                 ) -> list[tuple[np.ndarray, bool, float]]:
-    """Candidate affine placements (2x3, reference -> listing analysed pixels, mirrored or not,
-    stretch) from the best shifts of the whitened profiles; a placement stretched more than
-    ``MAX_STRETCH`` is not one."""
-    out = []
-    for mirrored in (False, True):
-        rr = ref.radial[::-1] if mirrored else ref.radial
-        rp = (ref.points[::-1] if mirrored else ref.points).astype(np.float64)
-        src = np.hstack([rp, np.ones((len(rp), 1))])
-        for s in _shifts(rr, listing.radial, shifts):
-            dst = np.roll(listing.points, -s, axis=0).astype(np.float64)
-            sol, *_ = np.linalg.lstsq(src, dst, rcond=None)
-            m = sol.T
-            sv = np.linalg.svd(m[:, :2], compute_uv=False)
-            if sv[1] <= 1e-9 or sv[0] / sv[1] > MAX_STRETCH or (np.linalg.det(m[:, :2]) < 0) != mirrored:
-                continue
-            out.append((m, mirrored, float(sv[0] / sv[1])))
-    return out
-
-
 def _textured(rgb: np.ndarray, mask: np.ndarray) -> bool:
     """True when the inside of the mask (its border eroded away) is mostly gradient: a photo
     cut out, not a flat mark. A mark too thin to have an inside counts as flat."""
@@ -367,7 +215,7 @@ def reference_shape(rgb: np.ndarray) -> ReferenceShape | None:
     keep = np.zeros(n, bool)
     keep[1:] = areas >= MIN_REFERENCE_PARTS_SHARE * areas.max()
     mask = keep[lab_img].astype(np.uint8)
-    if _generic(mask) or _textured(small, mask):
+    if is_generic(mask) or _textured(small, mask):
         return None
     part = part_of((lab_img == largest).astype(np.uint8))
     if part is None:
@@ -418,75 +266,6 @@ def listing_shapes(rgb: np.ndarray, original_size: tuple[int, int], seed: int = 
 
 
 # ------------------------------------------------------------------ matching
-def signatures(parts: "list[Part] | tuple[Part, ...]") -> np.ndarray:
-    return (np.stack([p.signature for p in parts]) if parts else np.zeros((0, N_HARMONICS), np.float32))
-
-
-def _shifts(a: np.ndarray, b: np.ndarray, top: int = 2) -> list[int]:
-    """Circular shifts s maximising sum_t a[t] * b[t + s] (best first)."""
-    a0, b0 = a - a.mean(), b - b.mean()
-    corr = np.fft.irfft(np.conj(np.fft.rfft(a0)) * np.fft.rfft(b0), n=len(a))
-    return [int(s) for s in np.argsort(-corr)[:top]]
-
-
-def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
-    """Least-squares similarity (2x3) taking ``src`` points to ``dst`` (Umeyama, no reflection)."""
-    ms, md = src.mean(axis=0), dst.mean(axis=0)
-    s0, d0 = src - ms, dst - md
-    var = float((s0 ** 2).sum())
-    if var <= 1e-9:
-        return None
-    a = float((s0[:, 0] * d0[:, 0] + s0[:, 1] * d0[:, 1]).sum())
-    b = float((s0[:, 0] * d0[:, 1] - s0[:, 1] * d0[:, 0]).sum())
-    ca, sa = a / var, b / var
-    rot = np.array([[ca, -sa], [sa, ca]])
-    t = md - rot @ ms
-    return np.hstack([rot, t[:, None]])
-
-
-def align(listing: Part, ref: Part, ref_width: int, shifts: int = 2) -> list[tuple[np.ndarray, bool]]:
-    """Candidate placements (2x3, reference analysed pixels -> listing analysed pixels) of
-    ``ref`` onto ``listing``, straight and mirrored, from the best shifts of their profiles."""
-    out = []
-    for mirrored in (False, True):
-        rr = ref.radial[::-1] if mirrored else ref.radial
-        ro = ref.outline[::-1] if mirrored else ref.outline
-        if mirrored:
-            ro = ro.copy()
-            ro[:, 0] = (ref_width - 1) - ro[:, 0]
-        for s in _shifts(rr, listing.radial, shifts):
-            dst = np.roll(listing.outline, -s, axis=0)
-            m = _similarity(ro.astype(np.float64), dst.astype(np.float64))
-            if m is None:
-                continue
-            if mirrored:  # compose with the flip x -> W - 1 - x
-                flip = np.array([[-1.0, 0.0, ref_width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-                m = m @ flip
-            out.append((m, mirrored))
-    return out
-
-
-def _iou_at(mask: np.ndarray, m: np.ndarray, target: np.ndarray, area: float) -> tuple[float, tuple[int, int, int, int]]:
-    """IoU of ``mask`` (``area`` pixels set) warped by ``m`` with ``target`` (same frame), within
-    the warped box; the part of the mark that falls outside the photo counts against it."""
-    h, w = mask.shape
-    th, tw = target.shape
-    corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], np.float64) @ m.T
-    x0, y0 = np.floor(corners.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(corners.max(axis=0)).astype(int)
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(tw, x1), min(th, y1)
-    if x1 - x0 < 3 or y1 - y0 < 3:
-        return 0.0, (x0, y0, x1, y1)
-    shifted = m.copy()
-    shifted[:, 2] -= (x0, y0)
-    warped = cv2.warpAffine(mask, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_NEAREST, borderValue=0)
-    t = target[y0:y1, x0:x1]
-    inter = int(np.count_nonzero(warped & t))
-    union = int(np.count_nonzero(warped | t))
-    outside = max(0.0, area * abs(float(np.linalg.det(m[:, :2]))) - float(np.count_nonzero(warped)))
-    return (inter / (union + outside) if union else 0.0), (x0, y0, x1, y1)
-
-
 class ShapeTable:
     """Every indexed reference's mark shape, by reference row (the descriptor index keeps it).
 
@@ -697,10 +476,10 @@ def _best_placement(placements: "list[tuple[np.ndarray, bool, float]]", mask: np
                     min_part_iou: float):  # noqa: ANN202 - private tuple
     best = None
     for m, mirrored, stretch in placements:
-        piou, _ = _iou_at(part_mask, m, part_target, part_area)
+        piou, _ = iou_at(part_mask, m, part_target, part_area)
         if piou < min_part_iou or (best is not None and piou <= best[1]):
             continue
-        iou, box = _iou_at(mask, m, target, area)
+        iou, box = iou_at(mask, m, target, area)
         if best is None or (iou, piou) > (best[0], best[1]):
             best = (iou, piou, m, mirrored, box, stretch)
     return best
