@@ -106,19 +106,26 @@ class AffineOutline:
     fill_iou: float  # whitened, the part's IoU with its own ellipse or rectangle: near 1, any blob fits it
 
 
-def affine_outline(outline: np.ndarray) -> AffineOutline | None:
-    """The whitened view of a part's outline (None for a degenerate one)."""
-    pts = np.asarray(outline, np.float64).reshape(-1, 2)
-    m = cv2.moments(pts.astype(np.float32))
+def _whitening(m: dict[str, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Centroid and whitening matrix (the inverse square root of the second moments) of a
+    region from its ``cv2.moments``; None for a degenerate one (no area, or a line)."""
     a = m["m00"]
     if abs(a) <= 1e-6:
         return None
-    mu = np.array([m["m10"] / a, m["m01"] / a])
     cov = np.array([[m["mu20"], m["mu11"]], [m["mu11"], m["mu02"]]]) / a
     vals, vecs = np.linalg.eigh(cov)
     if vals.min() <= 1e-9:
         return None
-    white = vecs @ np.diag(vals ** -0.5) @ vecs.T
+    return np.array([m["m10"], m["m01"]]) / a, vecs @ np.diag(vals ** -0.5) @ vecs.T
+
+
+def affine_outline(outline: np.ndarray) -> AffineOutline | None:
+    """The whitened view of a part's outline (None for a degenerate one)."""
+    pts = np.asarray(outline, np.float64).reshape(-1, 2)
+    w = _whitening(cv2.moments(pts.astype(np.float32)))
+    if w is None:
+        return None
+    mu, white = w
     q = _resample((pts - mu) @ white.T, N_POINTS).astype(np.float64)
     r = np.sqrt((q ** 2).sum(axis=1))
     mean = float(r.mean())
@@ -135,15 +142,11 @@ def affine_outline(outline: np.ndarray) -> AffineOutline | None:
 def whitened_fill_iou(mask: np.ndarray) -> float:
     """:func:`fill_iou` of the whole mask seen in its whitened frame: near 1 for a mark that a
     stretch makes an ellipse or a rectangle of (a disc, a bar, a blob), which every blob fits."""
-    m = cv2.moments(mask, binaryImage=True)
-    if m["m00"] <= 0:
+    w = _whitening(cv2.moments(mask, binaryImage=True))
+    if w is None:
         return 1.0
-    cov = np.array([[m["mu20"], m["mu11"]], [m["mu11"], m["mu02"]]]) / m["m00"]
-    vals, vecs = np.linalg.eigh(cov)
-    if vals.min() <= 1e-9:
-        return 1.0
-    white = 16.0 * (vecs @ np.diag(vals ** -0.5) @ vecs.T)  # whitened, the mark spans about +-2: 96 px
-    mu = np.array([m["m10"], m["m01"]]) / m["m00"]
+    mu, white = w
+    white = 16.0 * white  # whitened, the mark spans about +-2: 96 px
     warp = np.hstack([white, (48.0 - white @ mu)[:, None]])
     return fill_iou(cv2.warpAffine(mask, warp, (96, 96), flags=cv2.INTER_NEAREST))
 
