@@ -47,12 +47,13 @@ def test_small_rotated_flat_mark_is_found_by_its_outline(table, slug, photo, sha
 
 
 def test_mirrored_flat_mark_is_found_mirrored(table):
-    """(The swoosh's part fits at IoU 0.89; the whole-mark IoU, against every pixel of its colour
-    class in the box, is 0.69 at the 448 px analysis, which keeps this photo's dark speckles.)"""
+    """(The whole-mark IoU, against every pixel of its colour class in the box, is 0.69 at the
+    448 px analysis, which keeps this photo's dark speckles; the refinement, which maximises that
+    IoU, leaves the swoosh's own part at 0.85 against 0.89 as aligned.)"""
     t, names = table
     listing, truth = paste(_photo(3), _mark_on_white("nike"), 0.3, -10.0, (320, 240), mirror=True)
     row, m = _best(listing, t)
-    assert names[row] == "nike" and m.mirrored and m.iou >= 0.65 and m.part_iou >= 0.85
+    assert names[row] == "nike" and m.mirrored and m.iou >= 0.65 and m.part_iou >= 0.8
     assert iou(m.box, truth) >= 0.5
 
 
@@ -394,3 +395,67 @@ def test_the_pipeline_does_not_stretch_a_product_photo(tmp_path):
     names = {r: rec.reference_id for r, rec in pipe.index.records_by_rows(list(table.shapes)).items()}
     assert {names[r] for r in table.rigid_rows} == {"mcdonalds/logo"}
     assert {names[int(r)] for r in table.affine()[0]} == {"nike/logo"}
+
+
+def test_a_small_mark_in_a_colour_of_its_own_gets_a_class(table):
+    """k-means sees about 4,096 sampled pixels, so a small mark in a colour the photo lacks
+    (0.3% of the pixels) often gets no class and merges into its neighbour; the pixels no class
+    explains get one. Found in every case here (18 of 18); without the extra classes, 12."""
+    t, names = table
+    nike = next(r for r, n in names.items() if n == "nike")
+    mark = _mark_on_white("nike")
+    ink = mark.min(axis=2) < 128
+    import brandguard.vision.shapes as shapes_module
+
+    found = {True: 0, False: 0}
+    for colour in ((150, 40, 170), (0, 200, 60), (255, 120, 0)):
+        tinted = mark.copy()
+        tinted[ink] = colour
+        for photo in (0, 3, 5, 6, 9, 10):
+            listing, truth = paste(_photo(photo), tinted, 0.18, 15.0, (300, 200))
+            for outliers in (True, False):
+                distance = shapes_module.OUTLIER_DISTANCE if outliers else np.inf
+                with pytest.MonkeyPatch.context() as mp:
+                    mp.setattr(shapes_module, "OUTLIER_DISTANCE", distance)
+                    m = match_shapes(listing_shapes(listing, (listing.shape[1], listing.shape[0])), t).get(nike)
+                if m is not None and iou(m.box, truth) >= 0.5:
+                    found[outliers] += 1
+    assert found[True] == 18 and found[False] <= 14, found
+
+
+def test_a_thin_mark_placed_a_pixel_off_is_nudged_to_its_fit(table):
+    """The outline alignment places a thin mark (the swoosh at 16-20% of the width) about a
+    pixel off; the refinement recovers IoU a real mark has (+0.06 to +0.09 here) and its box."""
+    import brandguard.vision.shapes as shapes_module
+
+    t, names = table
+    nike = next(r for r, n in names.items() if n == "nike")
+    for photo, share in ((0, 0.2), (4, 0.2), (5, 0.16), (10, 0.16)):
+        listing, truth = paste(_photo(photo), _mark_on_white("nike"), share, -10.0, (350, 150))
+        shapes = listing_shapes(listing, (listing.shape[1], listing.shape[0]))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(shapes_module, "REFINE_FROM", 2.0)  # off
+            plain = match_shapes(shapes, t)[nike]
+        refined = match_shapes(shapes, t)[nike]
+        assert refined.iou >= plain.iou + 0.03, (photo, plain, refined)
+        assert iou(refined.box, truth) >= 0.7 and refined.mirrored == plain.mirrored
+
+
+def test_refining_a_placement_recovers_a_known_offset():
+    """On a synthetic sliver: a placement 1.5 px and 4 degrees off its true place (IoU 0.69)
+    climbs back above 0.85; a placement already exact stays at least as good."""
+    from brandguard.vision.outlines import iou_at, refine_placement
+    mask = np.zeros((60, 120), np.uint8)
+    cv2.ellipse(mask, (60, 30), (55, 6), 15, 0, 360, 1, -1)  # a thin sliver
+    true_m = cv2.getRotationMatrix2D((60, 30), 10, 0.8)
+    true_m[:, 2] += (40, 50)
+    target = cv2.warpAffine(mask, true_m, (200, 160), flags=cv2.INTER_NEAREST)
+    area = float(mask.sum())
+    off = cv2.getRotationMatrix2D((60, 30), 14, 0.8)
+    off[:, 2] += (41.5, 50)
+    start, _ = iou_at(mask, off, target, area)
+    got, m = refine_placement(mask, off, target, area, start)
+    assert start < 0.75 and got >= 0.85 and got == pytest.approx(iou_at(mask, m, target, area)[0])
+    exact, _ = iou_at(mask, true_m, target, area)
+    same, m2 = refine_placement(mask, true_m, target, area, exact)
+    assert same >= exact and (same > exact or np.array_equal(m2, true_m))

@@ -30,6 +30,10 @@ class Part:
     box: tuple[int, int, int, int]
 
 
+# A placement larger than this (analysed pixels) is refined on the photo scaled down to it.
+REFINE_SIDE = 96
+
+
 def _resample(contour: np.ndarray, n: int) -> np.ndarray:
     """``n`` points evenly spaced by arc length along a closed contour."""
     pts = contour.reshape(-1, 2).astype(np.float64)
@@ -239,3 +243,57 @@ def iou_at(mask: np.ndarray, m: np.ndarray, target: np.ndarray, area: float) -> 
     union = int(np.count_nonzero(warped | t))
     outside = max(0.0, area * abs(float(np.linalg.det(m[:, :2]))) - float(np.count_nonzero(warped)))
     return (inter / (union + outside) if union else 0.0), (x0, y0, x1, y1)
+
+
+def refine_placement(mask: np.ndarray, m: np.ndarray, target: np.ndarray, area: float, iou: float,
+                     rounds: int = 3, step: tuple[float, float, float] = (1.0, 0.04, 3.0),
+                     side: int = REFINE_SIDE) -> tuple[float, np.ndarray]:
+    """A placement nudged to the IoU its outline alignment misses: greedy steps in shift (pixels),
+    scale and rotation (degrees) about the placed mark's centre, the steps halved each round.
+
+    The alignment fits 128 outline points by least squares, so a thin mark (a swoosh's tail, the
+    arches' legs) placed half a pixel off loses a fifth of its IoU at 20 analysed pixels across.
+    A mark placed larger than ``side`` pixels is nudged on the photo scaled to that size (a
+    pixel matters less there, and the search costs a fraction), then measured at full size.
+    Returns (IoU, 2x3 map); ``iou`` is the IoU at ``m``, returned with ``m`` if nothing is better."""
+    h, w = mask.shape
+    corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], np.float64) @ m.T
+    (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)
+    f = min(1.0, side / max(x1 - x0, y1 - y0, 1.0))
+    pad = 0.15 * max(x1 - x0, y1 - y0) + 4.0
+    th, tw = target.shape
+    cx0, cy0 = max(0, int(x0 - pad)), max(0, int(y0 - pad))
+    cx1, cy1 = min(tw, int(np.ceil(x1 + pad))), min(th, int(np.ceil(y1 + pad)))
+    if cx1 - cx0 < 3 or cy1 - cy0 < 3:
+        return iou, m
+    crop = target[cy0:cy1, cx0:cx1]
+    if f < 1.0:
+        crop = cv2.resize(crop, (max(3, round(crop.shape[1] * f)), max(3, round(crop.shape[0] * f))),
+                          interpolation=cv2.INTER_NEAREST)
+    into = np.array([[f, 0.0, -f * cx0], [0.0, f, -f * cy0], [0.0, 0.0, 1.0]])  # photo -> crop
+    cur = (into @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+    cur_iou, _ = iou_at(mask, cur, crop, area)
+    start_iou = cur_iou
+    cx, cy = cur @ np.array([w / 2.0, h / 2.0, 1.0])
+    d_shift, d_scale, d_angle = step[0] * f, step[1], step[2]
+    for _ in range(rounds):
+        for _pass in range(3):
+            moved = False
+            for dx, dy, ds, da in ((d_shift, 0, 0, 0), (-d_shift, 0, 0, 0), (0, d_shift, 0, 0), (0, -d_shift, 0, 0),
+                                   (0, 0, d_scale, 0), (0, 0, -d_scale, 0), (0, 0, 0, d_angle), (0, 0, 0, -d_angle)):
+                c = np.cos(np.radians(da)) * (1.0 + ds)
+                s = np.sin(np.radians(da)) * (1.0 + ds)
+                nudge = np.array([[c, -s, cx - c * cx + s * cy + dx], [s, c, cy - s * cx - c * cy + dy], [0, 0, 1]])
+                cand = (nudge @ np.vstack([cur, [0.0, 0.0, 1.0]]))[:2]
+                v, _ = iou_at(mask, cand, crop, area)
+                if v > cur_iou + 1e-9:
+                    cur, cur_iou, moved = cand, v, True
+                    cx, cy = cx + dx, cy + dy
+            if not moved:
+                break
+        d_shift, d_scale, d_angle = d_shift / 2, d_scale / 2, d_angle / 2
+    if cur_iou <= start_iou:
+        return iou, m
+    out = (np.linalg.inv(into) @ np.vstack([cur, [0.0, 0.0, 1.0]]))[:2]
+    v, _ = iou_at(mask, out, target, area)
+    return (v, out) if v > iou else (iou, m)
