@@ -357,6 +357,7 @@ class ShapeTable:
                     as_listing = ListingShapes(mask, (ref.part,), (1,), ref.size, (1.0, 1.0))
                     others = [[o for o in rows if o != r and self._brand(o) not in (own, -1)]
                               for rows in self._candidates((ref.part,), SHARED_SHORTLIST + 1, None, SHARED_DISTANCE)]
+                    # (unrefined, as SHARED_IOU was measured)
                     if others[0] and any(m.iou >= SHARED_IOU for m in
                                          _match(as_listing, self, others, min_part_iou=0.5, shifts=2, refine=False).values()):
                         out.add(r)
@@ -452,7 +453,7 @@ def match_shapes(listing: ListingShapes, table: ShapeTable, shortlist: int = SHO
     candidate part (IoU >= ``min_part_iou``), and kept when the mark's box covers at least
     ``MIN_MARK_BOX_SHARE`` of the photo. The affine pass (``affine_shortlist`` references per
     part by whitened signature; 0: off) places marks stretched or sheared, and a reference keeps
-    its best placement of the two passes."""
+    its best placement of the two passes, nudged to its best IoU from ``REFINE_FROM`` on."""
     if not len(listing) or not len(table):
         return {}
     affine = None
