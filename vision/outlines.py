@@ -224,15 +224,20 @@ def align(listing: Part, ref: Part, ref_width: int, shifts: int = 2) -> list[tup
     return out
 
 
-def iou_at(mask: np.ndarray, m: np.ndarray, target: np.ndarray, area: float) -> tuple[float, tuple[int, int, int, int]]:
-    """IoU of ``mask`` (``area`` pixels set) warped by ``m`` with ``target`` (same frame), within
-    the warped box; the part of the mark that falls outside the photo counts against it."""
-    h, w = mask.shape
-    th, tw = target.shape
+def placed_box(mask_shape: tuple[int, ...], m: np.ndarray, target_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The box (x0, y0, x1, y1) a mask of ``mask_shape`` covers once warped by ``m``, within the target."""
+    h, w = mask_shape[:2]
+    th, tw = target_shape[:2]
     corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], np.float64) @ m.T
     x0, y0 = np.floor(corners.min(axis=0)).astype(int)
     x1, y1 = np.ceil(corners.max(axis=0)).astype(int)
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(tw, x1), min(th, y1)
+    return max(0, int(x0)), max(0, int(y0)), min(tw, int(x1)), min(th, int(y1))
+
+
+def iou_at(mask: np.ndarray, m: np.ndarray, target: np.ndarray, area: float) -> tuple[float, tuple[int, int, int, int]]:
+    """IoU of ``mask`` (``area`` pixels set) warped by ``m`` with ``target`` (same frame), within
+    the warped box; the part of the mark that falls outside the photo counts against it."""
+    x0, y0, x1, y1 = placed_box(mask.shape, m, target.shape)
     if x1 - x0 < 3 or y1 - y0 < 3:
         return 0.0, (x0, y0, x1, y1)
     shifted = m.copy()
