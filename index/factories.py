@@ -67,16 +67,21 @@ def _nlist(n: int) -> int:
     return min(target, 65536)
 
 
-def selected_search_params(index: faiss.Index, selector: "faiss.IDSelector") -> "faiss.SearchParameters":
-    """Search parameters that keep only ``selector``'s ids, at the index's own ``nprobe``.
+def search_params(index: faiss.Index, selector: "faiss.IDSelector | None" = None,
+                  nprobe: int | None = None) -> "faiss.SearchParameters | None":
+    """Search parameters that keep only ``selector``'s ids (None: all) and probe ``nprobe`` IVF
+    lists (None: the index's own ``nprobe``); None when neither changes anything.
 
     A new object per call: FAISS's ID-map wrapper swaps the selector inside the parameters
     while it searches, so sharing one between threads would race."""
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
-        return faiss.SearchParameters(sel=selector)
-    return faiss.SearchParametersIVF(sel=selector, nprobe=int(ivf.nprobe))
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+    if selector is None and nprobe is None:
+        return None
+    n = int(ivf.nprobe) if nprobe is None else max(1, min(int(nprobe), int(ivf.nlist)))
+    return faiss.SearchParametersIVF(sel=selector, nprobe=n)
 
 
 def tune_descriptor_search(index: faiss.Index, nprobe: int | None = None) -> None:

@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 
 from brandguard.errors import InputError, ReferenceIndexError
-from brandguard.index.factories import selected_search_params, tune_descriptor_search
+from brandguard.index.factories import search_params, tune_descriptor_search
 
 DEFAULT_NEIGHBOURS = 5
 
@@ -197,27 +197,40 @@ class LocalIndex:
 
     # ---------------------------------------------------------------- queries
     def search(self, queries: np.ndarray, k: int = DEFAULT_NEIGHBOURS,
-               only_rows: np.ndarray | None = None) -> DescriptorHits:
+               only_rows: np.ndarray | None = None, probe_share: float = 1.0) -> DescriptorHits:
         """kNN of each query descriptor; ``only_rows`` (sorted reference rows) restricts the
-        search to those references' descriptors inside FAISS (a brand-scoped check)."""
+        search to those references' descriptors inside FAISS (a brand-scoped check).
+        ``probe_share`` < 1 probes that share of the IVF lists a full search probes (a cheaper,
+        lower-recall look: auto depth's keypoint glance); exact indexes ignore it."""
         q = np.ascontiguousarray(queries, np.float32)
         if q.ndim != 2 or (len(q) and q.shape[1] != self.dim):
             raise InputError(f"query descriptors must be N x {self.dim}, got {q.shape}")
+        if not 0.0 < probe_share <= 1.0:
+            raise InputError(f"probe_share must be in (0, 1], got {probe_share}")
         n = len(q)
         selector = self._selector(only_rows) if only_rows is not None else None
         if n == 0 or len(self) == 0 or (selector is not None and selector[1] == 0):
             return DescriptorHits(np.full((n, k), np.inf, np.float32), np.full((n, k), -1, np.int64),
                                   np.zeros((n, k, 2), np.float32))
-        if selector is None:
-            dist, ids = self._index.search(q, k)
-        else:
-            dist, ids = self._index.search(q, k, params=selected_search_params(self._index, selector[0]))
+        params = search_params(self._index, selector[0] if selector is not None else None,
+                               self._nprobe(probe_share))
+        dist, ids = self._index.search(q, k, params=params) if params is not None else self._index.search(q, k)
         pos = np.searchsorted(self._ids, np.maximum(ids, 0))
         pos = np.minimum(pos, len(self._ids) - 1)
         valid = (ids >= 0) & (self._ids[pos] == ids)
         rows = np.where(valid, self._ref[pos], -1)
         return DescriptorHits(np.where(valid, dist, np.inf).astype(np.float32), rows,
                               np.where(valid[..., None], self._xy[pos], 0.0).astype(np.float32))
+
+    def _nprobe(self, share: float) -> int | None:
+        """IVF lists probed at ``share`` of the tuned ``nprobe`` (None: the tuned one, or exact)."""
+        if share >= 1.0:
+            return None
+        try:
+            ivf = faiss.extract_index_ivf(self._index)
+        except RuntimeError:
+            return None
+        return max(1, int(round(ivf.nprobe * share)))
 
     def _selector(self, only_rows: np.ndarray) -> tuple["faiss.IDSelector", int]:
         """(selector over the descriptor ids of ``only_rows``, how many); cached per row set

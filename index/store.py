@@ -40,7 +40,7 @@ from brandguard.artifacts import atomic_write_bytes, sha256_file
 from brandguard.errors import InputError, ModelMismatchError, ReferenceIndexError
 from brandguard.index.manifest import (MANIFEST_FILE, IndexManifest, LocalSpec,
                                        check_vocabulary, files_of, load_local, load_vocabulary, read_manifest)
-from brandguard.index.factories import (choose_descriptor_factory, choose_factory, selected_search_params,
+from brandguard.index.factories import (choose_descriptor_factory, choose_factory, search_params,
                                         tune_search)
 from brandguard.index.local_store import KeypointSet, LocalIndex
 
@@ -294,7 +294,7 @@ class ReferenceIndex:
         if rows is None:
             scores, ids = self._index.search(q, k)
         else:
-            params = selected_search_params(self._index, self._selector(brand, rows))
+            params = search_params(self._index, self._selector(brand, rows))
             scores, ids = self._index.search(q, k, params=params)
         wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
         meta = self._records_by_id(wanted)

@@ -141,6 +141,46 @@ def test_ivf_recall_against_brute_force():
     assert found.mean() >= 0.9, found.mean()
 
 
+def test_probe_share_probes_fewer_lists_and_exact_ignores_it():
+    """The glance's cheaper search: a share of the tuned IVF probes, the same ids where it finds
+    them, lower recall than the full search; an exact index gives identical results."""
+    import faiss
+
+    rng = np.random.default_rng(4)
+    # unclustered descriptors: a true neighbour's list is often not among the nearest two
+    sets = []
+    for i, c in enumerate(counts_of(rng, 40, 20_000)):
+        d = rng.random((c, DIM)).astype(np.float32)
+        sets.append(LocalFeatures((rng.random((c, 2)) * 100).astype(np.float32),
+                                  d / np.linalg.norm(d, axis=1, keepdims=True), (100 + i, 100)))
+    li = LocalIndex.empty(DIM, "IVF64,Flat")
+    li.add(list(range(40)), sets)
+    ivf = faiss.extract_index_ivf(li._index)
+    assert ivf.nprobe == 8  # tuned: at least 8
+    x, _pts, ref = stacked(sets, list(range(40)))
+    q = perturbed(rng, x[rng.choice(len(x), 400, replace=False)], noise=0.03)
+    order, _ = brute_knn(q, x, 1)
+    full, quarter = li.search(q, k=3), li.search(q, k=3, probe_share=0.25)
+    assert ivf.nprobe == 8  # the index's own setting is untouched
+    hit_full = (full.ref_rows[:, 0] == ref[order[:, 0]]).mean()
+    hit_quarter = (quarter.ref_rows[:, 0] == ref[order[:, 0]]).mean()
+    assert hit_quarter < hit_full and hit_quarter >= 0.2, (hit_quarter, hit_full)
+    # the same as asking FAISS for nprobe 2 directly
+    ivf.nprobe = 2
+    direct = li.search(q, k=3)
+    ivf.nprobe = 8
+    assert np.array_equal(direct.ref_rows, quarter.ref_rows)
+    # restricted to some references, the share still applies and only those rows come back
+    only = li.search(q, k=3, only_rows=np.arange(10), probe_share=0.25)
+    assert set(np.unique(only.ref_rows)) <= set(range(10)) | {-1}
+    exact = LocalIndex.empty(DIM, "IDMap,Flat")
+    exact.add(list(range(40)), sets)
+    assert np.array_equal(exact.search(q, k=3, probe_share=0.25).ref_rows, exact.search(q, k=3).ref_rows)
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(InputError):
+            li.search(q, k=3, probe_share=bad)
+
+
 # ---------------------------------------------------------------- files
 @pytest.mark.parametrize("factory,n", [("IDMap,Flat", 3000), ("IVF32,Flat", 6000)])
 def test_bytes_round_trip_gives_identical_results(factory, n):

@@ -154,6 +154,41 @@ def test_auto_routes_by_title_and_brand_hint(local_bundle, tmp_path):
     assert all(not v.evidence["depth"]["local"] for v in fast)
 
 
+def test_auto_glance_routes_a_small_mark_the_global_score_misses(local_bundle, tmp_path):
+    """Auto depth's keypoint glance: a mark at 15% of a photo, rotated, barely moves the global
+    embedding (below the gate), yet the glance fits it and sends the listing deep, where it is
+    found; clean photos are glanced at too and stay clear, whether a chance fit (5 inliers on one
+    of them: a four-brand index gives the cross-brand ratio test little to compare) sends them deep
+    or not."""
+    import dataclasses
+
+    pipe = Pipeline.from_bundle(local_bundle, require_index=True, depth=DepthOptions("auto"))
+    gate = pipe.calibration.deep.auto_gate
+    photo = _photo(0)
+    listing, truth = paste(photo, _mark_on_white("starbucks"), 0.15, 20, (0.6 * photo.shape[1], 0.45 * photo.shape[0]))
+    p = str(_jpeg(listing, tmp_path / "g.jpg"))
+    clean = [str(_jpeg(_photo(i), tmp_path / f"gc{i}.jpg")) for i in range(4)]
+    items = [pipe.prepare(x) for x in [p, *clean]]
+    assert all(it.glance is not None and len(it.glance) > 0 for it in items)
+    verdicts = pipe.judge(items, [p, *clean])
+    assert verdicts[0].evidence["depth"]["why"] == "keypoint glance", verdicts[0].evidence["depth"]
+    assert verdicts[0].verdict in ("copy", "knockoff") and verdicts[0].brand == "starbucks", verdicts[0].evidence
+    assert iou(verdicts[0].evidence["match_box"], truth) >= 0.5
+    assert [v.verdict for v in verdicts[1:]] == ["clear"] * 4, [v.evidence["depth"] for v in verdicts]
+    routed = sum(v.evidence["depth"]["why"] == "keypoint glance" for v in verdicts)
+    assert pipe.depth_counts["glanced"] == 5 and 1 <= pipe.depth_counts["keypoint glance"] == routed <= 2
+    # The global stage alone would not have sent it: its best global score is under the gate.
+    (hits, _ev), = pipe.search_merged([items[0]], pipe.embed_crops(items[0].crops))
+    assert hits[0].score < gate
+    # Keypoints taken here from the bytes route it the same way as those taken in the decode.
+    bare = [dataclasses.replace(it, glance=None) for it in items]
+    again = pipe.judge(bare, [p, *clean])
+    assert [v.evidence["depth"]["why"] for v in again] == [v.evidence["depth"]["why"] for v in verdicts]
+    # Fast depth takes no glance; thorough describes the full keypoints instead.
+    assert Pipeline.from_bundle(local_bundle, require_index=True, depth="fast").prepare(p).glance is None
+    assert pipe.prepare(p, local=True, depth=DepthOptions("thorough")).glance is None
+
+
 def test_sift_mirror_permutation_matches_flipped_extraction():
     ext = SiftExtractor()
     img = _photo(0, side=384)

@@ -13,7 +13,7 @@ import numpy as np
 
 from brandguard.vision.bundle import ModelCard
 from brandguard.vision.decode import DecodeLimits, decode_image
-from brandguard.vision.local import LocalExtractor, LocalFeatures, describe_rgb
+from brandguard.vision.local import GLANCE_SIDE, LocalExtractor, LocalFeatures, describe_rgb
 from brandguard.vision.preprocess import resize_for_model
 from brandguard.vision.regions import Box, crop, region_boxes
 from brandguard.vision.text import TextRead, TextReader
@@ -30,6 +30,7 @@ class PreparedImage:
     original_size: tuple[int, int] = (0, 0)  # as displayed: the pixels evidence is reported in
     local: LocalFeatures | None = None  # keypoints, when the worker described the image (thorough)
     text: TextRead | None = None  # the photo's text, when the worker read it (thorough with text)
+    glance: LocalFeatures | None = None  # auto depth's quick keypoints (GLANCE_SIDE), when the worker took them
 
     def to_original(self, box: Box) -> list[int]:
         """A region box in original pixels (one coordinate system for all evidence)."""
@@ -55,18 +56,21 @@ def decode_side(input_size: int, region_mode: str) -> int:
 def prepare_image(source: bytes | str | os.PathLike[str], card: ModelCard,
                   region_mode: str = "full", limits: DecodeLimits = DecodeLimits(),
                   local: tuple[LocalExtractor, int] | None = None,
-                  text: TextReader | None = None) -> PreparedImage:
+                  text: TextReader | None = None, glance: LocalExtractor | None = None) -> PreparedImage:
     """Decode and cut ``source`` into model-sized crops. Raises :class:`ImageDecodeError`.
 
     With ``local`` = (extractor, side) the image is decoded large enough for local features
     and described too (with its mirror image and colour parts), in the same decode. With
     ``text`` its text is read as well (decoded at the reader's side), so a scan's OCR runs in
-    the decode workers beside the keypoints. A plain function of picklable arguments so worker
+    the decode workers beside the keypoints. With ``glance`` (auto depth) the quick keypoints
+    that route the listing are taken in the same decode, at ``GLANCE_SIDE``. A plain function of picklable arguments so worker
     processes can run it.
     """
     side = decode_side(card.input_size, region_mode)
     if local is not None:
         side = max(side, local[1])
+    if glance is not None:
+        side = max(side, GLANCE_SIDE)
     decoded = decode_image(source, target_side=side, limits=limits)
     w, h = decoded.size
     boxes = region_boxes(w, h, region_mode)
@@ -74,6 +78,9 @@ def prepare_image(source: bytes | str | os.PathLike[str], card: ModelCard,
     feats = None
     if local is not None:
         feats = describe_rgb(local[0], decoded.rgb, decoded.display_size, local[1], mirror=True, shapes=True)
+    glanced = None
+    if glance is not None:
+        glanced = describe_rgb(glance, decoded.rgb, decoded.display_size, GLANCE_SIDE, mirror=True)
     return PreparedImage(crops=crops, boxes=tuple(boxes), size=(w, h), notes=decoded.notes,
                          original_size=decoded.display_size, local=feats,
-                         text=text.read_source(source, limits) if text is not None else None)
+                         text=text.read_source(source, limits) if text is not None else None, glance=glanced)

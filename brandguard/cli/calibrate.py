@@ -97,8 +97,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
                  f"{deep['shape_flag_precision']:.3f} over their {deep['shape_flags_at_flag']} flags"
                  if deep.get("shape_flag_threshold") is not None else "")
               + f"); copy = >= {deep['copy_inliers']} inliers covering >= "
-              f"{deep['copy_area']:.0%} of the photo (precision {deep['copy_precision']:.3f}); auto gate "
-              f"{deep['auto_gate']:.4f} keeps {deep['auto_keeps_right_flags']} of right flags ({deep['seconds']:.0f}s)")
+              f"{deep['copy_area']:.0%} of the photo (precision {deep['copy_precision']:.3f}); auto's global gate "
+              f"{deep['auto_gate']:.4f} alone keeps {deep['auto_keeps_right_flags']} of right flags, its keypoint "
+              f"glance sends more ({deep['seconds']:.0f}s)")
         for fam, m in deep["per_family"].items():
             print(f"  {fam:<24} n={m['n']:<5} flagged {m['flagged']:<5} right brand {m['flagged_right_brand']}")
     if args.report_split is not None:

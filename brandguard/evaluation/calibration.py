@@ -302,7 +302,8 @@ def calibrate_deep(judged: list[DeepJudged], target: float = 0.95, max_deep_shar
       expects a copy (``FAMILY_VERDICT``), while ``target`` of its copy calls do (a mark pasted
       into a photo is not a copy);
     - ``auto_gate``: the best global score above which ``max_deep_share`` of the distractors lie:
-      auto depth sends those (and brand hints, titles, audits) through the local stage.
+      auto depth sends those (and brand hints, titles, keypoint-glance fits, audits) through the
+      local stage; ``auto_keeps_right_flags`` in the report is the gate's share alone.
     """
     import numpy as np
 

@@ -33,7 +33,8 @@ class _ScanActor:
                                          depth=depth)
         self.pipe.limits = limits
         local = self.pipe.local_config if depth.depth == "thorough" and self.pipe.has_local_stage() else None
-        init_worker(self.pipe.card, region_mode, limits, local, root)
+        glance = self.pipe.local_config if self.pipe.takes_glance() else None
+        init_worker(self.pipe.card, region_mode, limits, local, root, glance=glance)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from brandguard.scan.worker import prepare_row

@@ -307,7 +307,9 @@ def _decoded_stream(pending: list[ListingRow], pipeline: Pipeline, opts: ScanOpt
     local = pipeline.local_config if pipeline.depth.depth == "thorough" and pipeline.has_local_stage() else None
     # ... and read the photos' text (the judge step would otherwise run every OCR in this process)
     text = pipeline.text_config if local is not None and pipeline.reads_text_while_preparing() else None
-    init = (pipeline.card, opts.region_mode, pipeline.limits, local, root, text)
+    # auto: the decode workers take the keypoint glance that routes each listing
+    glance = pipeline.local_config if pipeline.takes_glance() else None
+    init = (pipeline.card, opts.region_mode, pipeline.limits, local, root, text, glance)
     if opts.workers <= 0:
         init_worker(*init)
         yield from map(prepare_row, pending)

@@ -27,7 +27,7 @@ _WORKER: dict = {}
 
 
 def init_worker(card: ModelCard, region_mode: str, limits: DecodeLimits, local: LocalConfig | None = None,
-                root: str | None = None, text: TextConfig | None = None) -> None:
+                root: str | None = None, text: TextConfig | None = None, glance: LocalConfig | None = None) -> None:
     """Per-process setup: one OpenCV thread and one BLAS/OpenMP thread, since the parallelism is
     the processes (a spawned worker would otherwise start a BLAS pool per core for the shape
     stage's small matrix products: on 2 cores thorough spent 199 instead of 137 CPU ms a listing).
@@ -35,7 +35,8 @@ def init_worker(card: ModelCard, region_mode: str, limits: DecodeLimits, local: 
     With ``local`` (thorough depth) the worker also describes keypoints, so the local stage's
     most expensive step runs on every core, not in the embedder's process. ``root``: the folder
     every image must lie under (None: any path). ``text`` (thorough with the text stage): the
-    worker reads each photo's text too, so OCR is spread over the cores as well."""
+    worker reads each photo's text too, so OCR is spread over the cores as well. ``glance`` (auto
+    depth): the worker takes the quick keypoints that route each listing (``Pipeline.glance``)."""
     import cv2
     from threadpoolctl import threadpool_limits
 
@@ -43,7 +44,8 @@ def init_worker(card: ModelCard, region_mode: str, limits: DecodeLimits, local: 
     threadpool_limits(limits=1)
     spec = (local.make(threads=1), local.query_side) if local is not None else None
     _WORKER.update(card=card, region_mode=region_mode, limits=limits, local=spec, root=root,
-                   text=text.make(threads=1) if text is not None else None)
+                   text=text.make(threads=1) if text is not None else None,
+                   glance=glance.make(threads=1) if glance is not None and spec is None else None)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def prepare_row(row: ListingRow) -> Prepared:
     fp = Fingerprint(f.size, f.mtime_ns, hashlib.sha256(f.data).hexdigest())
     try:
         item = prepare_image(f.data, _WORKER["card"], _WORKER["region_mode"], limits, _WORKER.get("local"),
-                             _WORKER.get("text"))
+                             _WORKER.get("text"), _WORKER.get("glance"))
     except ImageDecodeError as exc:
         return Prepared(row, exc, fp)
     return Prepared(row, item, fp, f.data)
