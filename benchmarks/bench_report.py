@@ -150,6 +150,11 @@ def _speed(s: dict) -> list[str]:
         for k, v in deep["stages_cpu_ms_per_listing"].items():
             lines.append(f"| {k.replace('_', ' ')} | {_f(v, 2)} |")
         lines += [f"| **total (keypoints + text + judge)** | **{_f(deep.get('total_cpu_ms_per_listing'), 2)}** |", "",
+                  "`glance keypoints` and `glance search fits` are auto depth's keypoint glance (SIFT at the glance "
+                  f"side, straight and mirror: {deep.get('glance_rows_per_listing', '–')} query rows per listing, a "
+                  "quarter of the IVF probes), paid on every listing the global score does not send deep and not part "
+                  f"of the thorough total; it sent {deep.get('glance_routed', '–')} of these {deep['listings']} "
+                  "listings deep.", "",
                   f"CPU-bound ceiling of thorough on {s['cores_used']} cores: **{_f(deep.get('ceiling_per_s'), 1)} "
                   "listings/s**. `search no twins` is the same search without the contrast-inverted twins (what they "
                   "cost); `geometry` is the votes and the RANSAC and homography fits on the search's neighbours; "
