@@ -132,7 +132,7 @@ def _speed(s: dict) -> list[str]:
                      f"{_f(r / lim if r and lim else None, 3)} | {settings} |")
     stages = s.get("stages") or {}
     if stages.get("stages_cpu_ms_per_listing"):
-        lines += ["", "**Where the CPU goes** (one process, one thread, CPU ms per listing, best of the repeats; "
+        lines += ["", "**Where the CPU goes** (`scan --depth fast`; one process, one thread, CPU ms per listing, best of the repeats; "
                   "`judge` is the scanner's main-process work: normalise, embed, search, decide, keypoint "
                   "verification of candidates):", "", "| stage | CPU ms / listing |", "|---|---:|"]
         for k, v in stages["stages_cpu_ms_per_listing"].items():

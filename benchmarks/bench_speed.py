@@ -117,7 +117,9 @@ def bench_stages(paths: list[str], bundle: Path, cfg: BenchConfig) -> dict:
     from brandguard.vision.regions import region_boxes
 
     cv2.setNumThreads(1)
-    pipe = Pipeline.from_bundle(bundle, threads=1, require_index=True)
+    # fast depth: the stages of `scan --depth fast` (the scan_local row); auto's and thorough's
+    # deep work is measured by bench_deep_stages
+    pipe = Pipeline.from_bundle(bundle, threads=1, require_index=True, depth="fast")
     side = decode_side(pipe.card.input_size, "full")
     n = len(paths)
 

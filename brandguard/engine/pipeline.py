@@ -312,7 +312,7 @@ class Pipeline:
         if not feats:
             return set()
         self.depth_counts["glanced"] += len(feats)
-        rows = {i: (*f.query_rows(), np.zeros(2 * len(f), bool)) for i, f in feats.items()}
+        rows = {i: (*r, np.zeros(len(r[0]), bool)) for i, r in ((i, f.query_rows()) for i, f in feats.items())}
         only = self.index.brand_rows(scope) if scope is not None else None
         hits = self.index.local.search(np.concatenate([r[0] for r in rows.values()]), NEIGHBOURS, only_rows=only,
                                        probe_share=GLANCE_PROBE_SHARE)
