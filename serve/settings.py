@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     region_mode: Literal["full", "grid"] = "full"
     depth: Literal["fast", "thorough", "auto"] = Field(
         default="auto", description="default depth of a check: fast (global embedding), thorough (+ local "
-        "features on every image), auto (local features where the global score, or the listing's title or "
-        "brand hint, points at a brand); a request may ask for another with its depth field")
+        "features on every image), auto (local features where the global score, the listing's title or "
+        "brand hint, or a quick keypoint glance points at a brand); a request may ask for another with its "
+        "depth field")
     audit_share: float = Field(default=0.0, ge=0.0, le=1.0, description="auto depth: random share of other "
                                "checks sent through the local stage")
 

@@ -21,7 +21,8 @@ class DepthOptions:
     ``fast``: none (global embedding and the keypoint check of its best candidate).
     ``thorough``: every listing. ``auto``: listings that a cheap signal points at: the best
     global score reaches the calibrated gate, a brand hint or a title names a registered
-    brand, or a random audit draw (``audit_share``) picks it.
+    brand, the keypoint glance fits a registered image (``Pipeline.glance``), or a random
+    audit draw (``audit_share``) picks it.
 
     ``text``: in ``thorough`` and ``auto`` depth, brand names written in the photo are read
     (OCR) on the listings that go through the local stage, and matched with the title against
