@@ -28,17 +28,18 @@ from brandguard.vision.preprocess import normalise_batch, resize_for_model
 from brandguard.vision.regions import Box
 from brandguard.engine.background import Background
 from brandguard.vision.verify import NO_GEOMETRY, Geometry, Verifier, to_work_gray
-from brandguard.vision.local import GLANCE_PROBE_SHARE, GLANCE_SIDE, LocalConfig, LocalFeatures, describe_source
+from brandguard.vision.local import LocalConfig, LocalFeatures, describe_source
 from brandguard.vision.local_match import LocalMatch, MatchOptions, match_references
 from brandguard.vision.shapes import ShapeMatch, ShapeTable, match_shapes
 from brandguard.engine.candidates import Candidate, ReferenceThumbs, deep_candidates
 from brandguard.engine.deepdecide import decide_visual
 from brandguard.engine.textfusion import TextFindings, fuse_text
-from brandguard.engine.routing import DepthOptions, ListingHints, fold_name, title_names_brand
+from brandguard.engine.routing import DepthOptions, ListingHints, glance, route
+from brandguard.index.local_store import DEFAULT_NEIGHBOURS
 from brandguard.engine.textmarks import Vocabulary
 from brandguard.vision.text import TextConfig, TextReader
 
-NEIGHBOURS = 5
+NEIGHBOURS = DEFAULT_NEIGHBOURS
 
 
 class Pipeline:
@@ -71,7 +72,7 @@ class Pipeline:
         self._shapes: tuple[tuple, ShapeTable] | None = None  # (index state, marks) of the shape stage
         self._vocabularies: dict[tuple[int, str | None], Vocabulary] = {}
         self.text_counts: Counter[str] = Counter()  # listings whose photo was read, and why
-        self._audit = random.Random(depth.seed)
+        self.audit = random.Random(depth.seed)  # auto depth's audit draws (routing.route)
         if depth.depth != "fast" and self.extractor is None:
             raise InputError(f"depth {depth.depth!r} needs local features, but the bundle's card has no "
                              "local_features: use --depth fast or a bundle with a local stage")
@@ -202,7 +203,7 @@ class Pipeline:
         for i, it in enumerate(items):
             if isinstance(it, PreparedImage):
                 results[i] = next(merged)
-        routes = self._route(depth, items, results, hints, brand, sources)
+        routes = route(self, depth, items, results, hints, brand, sources)
         feats: dict[int, LocalFeatures] = {}
         for i, why in routes.items():
             it = items[i]
@@ -250,73 +251,10 @@ class Pipeline:
         return decide(hits, self.calibration, ev, geometry)
 
     # ------------------------------------------------------------------ local stage
-    def _route(self, depth: DepthOptions, items: Sequence, results: dict[int, tuple[list[ReferenceHit], dict]],
-               hints: Sequence[ListingHints | None] | None, scope: str | None = None,
-               sources: Sequence | None = None) -> dict[int, str]:
-        """Which decoded items go through the local stage, and why. In auto depth, in order: the
-        global score reaches the gate, a brand hint or the title names a brand, the keypoint glance
-        fits a reference (:meth:`glance`), a random audit draw."""
-        if depth.depth == "fast" or not self.has_local_stage():
-            return {}
-        if depth.depth == "thorough":
-            return {i: "thorough" for i in results}
-        deep = self.calibration.deep
-        gate = deep.auto_gate if deep is not None else self.calibration.knockoff
-        brands = None
-        routes = {}
-        for i, (hits, _ev) in results.items():
-            h = hints[i] if hints is not None else None
-            if hits and hits[0].score >= gate:
-                routes[i] = "global score"
-            elif h is not None and (h.brand_hint or h.title):
-                brands = brands if brands is not None else {fold_name(b): b for b in (
-                    [scope] if scope is not None else self.index.brands())}
-                if h.brand_hint and fold_name(h.brand_hint) in brands:
-                    routes[i] = "brand hint"
-                elif h.title and depth.text and self.text_config is not None:
-                    # (#18) the title through the vocabulary: names, aliases, Chinese names, lookalikes
-                    found = self.vocabulary(scope).match(h.title)
-                    if found:
-                        routes[i] = ("title names a brand" if any(m.kind == "exact" for m in found)
-                                     else "title has a lookalike brand name")
-                elif h.title and title_names_brand(h.title, brands):
-                    routes[i] = "title names a brand"
-        for i in self.glance({i: items[i] for i in results if i not in routes}, sources, scope):
-            routes[i] = "keypoint glance"
-        for i in results:
-            if i not in routes and depth.audit_share > 0 and self._audit.random() < depth.audit_share:
-                routes[i] = "audit"
-        return routes
-
     def glance(self, items: dict[int, PreparedImage], sources: Sequence | None = None,
                scope: str | None = None) -> set[int]:
-        """Items whose quick keypoints (``GLANCE_SIDE``, straight and mirror, no contrast-inverted
-        twins) fit some reference geometrically, searched in one batch at ``GLANCE_PROBE_SHARE``
-        of the IVF probes: the cheap local signal that sends a listing through the local stage.
-
-        A small mark in a photo barely moves the global embedding, so the global gate alone sent
-        a third of the marks in photos that thorough finds through the local stage; the glance
-        sends about three quarters, and on photos without a registered mark it fits nothing.
-        Keypoints come from the decode (``PreparedImage.glance``) or are taken here from
-        ``sources``; an item with neither, or whose bytes no longer decode, is not glanced at."""
-        feats: dict[int, LocalFeatures] = {}
-        for i, it in items.items():
-            if it.glance is not None:
-                feats[i] = it.glance
-            elif sources is not None and sources[i] is not None:
-                try:
-                    feats[i] = describe_source(self.extractor, sources[i], GLANCE_SIDE, self.limits, mirror=True)
-                except ImageDecodeError:
-                    continue
-        feats = {i: f for i, f in feats.items() if len(f)}
-        if not feats:
-            return set()
-        self.depth_counts["glanced"] += len(feats)
-        rows = {i: (*r, np.zeros(len(r[0]), bool)) for i, r in ((i, f.query_rows()) for i, f in feats.items())}
-        only = self.index.brand_rows(scope) if scope is not None else None
-        hits = self.index.local.search(np.concatenate([r[0] for r in rows.values()]), NEIGHBOURS, only_rows=only,
-                                       probe_share=GLANCE_PROBE_SHARE)
-        return {i for i, found in self.fit_local(feats, rows, hits).items() if found}
+        """Items auto's keypoint glance sends through the local stage (``routing.glance``)."""
+        return glance(self, items, sources, scope)
 
     def has_local_stage(self) -> bool:
         """True when this bundle can run the local stage: an extractor and a descriptor index."""
