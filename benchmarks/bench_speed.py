@@ -235,17 +235,17 @@ def bench_deep_stages(paths: list[str], bundle: Path, cfg: BenchConfig, n: int =
     st["glance_keypoints"] = cpu_ms(glance_keypoints, 1)
     glance_items = {i: dataclasses.replace(pipe.prepare(p, depth=DepthOptions("fast")), glance=glances[i])
                     for i, p in enumerate(paths)}
-    st["glance_search_fits"] = cpu_ms(lambda: pipe.glance(glance_items))
+    routed: set[int] = set()
+    st["glance_search_fits"] = cpu_ms(lambda: routed.update(pipe.glance(glance_items)))
     items = [dataclasses.replace(pipe.prepare(p), local=feats[i]) for i, p in enumerate(paths)]
     no_text = DepthOptions("thorough", text=False)
     st["judge_without_text"] = cpu_ms(lambda: pipe.judge(items, paths, depth=no_text))
-    glanced = len(pipe.glance(glance_items))
     total = st["keypoints_mirror_parts"] + st.get("text_read", 0.0) + st["judge_without_text"]
     return {"listings": k, "stages_cpu_ms_per_listing": st, "query_rows_per_listing": round(len(with_twins) / k),
             "descriptors_indexed": len(local), "descriptor_factory": local.factory,
             "total_cpu_ms_per_listing": round(total, 2), "ceiling_per_s": round(cfg.threads * 1e3 / total, 1),
-            "glance_rows_per_listing": round(sum(2 * len(g) for g in glances.values()) / k),
-            "glance_routed": glanced,
+            "glance_rows_per_listing": round(sum(len(g.query_rows()[0]) for g in glances.values()) / k),
+            "glance_routed": len(routed),
             "note": "keypoints_mirror_parts includes the decode at the query side; ceiling = cores / total CPU"}
 
 

@@ -133,7 +133,10 @@ def glance(pipe: "Pipeline", items: dict, sources: Sequence | None = None, scope
     if not feats:
         return set()
     pipe.depth_counts["glanced"] += len(feats)
-    rows = {i: (*r, np.zeros(len(r[0]), bool)) for i, r in ((i, f.query_rows()) for i, f in feats.items())}
+    rows = {}
+    for i, f in feats.items():  # (descriptors, points, mirrored, inverted): no contrast-inverted twins
+        d, pts, mirrored = f.query_rows()
+        rows[i] = (d, pts, mirrored, np.zeros(len(d), bool))
     only = pipe.index.brand_rows(scope) if scope is not None else None
     hits = pipe.index.local.search(np.concatenate([r[0] for r in rows.values()]), DEFAULT_NEIGHBOURS,
                                    only_rows=only, probe_share=GLANCE_PROBE_SHARE)
