@@ -143,7 +143,7 @@ def test_stage_costs_add_up_and_bound_the_scan(quick_run) -> None:
     if deep.get("stages_cpu_ms_per_listing"):  # auto's keypoint glance is measured beside thorough's stages
         dms = deep["stages_cpu_ms_per_listing"]
         assert dms["glance_keypoints"] > 0 and dms["glance_search_fits"] >= 0
-        assert dms["glance_keypoints"] < dms["keypoints_mirror_parts"]  # 320 px against 640 px with parts
+        assert dms["glance_keypoints"] < dms["keypoints_mirror_parts"]  # 400 px against 640 px with parts
         assert 0 <= deep["glance_routed"] <= deep["listings"] and deep["glance_rows_per_listing"] > 0
 
 

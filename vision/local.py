@@ -29,12 +29,13 @@ QUERY_SIDE = 640  # long side a listing photo is described at (small marks need 
 REFERENCE_SIDE = 512  # long side a reference image is described at
 # Long side of auto depth's keypoint glance: a quick look (straight and mirror keypoints, a quarter
 # of the IVF probes) at every listing the global score does not send deep, which sends it deep when
-# any reference fits it geometrically. On a third of the test split (standard corpus) it routed
-# 72% of the marks in photos that thorough finds (the global gate alone: 32%), 95% of the strong
-# copies (65%) and 83% of the knockoffs (69%), and no more distractors, for 16 ms of SIFT and
-# 13 ms of search and fits per query; at 256 px 0.69 of marks in photos, at 400 px 0.78 for 35 ms.
-# On 800 px clothing listings (more texture, 1,180 query rows) make bench measured 19.7 + 16.1 ms.
-GLANCE_SIDE = 320
+# any reference fits it geometrically. On a third of the test split (standard corpus) a 320 px
+# glance routed 72% of the marks in photos that thorough finds (the global gate alone: 32%), 95% of
+# the strong copies (65%) and 83% of the knockoffs (69%), and no more distractors; 400 px routed
+# 78% of the marks in photos, and auto's recall@1 there went 0.490 -> 0.541 (µAP 0.676 -> 0.698
+# overall), for 1.4x the glance's CPU (on 800 px clothing listings 58 -> 81 ms of keypoints,
+# search and fits in one measurement; the search is mostly the IVF quantizer). 480 px was no better.
+GLANCE_SIDE = 400
 GLANCE_PROBE_SHARE = 0.25
 
 

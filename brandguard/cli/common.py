@@ -64,7 +64,7 @@ def add_depth_args(p: argparse.ArgumentParser) -> None:
                         "features (keypoints in a descriptor index, RANSAC geometry) on every image, which finds "
                         "marks small inside photos and mirrored knockoffs; auto (default): local features only "
                         "where the global score passes the calibrated gate, a brand hint or the title names a "
-                        "registered brand, a quick keypoint glance (SIFT at 320 px) fits a registered image, or "
+                        "registered brand, a quick keypoint glance (SIFT at 400 px) fits a registered image, or "
                         "the --audit-share draw picks the listing. A bundle without local "
                         "features runs fast")
     p.add_argument("--audit-share", type=float, default=0.0,
